@@ -1,0 +1,190 @@
+"""Pools of identical replicas and fleet options made of pools: capacity at the SLO, power,
+energy per token and money, from one simulated replica per pool.
+
+Requests reach a pool's replicas through a random (Poisson-splitting) router, so each replica
+sees a Poisson stream with the pool's traffic mix; one replica's capacity search stands for all
+of them (the `sampled` mode with k = 1; the fleet issue adds exact and k-replica modes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from megawatt.fleet.budget import PoolSize
+from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
+from megawatt.hardware import System
+from megawatt.perf import Deployment, MemoryPlan
+from megawatt.serving import Capacity
+from megawatt.serving.metrics import weighted_percentile
+from megawatt.units import SECONDS_PER_DAY, SECONDS_PER_YEAR
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """One pool: `size.n_replicas` replicas of `deployment`, each sustaining `capacity`."""
+
+    name: str
+    system: System
+    deployment: Deployment
+    memory: MemoryPlan
+    size: PoolSize
+    capacity: Capacity
+    single_stream_tokens_per_s: float
+    single_stream_ttft_s: float
+    candidates: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def rate_per_s(self) -> float:
+        """Requests per second the pool sustains within the SLO."""
+        return self.capacity.rate_per_s * self.size.n_replicas
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Output tokens per second at that rate."""
+        return self.capacity.output_tokens_per_s * self.size.n_replicas
+
+    @property
+    def busy_fraction(self) -> float:
+        """Share of time a replica's engine is busy at capacity."""
+        res = self.capacity.result
+        return res.summary()["busy_fraction"] if res is not None else 0.0
+
+    def mean_it_power_w(self, load_fraction: float) -> float:
+        """Mean IT power (W) at `load_fraction` of capacity: idle power plus the busy share of
+        the span to peak (busy time assumed proportional to load)."""
+        busy = min(1.0, self.busy_fraction * load_fraction)
+        s = self.system
+        return self.size.n_systems * (s.idle_power_w + (s.power_w - s.idle_power_w) * busy)
+
+
+@dataclass(frozen=True)
+class OptionResult:
+    """A fleet option: pools sharing a power budget, with its answers.
+
+    `load_fraction` is the mean load as a share of capacity (1 / peak-to-mean of the traffic):
+    capacity is sized for the peak, money and energy are spread over the mean.
+    """
+
+    name: str
+    model_id: str
+    pools: tuple[PoolResult, ...]
+    economics: Economics
+    pue: float
+    load_fraction: float
+
+    @property
+    def n_systems(self) -> int:
+        """Systems bought, all pools."""
+        return sum(p.size.n_systems for p in self.pools)
+
+    @property
+    def it_peak_w(self) -> float:
+        """Peak IT power of the systems bought (W)."""
+        return sum(p.size.used_w for p in self.pools)
+
+    @property
+    def leftover_w(self) -> float:
+        """IT power left unspent by whole systems (W)."""
+        return sum(p.size.leftover_w for p in self.pools)
+
+    @property
+    def rate_per_s(self) -> float:
+        """Requests per second the fleet sustains at the SLO (peak capacity)."""
+        return sum(p.rate_per_s for p in self.pools)
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Output tokens per second at peak capacity."""
+        return sum(p.output_tokens_per_s for p in self.pools)
+
+    @property
+    def prompts_per_day(self) -> float:
+        """Prompts per day the fleet serves when its peak hour runs at capacity."""
+        return self.rate_per_s * self.load_fraction * SECONDS_PER_DAY
+
+    def _merged(self, metric: str, q: float) -> float:
+        values, weights = [], []
+        for p in self.pools:
+            res = p.capacity.result
+            if res is None or p.rate_per_s <= 0:
+                continue
+            keep = ~res.rejected
+            v = getattr(res, metric)[keep]
+            values.append(v)
+            weights.append(np.full(v.size, p.rate_per_s / max(v.size, 1)))
+        if not values:
+            return math.nan
+        return weighted_percentile(np.concatenate(values), np.concatenate(weights), q)
+
+    def ttft_s(self, q: float) -> float:
+        """q-th percentile of TTFT across the fleet at capacity (pools weighted by traffic)."""
+        return self._merged("ttft_s", q)
+
+    def tpot_s(self, q: float) -> float:
+        """q-th percentile of TPOT across the fleet at capacity."""
+        return self._merged("tpot_s", q)
+
+    @property
+    def per_user_tokens_per_s(self) -> float:
+        """Decode speed a median user sees at capacity: 1 / p50 TPOT."""
+        t = self.tpot_s(50)
+        return 1.0 / t if t and t > 0 and math.isfinite(t) else math.nan
+
+    @property
+    def single_stream_tokens_per_s(self) -> float:
+        """Decode speed of one request alone on the fastest pool (tokens/s)."""
+        return max((p.single_stream_tokens_per_s for p in self.pools), default=math.nan)
+
+    @property
+    def facility_mean_w(self) -> float:
+        """Mean facility power at the mean load (W)."""
+        return sum(p.mean_it_power_w(self.load_fraction) for p in self.pools) * self.pue
+
+    @property
+    def joules_per_token(self) -> float:
+        """Facility energy per output token at the mean load (J)."""
+        tps = self.output_tokens_per_s * self.load_fraction
+        return self.facility_mean_w / tps if tps > 0 else math.inf
+
+    @property
+    def annual_cost(self) -> AnnualCost:
+        """Yearly cost of every pool (USD)."""
+        parts = [
+            annual_cost(
+                self.economics,
+                n_systems=p.size.n_systems,
+                system_price_usd=p.system.price_usd,
+                it_peak_w=p.size.used_w,
+                facility_mean_w=p.mean_it_power_w(self.load_fraction) * self.pue,
+                pue=self.pue,
+            )
+            for p in self.pools
+        ]
+        return AnnualCost(
+            *(
+                sum(getattr(c, f) for c in parts)
+                for f in ("it_capex", "facility_capex", "electricity", "contract")
+            )
+        )
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        """Cost per million output tokens at the mean load (USD)."""
+        tokens_per_year = self.output_tokens_per_s * self.load_fraction * SECONDS_PER_YEAR
+        return self.annual_cost.total / tokens_per_year * 1e6 if tokens_per_year > 0 else math.inf
+
+
+def option_result(
+    name: str,
+    model_id: str,
+    pools: Sequence[PoolResult],
+    economics: Economics,
+    pue: float,
+    load_fraction: float,
+) -> OptionResult:
+    """Assemble an option from its evaluated pools."""
+    return OptionResult(name, model_id, tuple(pools), economics, pue, load_fraction)

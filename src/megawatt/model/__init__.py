@@ -1,0 +1,22 @@
+"""Models as data: Hugging Face `config.json` files parsed into architectures, with parameter
+counts and KV-cache sizes computed from them."""
+
+from megawatt.model.catalog import load_model, preset_ids, presets
+from megawatt.model.spec import (
+    LayerSpec,
+    ModelSpec,
+    ParamCounts,
+    load_model_file,
+    model_from_config,
+)
+
+__all__ = [
+    "LayerSpec",
+    "ModelSpec",
+    "ParamCounts",
+    "load_model",
+    "load_model_file",
+    "model_from_config",
+    "preset_ids",
+    "presets",
+]

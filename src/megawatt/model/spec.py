@@ -1,0 +1,511 @@
+"""A language model's architecture as data: parsed from a Hugging Face `config.json`, with exact
+parameter counts and KV-cache bytes per token derived from it (dense, GQA, MLA, MoE, windows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from megawatt.errors import InputError
+
+AttentionKind = Literal["full", "sliding", "chunked"]
+MlpKind = Literal["dense", "moe"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One decoder layer: how it attends and which MLP it has.
+
+    `window_tokens` is the attention span of a sliding or chunked layer (tokens attended and
+    cached); `None` for full attention.
+    """
+
+    attention: AttentionKind
+    window_tokens: int | None
+    mlp: MlpKind
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts of a model, by component (numbers of weights, not bytes)."""
+
+    embedding: int
+    lm_head: int
+    attention: int  # all layers: projections, biases, norms inside attention, sinks
+    dense_mlp: int  # all dense-MLP layers
+    routed_experts: int  # all layers, all routed experts
+    shared_experts: int  # all layers
+    router: int  # all MoE layers
+    norms: int  # layer norms and the final norm
+    active_routed_experts: int  # routed-expert weights one token touches (top-k per MoE layer)
+
+    @property
+    def total(self) -> int:
+        """All weights of the model."""
+        return (
+            self.embedding
+            + self.lm_head
+            + self.attention
+            + self.dense_mlp
+            + self.routed_experts
+            + self.shared_experts
+            + self.router
+            + self.norms
+        )
+
+    @property
+    def active(self) -> int:
+        """Weights one token computes with: all but the routed experts it is not sent to and the
+        input embedding table (a lookup reads one row). OpenAI (gpt-oss) and DeepSeek count
+        active parameters this way."""
+        return self.total - self.routed_experts + self.active_routed_experts - self.embedding
+
+    @property
+    def active_with_embedding(self) -> int:
+        """`active` plus the input embedding table, the convention of Meta (Llama 4) and
+        Mistral (Mixtral) model cards."""
+        return self.active + self.embedding
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's architecture (all sizes in elements, not bytes).
+
+    Attention is `gqa` (MHA and MQA are special cases) or `mla` (DeepSeek's multi-head latent
+    attention, whose cache holds one compressed latent per token per layer).
+    """
+
+    id: str
+    name: str
+    architecture: str
+    hidden_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    layers: tuple[LayerSpec, ...]
+    attention_type: Literal["gqa", "mla"]
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    attention_bias: bool = False  # q/k/v/o biases
+    qkv_bias: bool = False  # q/k/v biases only (Qwen2)
+    qk_norm: bool = False  # per-head q/k RMSNorm weights (Qwen3)
+    attention_sinks: bool = False  # one learned logit per head per layer (gpt-oss)
+    q_lora_rank: int | None = None  # MLA
+    kv_lora_rank: int = 0  # MLA
+    qk_nope_head_dim: int = 0  # MLA
+    qk_rope_head_dim: int = 0  # MLA
+    v_head_dim: int = 0  # MLA
+    intermediate_size: int = 0  # dense MLP width
+    n_experts: int = 0  # routed experts per MoE layer
+    n_experts_per_token: int = 0  # top-k
+    expert_intermediate_size: int = 0
+    n_shared_experts: int = 0
+    shared_expert_intermediate_size: int = 0
+    expert_bias: bool = False  # biases on expert projections and router (gpt-oss)
+    max_context_tokens: int = 0
+    native_weight_dtype: Mapping[str, str] = field(
+        default_factory=dict
+    )  # component -> dtype as published
+    published_params: Mapping[str, str] = field(default_factory=dict)
+    source: str = ""
+    notes: str = ""
+
+    # -- structure ---------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder layers."""
+        return len(self.layers)
+
+    @property
+    def is_moe(self) -> bool:
+        """True when at least one layer has a mixture-of-experts MLP."""
+        return any(layer.mlp == "moe" for layer in self.layers)
+
+    @property
+    def n_moe_layers(self) -> int:
+        """Number of MoE layers."""
+        return sum(layer.mlp == "moe" for layer in self.layers)
+
+    @property
+    def n_dense_layers(self) -> int:
+        """Number of dense-MLP layers."""
+        return self.n_layers - self.n_moe_layers
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection output (heads x per-head query size)."""
+        if self.attention_type == "mla":
+            return self.n_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
+        return self.n_heads * self.head_dim
+
+    @property
+    def attn_out_dim(self) -> int:
+        """Width of the attention output fed to the O projection."""
+        if self.attention_type == "mla":
+            return self.n_heads * self.v_head_dim
+        return self.n_heads * self.head_dim
+
+    # -- parameters --------------------------------------------------------------------------
+    def attention_params_per_layer(self) -> int:
+        """Weights of one layer's attention block, input norm excluded."""
+        h = self.hidden_size
+        if self.attention_type == "mla":
+            qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * self.n_heads * qk
+            else:
+                q = h * self.n_heads * qk
+            kv_a = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+            kv_b = self.kv_lora_rank * self.n_heads * (self.qk_nope_head_dim + self.v_head_dim)
+            o = self.n_heads * self.v_head_dim * h
+            return q + kv_a + kv_b + o
+        q = h * self.n_heads * self.head_dim
+        kv = 2 * h * self.n_kv_heads * self.head_dim
+        o = self.n_heads * self.head_dim * h
+        n = q + kv + o
+        if self.attention_bias or self.qkv_bias:
+            n += (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+        if self.attention_bias:
+            n += h
+        if self.qk_norm:
+            n += 2 * self.head_dim
+        if self.attention_sinks:
+            n += self.n_heads
+        return n
+
+    def dense_mlp_params_per_layer(self) -> int:
+        """Weights of one gated (SwiGLU) dense MLP."""
+        return 3 * self.hidden_size * self.intermediate_size
+
+    def expert_params(self) -> int:
+        """Weights of one routed expert (gated MLP, with biases where the model has them)."""
+        n = 3 * self.hidden_size * self.expert_intermediate_size
+        if self.expert_bias:
+            n += 2 * self.expert_intermediate_size + self.hidden_size
+        return n
+
+    def shared_expert_params_per_layer(self) -> int:
+        """Weights of the shared (always-on) experts of one MoE layer."""
+        return self.n_shared_experts * 3 * self.hidden_size * self.shared_expert_intermediate_size
+
+    def router_params_per_layer(self) -> int:
+        """Weights of one MoE layer's router."""
+        return self.hidden_size * self.n_experts + (self.n_experts if self.expert_bias else 0)
+
+    def param_counts(self) -> ParamCounts:
+        """Exact parameter counts by component, computed from the architecture."""
+        h = self.hidden_size
+        n_moe = self.n_moe_layers
+        return ParamCounts(
+            embedding=self.vocab_size * h,
+            lm_head=0 if self.tie_word_embeddings else self.vocab_size * h,
+            attention=self.n_layers * self.attention_params_per_layer(),
+            dense_mlp=self.n_dense_layers * self.dense_mlp_params_per_layer(),
+            routed_experts=n_moe * self.n_experts * self.expert_params(),
+            shared_experts=n_moe * self.shared_expert_params_per_layer(),
+            router=n_moe * self.router_params_per_layer(),
+            norms=2 * self.n_layers * h + h,
+            active_routed_experts=n_moe * self.n_experts_per_token * self.expert_params(),
+        )
+
+    # -- KV cache ----------------------------------------------------------------------------
+    def kv_elements_per_token_per_layer(self) -> int:
+        """Cached elements per token per layer: K and V heads (GQA) or the MLA latent."""
+        if self.attention_type == "mla":
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.n_kv_heads * self.head_dim
+
+    def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> float:
+        """KV-cache bytes per token summed over all layers, as if every layer cached every token.
+
+        This is the cost of a token on full-attention layers; windowed layers stop growing once
+        the context exceeds their window (see `kv_bytes`).
+        """
+        return self.n_layers * self.kv_elements_per_token_per_layer() * bytes_per_element
+
+    def kv_bytes_per_token_full(self, bytes_per_element: float = 2.0) -> float:
+        """KV bytes per token of the full-attention layers only (they grow with context)."""
+        n_full = sum(layer.window_tokens is None for layer in self.layers)
+        return n_full * self.kv_elements_per_token_per_layer() * bytes_per_element
+
+    def windowed_layers(self) -> tuple[int, ...]:
+        """Window sizes (tokens) of the sliding/chunked layers, one entry per such layer."""
+        return tuple(layer.window_tokens for layer in self.layers if layer.window_tokens)
+
+    def kv_bytes(self, context_tokens: float, bytes_per_element: float = 2.0) -> float:
+        """KV-cache bytes of one sequence of `context_tokens` tokens (windows respected)."""
+        per_layer = self.kv_elements_per_token_per_layer() * bytes_per_element
+        full = self.kv_bytes_per_token_full(bytes_per_element) * context_tokens
+        windowed = sum(min(context_tokens, w) for w in self.windowed_layers()) * per_layer
+        return full + windowed
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing Hugging Face config.json
+# ---------------------------------------------------------------------------------------------
+
+
+def _need(cfg: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in cfg or cfg[key] is None:
+        raise InputError(
+            f"{where}: config.json field '{key}' is required for this architecture but missing. "
+            "Add it from the model's Hugging Face config.json."
+        )
+    return cfg[key]
+
+
+def _positive_int(cfg: Mapping[str, Any], key: str, where: str) -> int:
+    value = _need(cfg, key, where)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(
+            f"{where}: config.json field '{key}' must be a positive integer; got {value!r}."
+        )
+    return value
+
+
+def _layer_pattern(
+    cfg: Mapping[str, Any], n_layers: int, where: str
+) -> list[tuple[str, int | None]]:
+    """Attention kind and window of each layer, from the fields each family uses."""
+    layer_types = cfg.get("layer_types")
+    if layer_types:
+        if len(layer_types) != n_layers:
+            raise InputError(
+                f"{where}: layer_types has {len(layer_types)} entries but "
+                f"num_hidden_layers is {n_layers}; they must agree."
+            )
+        window = cfg.get("sliding_window")
+        out: list[tuple[str, int | None]] = []
+        for kind in layer_types:
+            if kind == "sliding_attention":
+                out.append(("sliding", int(_need(cfg, "sliding_window", where))))
+            elif kind in ("full_attention", "attention"):
+                out.append(("full", None))
+            elif kind == "chunked_attention":
+                out.append(("chunked", int(_need(cfg, "attention_chunk_size", where))))
+            else:
+                raise InputError(
+                    f"{where}: layer_types entry {kind!r} is not one of "
+                    "sliding_attention, full_attention, chunked_attention."
+                )
+        del window
+        return out
+    chunk = cfg.get("attention_chunk_size")
+    if chunk:
+        # Llama 4 (iRoPE): every `no_rope_layer_interval`-th layer is global NoPE attention,
+        # the rest attend within chunks (Meta reference code; transformers default interval 4).
+        interval = int(cfg.get("no_rope_layer_interval", 4))
+        no_rope = cfg.get("no_rope_layers")
+        out = []
+        for i in range(n_layers):
+            is_global = (no_rope[i] == 0) if no_rope else ((i + 1) % interval == 0)
+            out.append(("full", None) if is_global else ("chunked", int(chunk)))
+        return out
+    window = cfg.get("sliding_window")
+    uses_window = cfg.get("use_sliding_window", window is not None)
+    if window and uses_window:
+        max_window_layers = int(cfg.get("max_window_layers", n_layers))
+        # Qwen2-style: layers below max_window_layers use full attention; Mistral: all slide.
+        if "max_window_layers" in cfg:
+            return [
+                ("full", None) if i < max_window_layers else ("sliding", int(window))
+                for i in range(n_layers)
+            ]
+        return [("sliding", int(window))] * n_layers
+    return [("full", None)] * n_layers
+
+
+def _moe_layout(cfg: Mapping[str, Any], n_layers: int, where: str) -> dict[str, Any]:
+    """Which layers are MoE, expert counts and sizes, per family."""
+    n_experts = (
+        cfg.get("n_routed_experts") or cfg.get("num_local_experts") or cfg.get("num_experts") or 0
+    )
+    if not n_experts:
+        return {"moe_layers": [False] * n_layers}
+    top_k = _positive_int(cfg, "num_experts_per_tok", where)
+    if "first_k_dense_replace" in cfg or "n_routed_experts" in cfg:  # DeepSeek-V2/V3
+        first_dense = int(cfg.get("first_k_dense_replace", 0))
+        freq = int(cfg.get("moe_layer_freq", 1))
+        moe_layers = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
+        expert_size = _positive_int(cfg, "moe_intermediate_size", where)
+        n_shared = int(cfg.get("n_shared_experts") or 0)
+        return {
+            "moe_layers": moe_layers,
+            "n_experts": n_experts,
+            "top_k": top_k,
+            "expert_size": expert_size,
+            "n_shared": n_shared,
+            "shared_size": expert_size,
+        }
+    if "interleave_moe_layer_step" in cfg:  # Llama 4
+        step = int(cfg["interleave_moe_layer_step"])
+        moe_layers = [(i + 1) % step == 0 for i in range(n_layers)]
+        size = _positive_int(cfg, "intermediate_size", where)
+        return {
+            "moe_layers": moe_layers,
+            "n_experts": n_experts,
+            "top_k": top_k,
+            "expert_size": size,
+            "n_shared": 1,
+            "shared_size": size,
+            "dense_size": int(cfg.get("intermediate_size_mlp") or size),
+        }
+    if "decoder_sparse_step" in cfg or "moe_intermediate_size" in cfg:  # Qwen2/3-MoE
+        step = int(cfg.get("decoder_sparse_step", 1))
+        mlp_only = set(cfg.get("mlp_only_layers") or [])
+        moe_layers = [i not in mlp_only and (i + 1) % step == 0 for i in range(n_layers)]
+        expert_size = _positive_int(cfg, "moe_intermediate_size", where)
+        shared_size = int(cfg.get("shared_expert_intermediate_size") or 0)
+        return {
+            "moe_layers": moe_layers,
+            "n_experts": n_experts,
+            "top_k": top_k,
+            "expert_size": expert_size,
+            "n_shared": 1 if shared_size else 0,
+            "shared_size": shared_size,
+        }
+    size = _positive_int(cfg, "intermediate_size", where)  # Mixtral, gpt-oss
+    return {
+        "moe_layers": [True] * n_layers,
+        "n_experts": n_experts,
+        "top_k": top_k,
+        "expert_size": size,
+        "n_shared": 0,
+        "shared_size": 0,
+    }
+
+
+def _native_dtypes(cfg: Mapping[str, Any], outer: Mapping[str, Any]) -> dict[str, str]:
+    """Published weight formats by component, from `quantization_config` and `torch_dtype`."""
+    base = str(outer.get("torch_dtype") or cfg.get("torch_dtype") or "bfloat16")
+    base_dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(base, "bf16")
+    out = {
+        "attention": base_dtype,
+        "mlp": base_dtype,
+        "experts": base_dtype,
+        "embedding": base_dtype,
+    }
+    quant = outer.get("quantization_config") or cfg.get("quantization_config") or {}
+    method = str(quant.get("quant_method", "")).lower()
+    if method == "mxfp4":  # gpt-oss: MXFP4 experts, everything else BF16
+        out["experts"] = "fp4"
+    elif method == "fp8":  # DeepSeek-V3/R1: block-scaled e4m3 linear layers
+        out.update(attention="fp8", mlp="fp8", experts="fp8")
+    return out
+
+
+def model_from_config(
+    config: Mapping[str, Any], model_id: str, *, where: str | None = None
+) -> ModelSpec:
+    """Build a `ModelSpec` from a Hugging Face `config.json` mapping.
+
+    Multimodal wrappers (Llama 4) are read through their `text_config`. Keys starting with `_`
+    (`_source`, `_published_params`, `_notes`) are megawatt's own annotations.
+    """
+    where = where or model_id
+    cfg: Mapping[str, Any] = config.get("text_config") or config
+    n_layers = _positive_int(cfg, "num_hidden_layers", where)
+    hidden = _positive_int(cfg, "hidden_size", where)
+    n_heads = _positive_int(cfg, "num_attention_heads", where)
+    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
+    head_dim = int(cfg.get("head_dim") or hidden // n_heads)
+    arch = str((config.get("architectures") or cfg.get("architectures") or ["unknown"])[0])
+    model_type = str(cfg.get("model_type") or config.get("model_type") or "")
+    pattern = _layer_pattern(cfg, n_layers, where)
+    moe = _moe_layout(cfg, n_layers, where)
+    dense_size = int(moe.get("dense_size") or cfg.get("intermediate_size") or 0)
+    layers = tuple(
+        LayerSpec(attention=kind, window_tokens=window, mlp="moe" if is_moe else "dense")  # type: ignore[arg-type]
+        for (kind, window), is_moe in zip(pattern, moe["moe_layers"], strict=True)
+    )
+    if any(layer.mlp == "dense" for layer in layers) and dense_size <= 0:
+        raise InputError(
+            f"{where}: config.json field 'intermediate_size' must be a positive "
+            "integer for dense MLP layers."
+        )
+    is_mla = bool(cfg.get("kv_lora_rank"))
+    is_gpt_oss = model_type == "gpt_oss"
+    return ModelSpec(
+        id=model_id,
+        name=str(config.get("_name", model_id)),
+        architecture=arch,
+        hidden_size=hidden,
+        vocab_size=_positive_int(cfg, "vocab_size", where),
+        tie_word_embeddings=bool(
+            cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", False))
+        ),
+        layers=layers,
+        attention_type="mla" if is_mla else "gqa",
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        attention_bias=bool(cfg.get("attention_bias", False)),
+        qkv_bias=model_type == "qwen2",
+        qk_norm=model_type in ("qwen3", "qwen3_moe"),
+        attention_sinks=is_gpt_oss,
+        q_lora_rank=cfg.get("q_lora_rank") if is_mla else None,
+        kv_lora_rank=int(cfg.get("kv_lora_rank") or 0),
+        qk_nope_head_dim=int(cfg.get("qk_nope_head_dim") or 0),
+        qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0),
+        v_head_dim=int(cfg.get("v_head_dim") or 0),
+        intermediate_size=dense_size,
+        n_experts=int(moe.get("n_experts", 0)),
+        n_experts_per_token=int(moe.get("top_k", 0)),
+        expert_intermediate_size=int(moe.get("expert_size", 0)),
+        n_shared_experts=int(moe.get("n_shared", 0)),
+        shared_expert_intermediate_size=int(moe.get("shared_size", 0)),
+        expert_bias=is_gpt_oss,
+        max_context_tokens=int(cfg.get("max_position_embeddings") or 0),
+        native_weight_dtype=_native_dtypes(cfg, config),
+        published_params=dict(config.get("_published_params") or {}),
+        source=str(config.get("_source", "")),
+        notes=str(config.get("_notes", "")),
+    )
+
+
+def load_model_file(path: str | os.PathLike[str], model_id: str | None = None) -> ModelSpec:
+    """Load a model from a Hugging Face `config.json` file on disk."""
+    p = Path(path)
+    try:
+        config = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(
+            f"model file {p} does not exist. Pass the path to a config.json."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p} line {exc.lineno}: not valid JSON ({exc.msg}).") from None
+    if not isinstance(config, dict):
+        raise InputError(
+            f"{p}: a config.json must hold a JSON object; got {type(config).__name__}."
+        )
+    return model_from_config(config, model_id or p.stem, where=str(p))
+
+
+def parse_count(text: str) -> tuple[float, float]:
+    """Parse a published parameter count like '70B', '46.7B' or '5.1B' into (value, half-ulp).
+
+    The half-ulp is the rounding tolerance the figure itself implies ('7B' -> 0.5e9).
+    """
+    token = text.strip().split()[0].upper().rstrip(",")
+    scale = {"B": 1e9, "M": 1e6, "T": 1e12}[token[-1]]
+    digits = token[:-1]
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    return float(digits) * scale, 0.5 * scale * 10.0 ** (-decimals)
+
+
+def significant_digits(text: str) -> int:
+    """Number of significant digits in a published count ('70.6B' -> 3, '7B' -> 1)."""
+    digits = text.strip().split()[0].upper().rstrip("BMT,").replace(".", "").lstrip("0")
+    return len(digits) if digits else 0
+
+
+def round_sig(value: float, digits: int) -> float:
+    """Round to `digits` significant digits."""
+    if value == 0:
+        return 0.0
+    return round(value, -math.floor(math.log10(abs(value))) + digits - 1)

@@ -1,0 +1,27 @@
+"""The performance model: how long one engine step takes and what fits in memory.
+
+`Deployment` describes a replica; `plan_memory` places weights and KV cache; `RooflineStepModel`
+times steps behind the `StepModel` seam the serving simulator uses.
+"""
+
+from megawatt.perf.deployment import Deployment
+from megawatt.perf.efficiency import Efficiencies, family_of, prior
+from megawatt.perf.memory import MemoryPlan, WeightBytes, min_devices, plan_memory, weight_bytes
+from megawatt.perf.step import BatchShape, OperatorTime, RooflineStepModel, StepBreakdown, StepModel
+
+__all__ = [
+    "BatchShape",
+    "Deployment",
+    "Efficiencies",
+    "MemoryPlan",
+    "OperatorTime",
+    "RooflineStepModel",
+    "StepBreakdown",
+    "StepModel",
+    "WeightBytes",
+    "family_of",
+    "min_devices",
+    "plan_memory",
+    "prior",
+    "weight_bytes",
+]

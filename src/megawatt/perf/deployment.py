@@ -1,0 +1,138 @@
+"""A deployment: one model on one replica's worth of hardware with a parallel plan, precision and
+engine settings. Pure data; everything the performance model needs to time a step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from megawatt.errors import InputError
+from megawatt.hardware import Device, System
+from megawatt.model import ModelSpec
+from megawatt.perf.efficiency import Efficiencies, family_of, prior
+from megawatt.units import bytes_per_element
+
+WEIGHT_DTYPES = ("native", "bf16", "fp8", "fp4")
+KV_DTYPES = ("bf16", "fp8")
+COMPONENTS = ("attention", "mlp", "experts", "embedding")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One serving replica: `model` on `tp x pp` devices of `system` (wafers: `pp` = wafers).
+
+    weight_dtype: `native` keeps the published format per component (gpt-oss: MXFP4 experts,
+    BF16 elsewhere); otherwise every linear layer uses this format (embeddings stay BF16).
+    ep: expert-parallel degree across the replica's devices (1 = experts sharded like TP).
+    max_num_seqs / max_num_batched_tokens: the engine's batch cap and per-step token budget.
+    """
+
+    model: ModelSpec
+    system: System
+    device: Device
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    weight_dtype: str = "native"
+    kv_dtype: str = "bf16"
+    engine: str = "vllm"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    gpu_memory_utilization: float = 0.90
+    efficiencies: Efficiencies | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "ep", "max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"deployment.{name} must be an integer >= 1; got {value!r}.")
+        if self.weight_dtype not in WEIGHT_DTYPES:
+            raise InputError(
+                f"deployment.weight_dtype must be one of {', '.join(WEIGHT_DTYPES)}; "
+                f"got {self.weight_dtype!r}."
+            )
+        if self.kv_dtype not in KV_DTYPES:
+            raise InputError(
+                f"deployment.kv_dtype must be one of {', '.join(KV_DTYPES)}; got {self.kv_dtype!r}."
+            )
+        if self.ep > self.n_devices:
+            raise InputError(f"deployment.ep must be <= tp x pp = {self.n_devices}; got {self.ep}.")
+        if self.family == "gpu" and self.tp > self.system.n_devices:
+            raise InputError(
+                f"deployment.tp must fit in one {self.system.id} scale-up domain "
+                f"({self.system.n_devices} devices); got tp={self.tp}. Use pp for more devices."
+            )
+        if self.family == "wafer" and self.tp != 1:
+            raise InputError(
+                "deployment.tp must be 1 on wafer-scale engines (each wafer holds "
+                f"whole layers); got tp={self.tp}. Use pp = number of wafers."
+            )
+        if not 0.1 <= self.gpu_memory_utilization <= 1.0:
+            raise InputError(
+                "deployment.gpu_memory_utilization must be in [0.1, 1.0]; "
+                f"got {self.gpu_memory_utilization}."
+            )
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """`wafer` or `gpu` (every HBM accelerator)."""
+        return family_of(self.device.kind)
+
+    @property
+    def n_devices(self) -> int:
+        """Accelerators (or wafers) in one replica."""
+        return self.tp * self.pp
+
+    @property
+    def replicas_per_system(self) -> float:
+        """Replicas one system holds (a fraction when a replica spans several systems)."""
+        return self.system.n_devices / self.n_devices
+
+    @property
+    def label(self) -> str:
+        """Short plan description, e.g. `h200-sxm x8 tp8 fp8`."""
+        plan = f"tp{self.tp}" + (f" pp{self.pp}" if self.pp > 1 else "")
+        plan += f" ep{self.ep}" if self.ep > 1 else ""
+        if self.family == "wafer":
+            plan = f"{self.pp} wafer" + ("s" if self.pp > 1 else "")
+        return f"{self.model.id} on {self.device.id} x{self.n_devices} {plan} {self.weight_dtype}"
+
+    @property
+    def eff(self) -> Efficiencies:
+        """The efficiencies used: explicit ones, or the family/engine prior."""
+        return self.efficiencies or prior(self.family, self.engine)
+
+    # -- precision --------------------------------------------------------------------------
+    def weight_dtype_of(self, component: str) -> str:
+        """Storage format of a component's weights (`attention`, `mlp`, `experts`, `embedding`)."""
+        if component == "embedding":
+            return self.model.native_weight_dtype.get("embedding", "bf16")
+        if self.weight_dtype == "native":
+            dtype = self.model.native_weight_dtype.get(component, "bf16")
+            return "bf16" if dtype in ("fp16", "fp32") else dtype
+        return self.weight_dtype
+
+    def weight_bytes_per_param(self, component: str) -> float:
+        """Bytes per weight of a component, scale factors included."""
+        return bytes_per_element(self.weight_dtype_of(component))
+
+    def compute_dtype_of(self, component: str) -> str:
+        """Math format of a component's GEMMs: its weight format when the device has a native
+        rate for it (W8A8, W4A4), else BF16 (weight-only quantisation dequantises to BF16)."""
+        dtype = self.weight_dtype_of(component)
+        return dtype if self.device.has_native(dtype) else "bf16"
+
+    def peak_flops_of(self, component: str) -> float:
+        """Dense peak FLOP/s of one device for a component's GEMMs."""
+        return self.device.peak_flops_for(self.compute_dtype_of(component))
+
+    @property
+    def kv_bytes_per_element(self) -> float:
+        """Bytes per cached K/V element."""
+        return bytes_per_element(self.kv_dtype)
+
+    @property
+    def activation_bytes(self) -> float:
+        """Bytes per activation element moved between devices (BF16)."""
+        return 2.0

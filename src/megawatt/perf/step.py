@@ -1,0 +1,481 @@
+"""How long one engine step takes: the per-operator roofline of ARCHITECTURE.md behind the
+`StepModel` seam that the serving simulator calls.
+
+A step is one forward pass over a batch of decode sequences and prefill chunks. Its time is the
+sum over operators of max(FLOPs / (peak x eff), bytes / (bandwidth x eff)), plus communication
+of the parallel plan, plus a per-step engine overhead. Every operator's FLOPs and bytes are
+linear in a few batch aggregates (the *features*), so a step costs one small matrix product and
+many decode steps can be timed at once, vectorised.
+
+Pipelines (GPU pipeline parallelism, or a wafer whose layers sit in separate core regions)
+keep m = min(units, stages) micro-batches in flight, where a unit is a decode sequence or
+`PREFILL_UNIT_TOKENS` tokens of a prompt (causal attention lets a prompt's chunks follow one
+another through the stages): every sequence advances in the time one micro-batch of 1/m of the
+batch takes to traverse every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from megawatt.perf.deployment import Deployment
+from megawatt.perf.memory import MemoryPlan, plan_memory
+
+FloatArray = NDArray[np.float64]
+
+# Feature vector: per-step aggregates every operator is linear in.
+FEATURES = (
+    "one",  # 1 per pass
+    "tokens",  # tokens in the step: decode sequences + prefill chunk tokens
+    "logits",  # sequences sampling a token this step
+    "decode_context",  # sum over decode sequences of their cached context
+    "decode_window",  # sum over decode sequences of min(context, window)
+    "prefill_attention",  # sum over chunks of chunk x (cached + (chunk + 1) / 2)
+    "prefill_window",  # the same with the attended span capped at the window
+    "experts_touched",  # expected distinct routed experts per MoE layer
+    "prefill_tokens",  # prefill chunk tokens (KV writes)
+)
+N_FEATURES = len(FEATURES)
+_ONE, _TOK, _LOG, _DCTX, _DWIN, _PATT, _PWIN, _EXP, _PTOK = range(N_FEATURES)
+
+PREFILL_UNIT_TOKENS = 256
+"""Prompt tokens per pipeline micro-batch when a prompt streams through pipeline stages
+(estimate: a few hundred tokens keep GEMMs efficient while filling the pipeline)."""
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """The aggregates of one step's batch that its time depends on (tokens, contexts).
+
+    Build it with `BatchShape.of(decode_contexts, prefill_chunks, window)`.
+    """
+
+    n_decode: int = 0
+    decode_context: float = 0.0
+    decode_window: float = 0.0
+    n_prefill: int = 0
+    prefill_tokens: int = 0
+    prefill_attention: float = 0.0
+    prefill_window: float = 0.0
+    n_logits: int = 0
+
+    @property
+    def n_seqs(self) -> int:
+        """Sequences in the step."""
+        return self.n_decode + self.n_prefill
+
+    @property
+    def tokens(self) -> int:
+        """Tokens processed in the step."""
+        return self.n_decode + self.prefill_tokens
+
+    @property
+    def pipeline_units(self) -> float:
+        """Independent pieces of work a pipeline can overlap: decode sequences plus prompt
+        pieces of `PREFILL_UNIT_TOKENS` tokens (at least one per prompt)."""
+        return self.n_decode + max(float(self.n_prefill), self.prefill_tokens / PREFILL_UNIT_TOKENS)
+
+    @staticmethod
+    def of(
+        decode_contexts: list[int] | FloatArray = (),  # type: ignore[assignment]
+        prefill_chunks: list[tuple[int, int]] = (),  # type: ignore[assignment]
+        window: int | None = None,
+        n_logits: int | None = None,
+    ) -> BatchShape:
+        """From decode contexts (tokens already cached per sequence) and prefill chunks
+        `(chunk_tokens, cached_tokens)`; `n_logits` defaults to every decode plus every chunk."""
+        ctx = np.asarray(decode_contexts, dtype=np.float64)
+        p_att = p_win = 0.0
+        p_tok = 0
+        for chunk, cached in prefill_chunks:
+            span = cached + (chunk + 1) / 2.0
+            p_att += chunk * span
+            p_win += chunk * min(span, window) if window else 0.0
+            p_tok += chunk
+        return BatchShape(
+            n_decode=len(ctx),
+            decode_context=float(ctx.sum()),
+            decode_window=float(np.minimum(ctx, window).sum()) if window else 0.0,
+            n_prefill=len(prefill_chunks),
+            prefill_tokens=p_tok,
+            prefill_attention=p_att,
+            prefill_window=p_win,
+            n_logits=len(ctx) + len(prefill_chunks) if n_logits is None else n_logits,
+        )
+
+
+@dataclass(frozen=True)
+class OperatorTime:
+    """One operator's share of a step: its compute and memory times and what bounds it."""
+
+    name: str
+    flops: float
+    bytes: float
+    compute_s: float
+    memory_s: float
+
+    @property
+    def time_s(self) -> float:
+        """The roofline time: the larger of compute and memory time."""
+        return max(self.compute_s, self.memory_s)
+
+    @property
+    def bound(self) -> str:
+        """`compute` or `memory`."""
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    """Why a step takes its time: per operator (per micro-batch pass), communication, latency
+    of the fabric, overhead; `total_s` is the step time."""
+
+    operators: tuple[OperatorTime, ...]
+    communication_s: float
+    latency_s: float
+    overhead_s: float
+    microbatches: int
+    total_s: float
+    by_bound: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bound(self) -> str:
+        """The resource that takes the largest share of the step."""
+        return max(self.by_bound, key=lambda k: self.by_bound[k])
+
+
+class StepModel(Protocol):
+    """The seam between serving and performance: how long a step of a given batch takes."""
+
+    @property
+    def window_tokens(self) -> int | None:
+        """Attention window of the model's windowed layers (None when it has none)."""
+
+    def step_time(self, batch: BatchShape) -> float:
+        """Seconds one engine step over `batch` takes."""
+
+    def decode_times(self, contexts: FloatArray, n_steps: int) -> FloatArray:
+        """Seconds of each of `n_steps` consecutive pure-decode steps of sequences whose cached
+        contexts start at `contexts` and grow by one token per step."""
+
+
+class RooflineStepModel:
+    """The per-operator roofline for any deployment (GPU-like or wafer-scale).
+
+    Pure function of a frozen `Deployment`; `breakdown(batch)` explains any step.
+    """
+
+    def __init__(self, deployment: Deployment, memory: MemoryPlan | None = None) -> None:
+        self.deployment = deployment
+        self.memory = memory or plan_memory(deployment)
+        self._build()
+
+    # -- construction -----------------------------------------------------------------------
+    def _build(self) -> None:
+        dep, m, eff = self.deployment, self.deployment.model, self.deployment.eff
+        dev = dep.device
+        tp = dep.tp
+        wafer = dep.family == "wafer"
+        h = m.hidden_size
+        names: list[str] = []
+        flops: list[list[float]] = []
+        nbytes: list[list[float]] = []
+        rates: list[float] = []
+        bws: list[float] = []
+
+        # On a wafer each layer runs in its own core region: 1/layers_per_stage of the wafer.
+        share = 1.0 / self.memory.layers_per_stage if wafer else 1.0
+        bw = dev.mem_bandwidth_bytes_per_s * eff.memory * share
+
+        def add(name: str, f: dict[int, float], b: dict[int, float], rate: float) -> None:
+            fv = [0.0] * N_FEATURES
+            bv = [0.0] * N_FEATURES
+            for k, v in f.items():
+                fv[k] += v
+            for k, v in b.items():
+                bv[k] += v
+            names.append(name)
+            flops.append(fv)
+            nbytes.append(bv)
+            rates.append(rate * share)
+            bws.append(bw)
+
+        n_layers = m.n_layers
+        n_win = len(m.windowed_layers())
+        n_full = n_layers - n_win
+        act = dep.activation_bytes
+        attn_rate = dev.peak_flops_for("bf16") * eff.attention
+        lin = eff.compute
+
+        # Attention projections (Q, K, V, O; MLA down/up projections), all layers.
+        p_attn = m.attention_params_per_layer()
+        add(
+            "attention projections",
+            {_TOK: 2.0 * p_attn * n_layers / tp},
+            {
+                _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers / tp,
+                _TOK: 2.0 * h * act * n_layers / tp,
+            },
+            dep.peak_flops_of("attention") * lin,
+        )
+
+        # Attention over the cache: QK^T and PV. MLA runs in absorbed form over the latent.
+        if m.attention_type == "mla":
+            flops_per_ctx = 2.0 * m.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+            kv_shards = 1.0
+        else:
+            flops_per_ctx = 4.0 * m.n_heads * m.head_dim
+            kv_shards = float(min(tp, m.n_kv_heads))
+        kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
+        if n_full:
+            add(
+                "attention (decode)",
+                {_DCTX: flops_per_ctx * n_full / tp},
+                {_DCTX: kv_layer_bytes * n_full / kv_shards},
+                attn_rate,
+            )
+            add(
+                "attention (prefill)",
+                {_PATT: flops_per_ctx * n_full / tp},
+                {_PTOK: kv_layer_bytes * n_full / kv_shards},
+                attn_rate,
+            )
+        if n_win:
+            add(
+                "windowed attention (decode)",
+                {_DWIN: flops_per_ctx * n_win / tp},
+                {_DWIN: kv_layer_bytes * n_win / kv_shards},
+                attn_rate,
+            )
+            add(
+                "windowed attention (prefill)",
+                {_PWIN: flops_per_ctx * n_win / tp},
+                {_PTOK: kv_layer_bytes * n_win / kv_shards},
+                attn_rate,
+            )
+
+        # MLPs.
+        if m.n_dense_layers:
+            p = m.dense_mlp_params_per_layer() * m.n_dense_layers
+            add(
+                "dense MLP",
+                {_TOK: 2.0 * p / tp},
+                {_ONE: p * dep.weight_bytes_per_param("mlp") / tp},
+                dep.peak_flops_of("mlp") * lin,
+            )
+        if m.n_moe_layers:
+            n_moe = m.n_moe_layers
+            shards = dep.ep if dep.ep > 1 else tp
+            p_exp = m.expert_params()
+            add(
+                "routed experts",
+                {_TOK: 2.0 * m.n_experts_per_token * p_exp * n_moe / tp},
+                {_EXP: p_exp * dep.weight_bytes_per_param("experts") * n_moe / shards},
+                dep.peak_flops_of("experts") * lin,
+            )
+            if m.n_shared_experts:
+                p = m.shared_expert_params_per_layer() * n_moe
+                add(
+                    "shared experts",
+                    {_TOK: 2.0 * p / tp},
+                    {_ONE: p * dep.weight_bytes_per_param("mlp") / tp},
+                    dep.peak_flops_of("mlp") * lin,
+                )
+            p = m.router_params_per_layer() * n_moe
+            add("router", {_TOK: 2.0 * p}, {_ONE: 2.0 * p}, dev.peak_flops_for("bf16") * lin)
+
+        # LM head on the sampled positions only; elementwise work (norms, residuals, RoPE).
+        p_head = m.vocab_size * h
+        add(
+            "LM head",
+            {_LOG: 2.0 * p_head / tp},
+            {_ONE: p_head * dep.weight_bytes_per_param("embedding") / tp},
+            dep.peak_flops_of("embedding") * lin,
+        )
+        add("elementwise", {_TOK: 0.0}, {_TOK: 4.0 * h * act * n_layers}, attn_rate)
+
+        self._names = tuple(names)
+        self._flops = np.array(flops, dtype=np.float64)
+        self._bytes = np.array(nbytes, dtype=np.float64)
+        self._rate = np.array(rates, dtype=np.float64)
+        self._bw = np.array(bws, dtype=np.float64)
+
+        # Communication per pass (seconds, linear in features) and fabric latency.
+        comm = [0.0] * N_FEATURES
+        latency = 0.0
+        sysm = dep.system
+        if wafer:
+            mesh = dev.mesh
+            cores = (mesh.width_cores * mesh.height_cores) if mesh else (dev.cores or 1)
+            side = math.sqrt(cores * share)
+            clock = mesh.clock_hz if mesh else (dev.clock_hz or 1e9)
+            latency += (
+                n_layers * (eff.layer_fixed_cycles + eff.layer_cycles_per_side * side) / clock
+            )
+            if dep.pp > 1:
+                io = (
+                    sysm.scaleout_bandwidth_bytes_per_s
+                    or dev.scaleout_bandwidth_bytes_per_s
+                    or 1e11
+                ) * eff.link
+                comm[_TOK] += (dep.pp - 1) * h * act / io
+                latency += (dep.pp - 1) * sysm.scaleout_latency_s
+        else:
+            link = (
+                sysm.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s or 0.0
+            ) * eff.link
+            lat = sysm.scaleup_latency_s
+            if tp > 1:
+                if link <= 0:
+                    link = (dev.scaleout_bandwidth_bytes_per_s or 1e10) * eff.link
+                n_allreduce = 2 * n_layers
+                if dep.ep > 1:
+                    n_allreduce -= m.n_moe_layers
+                ring = 2.0 * (tp - 1) / tp
+                comm[_TOK] += n_allreduce * ring * h * act / link
+                latency += n_allreduce * 2 * (tp - 1) * lat
+            if dep.ep > 1 and m.n_moe_layers:
+                frac = (dep.ep - 1) / dep.ep
+                comm[_TOK] += (
+                    m.n_moe_layers * 2.0 * m.n_experts_per_token * h * act * frac / max(link, 1.0)
+                )
+                latency += m.n_moe_layers * 2 * lat
+            if dep.pp > 1:
+                inside = dep.n_devices <= sysm.n_devices
+                hop_bw = (
+                    link
+                    if inside and link > 0
+                    else (sysm.scaleout_bandwidth_bytes_per_s or 5e10) * eff.link
+                )
+                hop_lat = lat if inside else sysm.scaleout_latency_s
+                comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
+                latency += (dep.pp - 1) * hop_lat
+        self._comm = np.array(comm, dtype=np.float64)
+        self._latency = latency
+        self._depth = m.n_layers if wafer else dep.pp
+        self._overhead = (eff.step_overhead_s, eff.seq_overhead_s)
+        self._window = self.memory.window_tokens
+        self._n_experts = m.n_experts
+        self._top_k = m.n_experts_per_token
+
+    # -- the seam -----------------------------------------------------------------------------
+    @property
+    def window_tokens(self) -> int | None:
+        """Attention window of the model's windowed layers (None when it has none)."""
+        return self._window
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Stages a micro-batch traverses (pp for GPUs; layers for a wafer)."""
+        return self._depth
+
+    def _features(
+        self,
+        tokens: FloatArray,
+        logits: FloatArray,
+        dctx: FloatArray,
+        dwin: FloatArray,
+        patt: FloatArray,
+        pwin: FloatArray,
+        ptok: FloatArray,
+        units: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Micro-batch feature matrix (N_FEATURES x k) and the micro-batch count per column."""
+        mb = np.clip(np.minimum(units, self._depth), 1.0, None)
+        x = np.empty((N_FEATURES, tokens.shape[0]))
+        x[_ONE] = 1.0
+        x[_TOK] = tokens / mb
+        x[_LOG] = logits / mb
+        x[_DCTX] = dctx / mb
+        x[_DWIN] = dwin / mb
+        x[_PATT] = patt / mb
+        x[_PWIN] = pwin / mb
+        x[_PTOK] = ptok / mb
+        if self._n_experts:
+            e, k = float(self._n_experts), float(self._top_k)
+            x[_EXP] = e * (1.0 - np.power(1.0 - k / e, x[_TOK]))
+        else:
+            x[_EXP] = 0.0
+        return x, mb
+
+    def _times(self, x: FloatArray, n_seqs: FloatArray) -> FloatArray:
+        compute = (self._flops @ x) / self._rate[:, None]
+        memory = (self._bytes @ x) / self._bw[:, None]
+        ops = np.maximum(compute, memory).sum(axis=0)
+        step_overhead, seq_overhead = self._overhead
+        return ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
+
+    def step_time(self, batch: BatchShape) -> float:
+        """Seconds one engine step over `batch` takes."""
+        if batch.n_seqs == 0:
+            return 0.0
+        n = np.array([float(batch.n_seqs)])
+        x, _ = self._features(
+            np.array([float(batch.tokens)]),
+            np.array([float(batch.n_logits)]),
+            np.array([batch.decode_context]),
+            np.array([batch.decode_window]),
+            np.array([batch.prefill_attention]),
+            np.array([batch.prefill_window]),
+            np.array([float(batch.prefill_tokens)]),
+            np.array([batch.pipeline_units]),
+        )
+        return float(self._times(x, n)[0])
+
+    def decode_times(self, contexts: FloatArray, n_steps: int) -> FloatArray:
+        """Seconds of each of `n_steps` consecutive pure-decode steps (contexts grow by 1)."""
+        contexts = np.asarray(contexts, dtype=np.float64)
+        b = float(contexts.shape[0])
+        j = np.arange(n_steps, dtype=np.float64)
+        dctx = contexts.sum() + j * b
+        if self._window:
+            w = float(self._window)
+            # sum_i min(c_i + j, w): sequences below the window grow, the rest are capped.
+            dwin = (
+                np.minimum(contexts[None, :] + j[:, None], w).sum(axis=1)
+                if b * n_steps <= 4e6
+                else np.array([np.minimum(contexts + jj, w).sum() for jj in j])
+            )
+        else:
+            dwin = np.zeros(n_steps)
+        full = np.full(n_steps, b)
+        zeros = np.zeros(n_steps)
+        x, _ = self._features(full, full, dctx, dwin, zeros, zeros, zeros, full)
+        return self._times(x, full)
+
+    # -- explanation --------------------------------------------------------------------------
+    def breakdown(self, batch: BatchShape) -> StepBreakdown:
+        """Per-operator times (for one micro-batch pass), communication, latency and overhead."""
+        n = np.array([float(max(batch.n_seqs, 1))])
+        x, mb = self._features(
+            np.array([float(batch.tokens)]),
+            np.array([float(batch.n_logits)]),
+            np.array([batch.decode_context]),
+            np.array([batch.decode_window]),
+            np.array([batch.prefill_attention]),
+            np.array([batch.prefill_window]),
+            np.array([float(batch.prefill_tokens)]),
+            np.array([batch.pipeline_units]),
+        )
+        fl = (self._flops @ x)[:, 0]
+        by = (self._bytes @ x)[:, 0]
+        ops = tuple(
+            OperatorTime(name, float(f), float(b), float(f / r), float(b / w))
+            for name, f, b, r, w in zip(self._names, fl, by, self._rate, self._bw, strict=True)
+        )
+        comm = float(self._comm @ x[:, 0])
+        step_overhead, seq_overhead = self._overhead
+        overhead = step_overhead + seq_overhead * float(n[0])
+        by_bound = {"compute": 0.0, "memory": 0.0}
+        for op in ops:
+            by_bound[op.bound] += op.time_s
+        by_bound["communication"] = comm
+        by_bound["latency"] = self._latency
+        by_bound["overhead"] = overhead
+        total = sum(op.time_s for op in ops) + comm + self._latency + overhead
+        return StepBreakdown(ops, comm, self._latency, overhead, int(mb[0]), total, by_bound)

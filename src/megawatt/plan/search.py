@@ -1,0 +1,193 @@
+"""Choose a deployment for a model on a system, as an expert would: the fewest devices that hold
+the weights and then a small search over tensor-parallel width (GPUs) or wafer count (wafers),
+scored by output tokens per second per system at the SLO."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from megawatt.errors import FitError, InputError
+from megawatt.hardware import Device, System
+from megawatt.model import ModelSpec
+from megawatt.perf import Deployment, family_of, plan_memory
+from megawatt.serving import Capacity, ReplicaConfig, Slo, capacity, offline_rate_hint
+from megawatt.workload import Requests
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How a pool deploys a model; `None` fields are chosen by the search.
+
+    weight_dtype `auto`: the published format, except dense 16-bit models on GPUs with an FP8
+    rate, which run FP8 (as production GPU engines do); wafers keep the published format.
+    """
+
+    engine: str = "vllm"
+    weight_dtype: str = "auto"
+    kv_dtype: str = "bf16"
+    policy: str = "vllm"
+    tp: int | None = None
+    pp: int | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_tp: int = 8
+    max_wafers: int = 64
+    budgets: tuple[int, ...] = (2048,)
+
+
+def resolve_weight_dtype(setting: str, model: ModelSpec, device: Device) -> str:
+    """The weight format a pool uses for `model` on `device` (see `PoolSettings`)."""
+    if setting != "auto":
+        return setting
+    if family_of(device.kind) == "wafer":
+        return "native"
+    native = set(model.native_weight_dtype.get(c, "bf16") for c in ("attention", "mlp", "experts"))
+    if native <= {"bf16", "fp16"} and device.has_native("fp8"):
+        return "fp8"
+    return "native"
+
+
+def _fits(dep: Deployment, max_sequence_tokens: int = 0) -> bool:
+    """True when the weights fit and the KV cache holds one sequence of the given length."""
+    try:
+        plan = plan_memory(dep)
+    except FitError:
+        return False
+    return plan.sequence_kv_bytes(max_sequence_tokens) <= plan.kv_bytes
+
+
+def candidates(
+    model: ModelSpec,
+    system: System,
+    device: Device,
+    settings: PoolSettings,
+    max_sequence_tokens: int = 0,
+) -> list[Deployment]:
+    """Deployments worth simulating, smallest first: those whose memory holds the weights and
+    one sequence of `max_sequence_tokens` (the longest request of the traffic). Raises
+    `FitError` when none does."""
+    base = Deployment(
+        model=model,
+        system=system,
+        device=device,
+        weight_dtype=resolve_weight_dtype(settings.weight_dtype, model, device),
+        kv_dtype=settings.kv_dtype,
+        engine=settings.engine,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+    )
+    if settings.tp or settings.pp:
+        dep = replace(base, tp=settings.tp or 1, pp=settings.pp or 1)
+        plan_memory(dep)  # raise the clear FitError if it does not fit
+        return [dep]
+    out: list[Deployment] = []
+    if base.family == "wafer":
+        for pp in range(1, settings.max_wafers + 1):
+            if _fits(replace(base, pp=pp), max_sequence_tokens):
+                out = [replace(base, pp=pp)]
+                break
+    else:
+        tp = 1
+        while tp <= min(system.n_devices, settings.max_tp):
+            dep = replace(base, tp=tp)
+            if _fits(dep, max_sequence_tokens):
+                out.append(dep)
+            tp *= 2
+        if not out:
+            tp = min(system.n_devices, settings.max_tp)
+            for pp in range(2, 65):
+                dep = replace(base, tp=tp, pp=pp)
+                if _fits(dep, max_sequence_tokens):
+                    out.append(dep)
+                    break
+    if not out:
+        plan_memory(replace(base, tp=min(system.n_devices, settings.max_tp)))  # raises FitError
+        raise FitError(f"{model.id} does not fit on any plan of {system.id}.")
+    return out
+
+
+def per_system(dep: Deployment, value: float) -> float:
+    """Scale a per-replica figure to one system."""
+    return value * dep.system.n_devices / dep.n_devices
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen deployment, its replica capacity, and every candidate's score
+    (output tokens/s per system at the SLO)."""
+
+    deployment: Deployment
+    capacity: Capacity
+    scores: tuple[tuple[str, float], ...]
+
+
+def choose(
+    model: ModelSpec,
+    system: System,
+    device: Device,
+    settings: PoolSettings,
+    requests: Requests,
+    unit_arrivals: np.ndarray,
+    slo: Slo,
+    *,
+    rel_tol: float = 0.04,
+    progress: Progress | None = None,
+) -> Choice:
+    """Search deployments; return the best by output tokens/s per system at the SLO.
+
+    GPUs: every power-of-two TP width that fits, then the per-step token budgets of
+    `settings.budgets` at the best width (smaller chunks shorten the decode stalls a long
+    prefill causes, at some cost in throughput). Wafers: from the fewest wafers that hold the
+    weights and the longest request, add wafers (more KV cache, larger batches) while the
+    throughput per wafer improves.
+    """
+    longest = int((requests.prompt_tokens + requests.output_tokens).max()) if len(requests) else 0
+    deps = candidates(model, system, device, settings, longest)
+    best: tuple[float, Deployment, Capacity] | None = None
+    scores: list[tuple[str, float]] = []
+
+    def evaluate(dep: Deployment) -> float:
+        nonlocal best
+        label = f"{dep.label} budget {dep.max_num_batched_tokens}"
+        if progress:
+            progress(label)
+        cfg = ReplicaConfig.of(dep, settings.policy)
+        cap = capacity(
+            cfg,
+            requests,
+            unit_arrivals,
+            slo,
+            rel_tol=rel_tol,
+            rate_hint=offline_rate_hint(cfg, requests),
+        )
+        score = per_system(dep, cap.output_tokens_per_s)
+        scores.append((label, score))
+        if best is None or score > best[0]:
+            best = (score, dep, cap)
+        return score
+
+    if deps[0].family == "wafer" and not (settings.tp or settings.pp):
+        dep = deps[0]
+        score = evaluate(dep)
+        while dep.pp < settings.max_wafers:
+            dep = replace(dep, pp=dep.pp + 1)
+            new = evaluate(dep)
+            if new <= score and score > 0:
+                break
+            score = max(score, new)
+    else:
+        for dep in deps:
+            evaluate(dep)
+        assert best is not None
+        top = best[1]
+        for budget in settings.budgets:
+            if budget != top.max_num_batched_tokens and budget >= 16:
+                evaluate(replace(top, max_num_batched_tokens=budget))
+    if best is None:
+        raise InputError(f"no deployment of {model.id} on {system.id} to evaluate.")
+    return Choice(best[1], best[2], tuple(scores))

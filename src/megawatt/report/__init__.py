@@ -1,0 +1,8 @@
+"""Rendering: the terminal table, the HTML report with plots, JSON results. Only here (and in
+the CLI) does megawatt print or write files; writes are atomic."""
+
+from megawatt.report.files import write_atomic, write_outputs
+from megawatt.report.html import html_report
+from megawatt.report.table import option_rows, results_table
+
+__all__ = ["html_report", "option_rows", "results_table", "write_atomic", "write_outputs"]

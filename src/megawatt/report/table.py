@@ -1,0 +1,110 @@
+"""The results table: one row per (option, model), every figure with its unit."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from megawatt.fleet import OptionResult
+from megawatt.study import StudyResult
+from megawatt.units import MW
+
+
+def _plan(option: OptionResult) -> str:
+    parts = []
+    for p in option.pools:
+        d = p.deployment
+        plan = (
+            f"{d.pp} wafers"
+            if d.family == "wafer"
+            else f"TP{d.tp}" + (f" PP{d.pp}" if d.pp > 1 else "")
+        )
+        parts.append(
+            f"{p.name}: {plan} {d.weight_dtype_of('experts' if d.model.is_moe else 'mlp')}"
+        )
+    return "; ".join(parts)
+
+
+def option_rows(study: StudyResult) -> list[dict[str, Any]]:
+    """The figures of every option as plain numbers (SI units, named)."""
+    rows = []
+    for o in study.options:
+        rows.append(
+            {
+                "option": o.name,
+                "model": o.model_id,
+                "plan": _plan(o),
+                "systems": o.n_systems,
+                "it_mw": o.it_peak_w / MW,
+                "leftover_it_mw": o.leftover_w / MW,
+                "capacity_requests_per_s": o.rate_per_s,
+                "output_tokens_per_s": o.output_tokens_per_s,
+                "per_user_tokens_per_s": o.per_user_tokens_per_s,
+                "single_stream_tokens_per_s": o.single_stream_tokens_per_s,
+                "ttft_p50_s": o.ttft_s(50),
+                "ttft_p99_s": o.ttft_s(99),
+                "tpot_p50_s": o.tpot_s(50),
+                "tpot_p99_s": o.tpot_s(99),
+                "prompts_per_day": o.prompts_per_day,
+                "joules_per_output_token": o.joules_per_token,
+                "usd_per_million_output_tokens": o.usd_per_million_tokens,
+                "annual_cost_usd": o.annual_cost.total,
+                "limited_by": sorted({v for p in o.pools for v in p.capacity.limited_by}),
+            }
+        )
+    return rows
+
+
+def _num(value: float, fmt: str) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and not math.isfinite(value))
+        else format(value, fmt)
+    )
+
+
+def results_table(study: StudyResult) -> Table:
+    """A rich table of the study's answers."""
+    sc = study.scenario
+    t = Table(
+        title=f"{sc.name}: {sc.budget.facility_mw:g} MW facility, PUE {sc.budget.pue:g}, "
+        f"SLO p99 TTFT <= {sc.slo.ttft_p99_s:g} s, p99 TPOT <= {sc.slo.tpot_p99_s * 1e3:g} ms",
+        title_justify="left",
+        header_style="bold",
+    )
+    for name, justify in [
+        ("Option", "left"),
+        ("Model", "left"),
+        ("Plan", "left"),
+        ("Systems", "right"),
+        ("IT MW", "right"),
+        ("Output tok/s", "right"),
+        ("Per-user tok/s", "right"),
+        ("TTFT p50/p99 s", "right"),
+        ("TPOT p50/p99 ms", "right"),
+        ("Prompts/day", "right"),
+        ("J/token", "right"),
+        ("$/M tokens", "right"),
+        ("Limited by", "left"),
+    ]:
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in option_rows(study):
+        t.add_row(
+            r["option"],
+            r["model"],
+            r["plan"],
+            f"{r['systems']:,}",
+            _num(r["it_mw"], ".1f"),
+            _num(r["output_tokens_per_s"] / 1e6, ".2f") + "M",
+            _num(r["per_user_tokens_per_s"], ".0f")
+            + f" ({_num(r['single_stream_tokens_per_s'], '.0f')} solo)",
+            f"{_num(r['ttft_p50_s'], '.2f')}/{_num(r['ttft_p99_s'], '.2f')}",
+            f"{_num(r['tpot_p50_s'] * 1e3, '.0f')}/{_num(r['tpot_p99_s'] * 1e3, '.0f')}",
+            _num(r["prompts_per_day"] / 1e9, ".2f") + "B",
+            _num(r["joules_per_output_token"], ".2f"),
+            "$" + _num(r["usd_per_million_output_tokens"], ".2f"),
+            ", ".join(r["limited_by"]) or "-",
+        )
+    return t

@@ -1,0 +1,305 @@
+"""Scenario files: YAML validated with pydantic into one frozen `Scenario`. Unknown keys are
+errors; every error names the field path, what was expected and what was given. `--set
+key=value` overrides any field before validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from megawatt.errors import CatalogError, ScenarioError
+from megawatt.hardware import Catalog, load_catalog
+from megawatt.model import load_model
+from megawatt.perf import family_of
+from megawatt.perf.efficiency import PRIORS
+from megawatt.serving import SCHEDULERS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BudgetSpec(_Strict):
+    """Facility power and its PUE."""
+
+    facility_mw: float = Field(gt=0, description="facility power, MW (IT power = facility / PUE)")
+    pue: float = Field(1.2, ge=1.0, le=3.0, description="power usage effectiveness")
+
+
+class PoolSpec(_Strict):
+    """One pool of an option: a system type, its share of the power, how it deploys models."""
+
+    system: str = Field(description="system id from the hardware catalog, e.g. gb200-nvl72")
+    power_share: float = Field(1.0, gt=0, le=1, description="share of the option's IT power")
+    engine: str = Field("vllm", description="serving engine: vllm, sglang, trtllm, cerebras")
+    weight_dtype: Literal["auto", "native", "bf16", "fp8", "fp4"] = "auto"
+    kv_dtype: Literal["bf16", "fp8"] = "bf16"
+    scheduler: str = Field("vllm", description="scheduler policy: vllm, fcfs, static")
+    tp: int | None = Field(None, ge=1, description="tensor-parallel width (searched if unset)")
+    pp: int | None = Field(None, ge=1, description="pipeline stages or wafers (searched if unset)")
+    max_num_seqs: int = Field(256, ge=1, le=65536)
+    max_num_batched_tokens: int = Field(8192, ge=16, le=1_048_576)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"must be one of {', '.join(sorted(SCHEDULERS))}")
+        return value
+
+
+class OptionSpec(_Strict):
+    """A fleet option: one or more pools sharing the budget."""
+
+    name: str = Field(min_length=1)
+    pools: list[PoolSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shares(self) -> OptionSpec:
+        total = sum(p.power_share for p in self.pools)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"pool power shares must sum to at most 1; they sum to {total:g}")
+        return self
+
+
+class TrafficSpec(_Strict):
+    """The traffic: a request mix and its daily shape."""
+
+    mix: Literal["chatgpt"] | list[dict[str, Any]] = Field(
+        "chatgpt", description="'chatgpt' (FACTS.md B.7) or a list of request classes"
+    )
+    peak_to_mean: float = Field(
+        1.5, ge=1.0, le=20.0, description="peak-hour rate / daily mean rate"
+    )
+    demand_prompts_per_day: float = Field(
+        2.5e9, gt=0, description="demand to compare capacity with"
+    )
+
+
+class SloSpec(_Strict):
+    """Latency targets every option must meet at its capacity."""
+
+    ttft_p99_s: float = Field(gt=0)
+    tpot_p99_s: float = Field(gt=0)
+
+
+class EconomicsSpec(_Strict):
+    """Money assumptions (USD); see megawatt.fleet.economics.SOURCES."""
+
+    electricity_usd_per_mwh: float = Field(70.0, ge=0)
+    facility_capex_usd_per_mw: float = Field(15e6, ge=0)
+    it_amortisation_years: float = Field(4.0, gt=0)
+    facility_amortisation_years: float = Field(15.0, gt=0)
+    cost_of_capital: float = Field(0.08, ge=0, lt=1)
+    contract_usd_per_mw_year: float | None = Field(None, gt=0)
+
+
+class SimulationSpec(_Strict):
+    """How much to simulate per capacity search."""
+
+    n_requests: int = Field(1200, ge=100, le=1_000_000)
+    rel_tol: float = Field(0.05, gt=0, lt=0.5)
+
+
+class Scenario(_Strict):
+    """A whole study: budget, models, fleet options, traffic, SLO, money, simulation settings."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    hardware_files: list[str] = Field(default_factory=list)
+    budget: BudgetSpec
+    models: list[str] = Field(min_length=1)
+    options: list[OptionSpec] = Field(min_length=1)
+    traffic: TrafficSpec = TrafficSpec()
+    slo: SloSpec
+    economics: EconomicsSpec = EconomicsSpec()
+    simulation: SimulationSpec = SimulationSpec()
+
+    def catalog(self) -> Catalog:
+        """The hardware catalog with this scenario's own files merged in."""
+        return load_catalog(*self.hardware_files)
+
+    def dump(self) -> str:
+        """The fully resolved scenario (defaults filled) as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=100)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+# ---------------------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the last key of `loc` (to list its known keys)."""
+    cls: Any = Scenario
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = (
+            cls.model_fields.get(part)
+            if isinstance(cls, type) and issubclass(cls, BaseModel)
+            else None
+        )
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        cls = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if cls is None:
+            return None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _message(err: Any, where: str) -> str:
+    loc = tuple(err["loc"])
+    path = _loc(loc)
+    given = err.get("input")
+    if err["type"] == "extra_forbidden":
+        owner = _model_at(loc)
+        known = ", ".join(owner.model_fields) if owner else ""
+        return (
+            f"{where}: {path}: unknown key (known keys here: {known}). "
+            "Remove it or fix its spelling."
+        )
+    if err["type"] == "missing":
+        return f"{where}: {path}: required field is missing. Add it."
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
+    return f"{where}: {path}: {msg}; got {shown}."
+
+
+def _set(data: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ScenarioError(f"--set {override!r}: expected key=value, e.g. budget.facility_mw=500.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(
+                    f"--set {key}: '{where}' must index the list (0 to "
+                    f"{len(node) - 1}); got {part!r}."
+                )
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ScenarioError(
+                f"--set {key}: '{'.'.join(parts[:depth])}' is not a mapping or "
+                "list, so it has no field '{part}'."
+            )
+
+
+def _check_ids(scenario: Scenario, where: str) -> None:
+    """Hardware ids, model ids and engines must exist; say which field holds a bad one."""
+    try:
+        catalog = scenario.catalog()
+    except CatalogError as exc:
+        raise ScenarioError(f"{where}: hardware_files: {exc}") from None
+    for i, model_id in enumerate(scenario.models):
+        try:
+            load_model(model_id)
+        except CatalogError as exc:
+            raise ScenarioError(f"{where}: models[{i}]: {exc}") from None
+    for i, option in enumerate(scenario.options):
+        for j, pool in enumerate(option.pools):
+            path = f"options[{i}].pools[{j}]"
+            try:
+                system = catalog.system(pool.system)
+            except CatalogError as exc:
+                raise ScenarioError(f"{where}: {path}.system: {exc}") from None
+            family = family_of(catalog.device(system.device_id).kind)
+            engines = sorted(e for f, e in PRIORS if f == family)
+            if pool.engine not in engines:
+                raise ScenarioError(
+                    f"{where}: {path}.engine: must be one of {', '.join(engines)} for "
+                    f"{family} systems like {system.id}; got {pool.engine!r}."
+                )
+
+
+def parse_scenario(
+    data: Any, *, where: str = "scenario", overrides: list[str] | tuple[str, ...] = ()
+) -> Scenario:
+    """Validate a scenario mapping (after applying `key=value` overrides)."""
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            f"{where}: a scenario must be a YAML mapping; got {type(data).__name__}."
+        )
+    data = copy.deepcopy(data)
+    for override in overrides:
+        _set(data, override)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_message(exc.errors()[0], where)) from None
+    _check_ids(scenario, where)
+    return scenario
+
+
+def default_scenario_text() -> str:
+    """The embedded default scenario (the 750 MW question) as YAML text."""
+    return resources.files("megawatt").joinpath("data/scenarios/default.yaml").read_text()
+
+
+def load_scenario(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Scenario:
+    """Load and validate a scenario file; `None` loads the embedded default scenario.
+
+    Relative `hardware_files` are resolved against the scenario file's folder.
+    """
+    if path is None:
+        text, where, base = default_scenario_text(), "default scenario", None
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ScenarioError(f"scenario file {p} does not exist.") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"scenario file {p} cannot be read: {exc}.") from None
+        where, base = str(p), p.parent
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ScenarioError(
+            f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)})."
+        ) from None
+    if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
+        data["hardware_files"] = [
+            str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
+            for f in data["hardware_files"]
+        ]
+    return parse_scenario(data, where=where, overrides=overrides)

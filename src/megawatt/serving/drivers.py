@@ -1,0 +1,243 @@
+"""Load generators with MLPerf LoadGen's meaning, driving one replica:
+
+- `offline`:     every request available at t=0; the figure is output tokens/s.
+- `server`:      Poisson arrivals at rate lambda; `capacity` searches the highest lambda whose
+                 p99 TTFT and p99 TPOT meet the limits (the MLPerf server result).
+- `interactive`: `server` with tighter limits (the caller passes them).
+- `single_user`: one request at a time.
+- `concurrency`: closed loop with N requests in flight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from megawatt.errors import InputError
+from megawatt.perf import Deployment, RooflineStepModel, StepModel, plan_memory
+from megawatt.serving.metrics import RunResult, Slo
+from megawatt.serving.replica import KvBudget, Replica
+from megawatt.sim import Environment
+from megawatt.workload import Requests
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Everything needed to build a replica: the step-time seam, the KV budget, the policy."""
+
+    step_model: StepModel
+    kv: KvBudget
+    policy: str = "vllm"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+
+    @staticmethod
+    def of(deployment: Deployment, policy: str = "vllm") -> ReplicaConfig:
+        """The replica a deployment gives: its roofline step model and its KV budget."""
+        plan = plan_memory(deployment)
+        return ReplicaConfig(
+            RooflineStepModel(deployment, plan),
+            KvBudget.of(plan),
+            policy,
+            deployment.max_num_seqs,
+            deployment.max_num_batched_tokens,
+        )
+
+
+def _replica(
+    env: Environment,
+    cfg: ReplicaConfig,
+    requests: Requests,
+    on_finish: Callable[[int], None] | None = None,
+) -> Replica:
+    return Replica(
+        env,
+        cfg.step_model,
+        cfg.kv,
+        requests,
+        policy=cfg.policy,
+        max_num_seqs=cfg.max_num_seqs,
+        max_num_batched_tokens=cfg.max_num_batched_tokens,
+        on_finish=on_finish,
+    )
+
+
+def simulate(cfg: ReplicaConfig, requests: Requests, *, until_s: float | None = None) -> RunResult:
+    """Open loop: each request arrives at its `arrival_s`. Stops when all are done, or at
+    `until_s` (requests unfinished then have no finish time). Records the queue left waiting
+    when the last request arrives (`backlog`), the sign of an overloaded replica."""
+    env = Environment()
+    rep = _replica(env, cfg, requests)
+    arrivals = requests.arrival_s
+    n = len(requests)
+    backlog = [0]
+
+    def arrive(i: int) -> None:
+        rep.submit(i)
+        if i + 1 < n:
+            env.schedule_at(float(arrivals[i + 1]), arrive, i + 1, priority=-1)
+        else:
+            backlog[0] = len(rep.waiting)
+
+    if n:
+        env.schedule_at(float(arrivals[0]), arrive, 0, priority=-1)
+    env.run(until=until_s)
+    result = RunResult.of(rep, env.now)
+    result.backlog = backlog[0]
+    return result
+
+
+def offline(cfg: ReplicaConfig, requests: Requests) -> RunResult:
+    """MLPerf offline: all requests queued at t=0."""
+    return simulate(cfg, requests.with_arrivals(np.zeros(len(requests))))
+
+
+def concurrency(cfg: ReplicaConfig, requests: Requests, n_in_flight: int) -> RunResult:
+    """Closed loop: `n_in_flight` requests at a time; each completion starts the next request."""
+    if n_in_flight < 1:
+        raise InputError(f"concurrency must be >= 1; got {n_in_flight}.")
+    env = Environment()
+    n = len(requests)
+    arrival = np.zeros(n)
+    issued = [0]
+    rep: Replica
+
+    def on_finish(_: int) -> None:
+        if issued[0] < n:
+            i = issued[0]
+            issued[0] += 1
+            arrival[i] = env.now
+            env.schedule(0.0, rep.submit, i)
+
+    reqs = requests.with_arrivals(np.zeros(n))
+    rep = _replica(env, cfg, reqs, on_finish)
+    for _ in range(min(n_in_flight, n)):
+        i = issued[0]
+        issued[0] += 1
+        env.schedule(0.0, rep.submit, i)
+    env.run()
+    result = RunResult.of(rep, env.now)
+    result.arrival_s = arrival
+    return result
+
+
+def single_user(cfg: ReplicaConfig, requests: Requests) -> RunResult:
+    """One request at a time (batch 1)."""
+    return concurrency(cfg, requests, 1)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The highest Poisson rate a replica sustains within an SLO, and the run at that rate.
+
+    `rate_per_s` is within `rel_tol` (relative) below the true threshold of the search's
+    sampled workload; 0 when the SLO fails even at the lowest rate tried.
+    """
+
+    rate_per_s: float
+    result: RunResult | None
+    slo: Slo
+    rel_tol: float
+    evaluations: tuple[tuple[float, bool], ...] = field(default=())
+    reason: str = ""
+    limited_by: tuple[str, ...] = ()
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Output tokens per second at that rate: rate x mean output tokens of the served
+        requests (in steady state the replica serves what arrives)."""
+        if self.result is None:
+            return 0.0
+        served = ~self.result.rejected
+        return self.rate_per_s * float(self.result.output_tokens[served].mean())
+
+
+def offline_rate_hint(cfg: ReplicaConfig, requests: Requests, n: int = 400) -> float:
+    """A first guess of a replica's request rate: offline output tokens/s of the first `n`
+    requests over their mean output (the search brackets from there)."""
+    probe = offline(cfg, requests.subset(np.arange(min(len(requests), n))))
+    served = ~probe.rejected
+    mean_out = float(probe.output_tokens[served].mean()) if served.any() else 1.0
+    return max(probe.output_tokens_per_s / mean_out, 1e-3)
+
+
+def unit_poisson(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Arrival times of a rate-1 Poisson process (scale by 1/lambda for rate lambda)."""
+    return np.cumsum(rng.exponential(1.0, n))
+
+
+def capacity(
+    cfg: ReplicaConfig,
+    requests: Requests,
+    unit_arrivals: np.ndarray,
+    slo: Slo,
+    *,
+    rel_tol: float = 0.03,
+    max_evaluations: int = 24,
+    rate_hint: float | None = None,
+) -> Capacity:
+    """MLPerf server search: the highest rate lambda at which p99 TTFT and TPOT meet `slo`.
+
+    The same request lengths and unit-rate arrivals are reused at every rate (common random
+    numbers), so the outcome is monotone in lambda up to simulation noise. Bisection on
+    log(lambda) stops when the bracket is within `rel_tol`.
+    """
+    if not 0 < rel_tol < 1:
+        raise InputError(f"rel_tol must be in (0, 1); got {rel_tol}.")
+    evals: list[tuple[float, bool]] = []
+    cache: dict[float, RunResult] = {}
+
+    def run(rate: float) -> bool:
+        arrivals = unit_arrivals / rate
+        span = float(arrivals[-1])
+        res = simulate(cfg, requests.with_arrivals(arrivals), until_s=50.0 * span + 86_400.0)
+        cache[rate] = res
+        ok = res.meets(slo)
+        evals.append((rate, ok))
+        return ok
+
+    if rate_hint is None:
+        rate_hint = offline_rate_hint(cfg, requests)
+    hi = max(rate_hint * 1.25, 1e-6)
+    lo = None
+    if run(hi):
+        while len(evals) < max_evaluations:
+            lo, hi = hi, hi * 2.0
+            if not run(hi):
+                break
+        else:
+            return Capacity(hi, cache[hi], slo, rel_tol, tuple(evals), "not saturated")
+    else:
+        rate = hi
+        while len(evals) < max_evaluations:
+            rate /= 3.0
+            if run(rate):
+                lo = rate
+                break
+            hi = rate
+        if lo is None:
+            return Capacity(
+                0.0,
+                None,
+                slo,
+                rel_tol,
+                tuple(evals),
+                "SLO not met even at low load (latency floor above the limit)",
+                limited_by=cache[rate].violations(slo),
+            )
+    assert lo is not None
+    while hi / lo > 1.0 + rel_tol and len(evals) < max_evaluations:
+        mid = math.sqrt(lo * hi)
+        if run(mid):
+            lo = mid
+        else:
+            hi = mid
+    return Capacity(lo, cache[lo], slo, rel_tol, tuple(evals), limited_by=cache[hi].violations(slo))
+
+
+def with_policy(cfg: ReplicaConfig, policy: str) -> ReplicaConfig:
+    """The same replica under another scheduler policy."""
+    return replace(cfg, policy=policy)
