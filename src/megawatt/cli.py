@@ -34,7 +34,8 @@ models_app = typer.Typer(
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
 
-console = Console()
+# Pipes and CI logs get a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 240)
 HardwareOpt = Annotated[
     list[Path] | None,
     typer.Option("--hardware", "-H", help="extra hardware YAML file (repeatable)"),

@@ -180,9 +180,12 @@ def _message(err: Any, where: str) -> str:
         )
     if err["type"] == "missing":
         return f"{where}: {path}: required field is missing. Add it."
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
     shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
-    return f"{where}: {path}: {msg}; got {shown}."
+    owner = _model_at(loc) if loc and isinstance(loc[-1], str) else None
+    field = owner.model_fields.get(str(loc[-1])) if owner else None
+    hint = f" Expected: {field.description}." if field is not None and field.description else ""
+    return f"{where}: {path}: {msg}; got {shown}.{hint}"
 
 
 def _set(data: dict[str, Any], override: str) -> None:

@@ -363,7 +363,7 @@ class Replica:
         """An arrival that could join: end the stretch after the step now in progress."""
         assert self._stretch is not None
         start, cum, _ = self._stretch
-        k_done = int(np.searchsorted(cum, self.env.now - start, side="right"))
+        k_done = int(np.searchsorted(cum, self.env.now - start, side="left"))
         k = min(k_done + 1, len(cum))
         if k >= len(cum):
             return

@@ -1,0 +1,49 @@
+"""Pool and option accounting on a small study: energy is bounded by idle and peak power, money
+and tokens are consistent, and capacity scales with the budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from megawatt.scenario import load_scenario
+from megawatt.study import run_study
+from megawatt.units import SECONDS_PER_YEAR
+
+GOLDEN = Path(__file__).parents[1] / "golden"
+
+
+@pytest.fixture(scope="module")
+def study():
+    return run_study(load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150"]), workers=1)
+
+
+def test_mean_power_lies_between_idle_and_peak(study) -> None:
+    for option in study.options:
+        idle = sum(p.size.n_systems * p.system.idle_power_w for p in option.pools) * option.pue
+        peak = option.it_peak_w * option.pue
+        assert idle <= option.facility_mean_w <= peak
+
+
+def test_energy_per_token_is_mean_power_over_mean_tokens(study) -> None:
+    for o in study.options:
+        tokens = o.output_tokens_per_s * o.load_fraction
+        assert o.joules_per_token == pytest.approx(o.facility_mean_w / tokens)
+
+
+def test_cost_per_million_tokens_is_annual_cost_over_tokens(study) -> None:
+    for o in study.options:
+        tokens = o.output_tokens_per_s * o.load_fraction * SECONDS_PER_YEAR
+        assert o.usd_per_million_tokens == pytest.approx(o.annual_cost.total / tokens * 1e6)
+
+
+def test_it_power_never_exceeds_the_budget(study) -> None:
+    it_budget = study.scenario.budget.facility_mw * 1e6 / study.scenario.budget.pue
+    for o in study.options:
+        assert o.it_peak_w + o.leftover_w == pytest.approx(it_budget)
+
+
+def test_prompts_per_day_follow_the_peak_to_mean_ratio(study) -> None:
+    for o in study.options:
+        assert o.prompts_per_day == pytest.approx(o.rate_per_s / 1.5 * 86_400)

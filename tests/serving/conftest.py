@@ -1,0 +1,150 @@
+"""Tiny fixtures for the serving simulator: fake step models behind the `StepModel` seam, a
+small KV budget and small request tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from megawatt.perf import BatchShape
+from megawatt.serving import KvBudget, ReplicaConfig
+from megawatt.workload import Requests
+
+
+@dataclass(frozen=True)
+class ConstantStep:
+    """Every step takes `dt_s` seconds, whatever the batch (a memory-bound replica)."""
+
+    dt_s: float = 0.25
+    window_tokens: int | None = None
+
+    def step_time(self, batch: BatchShape) -> float:
+        return self.dt_s
+
+    def decode_times(self, contexts: np.ndarray, n_steps: int) -> np.ndarray:
+        return np.full(n_steps, self.dt_s)
+
+
+@dataclass(frozen=True)
+class LinearStep:
+    """A step costs `base_s`, plus `per_token_s` per token processed, plus `per_context_s` per
+    token of context attended (decode contexts and prefill attention), plus `per_window_s` per
+    token of windowed context. `decode_times` is exact for this model."""
+
+    base_s: float = 1e-2
+    per_token_s: float = 1e-4
+    per_context_s: float = 1e-6
+    per_window_s: float = 0.0
+    window_tokens: int | None = None
+
+    def step_time(self, batch: BatchShape) -> float:
+        return (
+            self.base_s
+            + self.per_token_s * batch.tokens
+            + self.per_context_s * (batch.decode_context + batch.prefill_attention)
+            + self.per_window_s * (batch.decode_window + batch.prefill_window)
+        )
+
+    def decode_times(self, contexts: np.ndarray, n_steps: int) -> np.ndarray:
+        contexts = np.asarray(contexts, dtype=np.float64)
+        j = np.arange(n_steps, dtype=np.float64)
+        grown = contexts[None, :] + j[:, None]  # step j attends contexts + j
+        window = (
+            np.minimum(grown, self.window_tokens).sum(axis=1)
+            if self.window_tokens
+            else np.zeros(n_steps)
+        )
+        return (
+            self.base_s
+            + self.per_token_s * contexts.size
+            + self.per_context_s * grown.sum(axis=1)
+            + self.per_window_s * window
+        )
+
+    def scaled(self, factor: float) -> LinearStep:
+        """The same replica `factor` times slower (below 1: faster)."""
+        return LinearStep(
+            self.base_s * factor,
+            self.per_token_s * factor,
+            self.per_context_s * factor,
+            self.per_window_s * factor,
+            self.window_tokens,
+        )
+
+
+def make_requests(
+    prompt: Sequence[int],
+    output: Sequence[int],
+    *,
+    arrival_s: Sequence[float] | None = None,
+    cached: Sequence[int] | None = None,
+) -> Requests:
+    """A request table from plain lists (arrivals default to t=0, no cached prefix)."""
+    n = len(prompt)
+    return Requests(
+        arrival_s=np.zeros(n) if arrival_s is None else np.asarray(arrival_s, dtype=np.float64),
+        prompt_tokens=np.asarray(prompt),
+        output_tokens=np.asarray(output),
+        cached_tokens=np.zeros(n, dtype=np.int64) if cached is None else np.asarray(cached),
+        class_id=np.zeros(n, dtype=np.int64),
+        class_names=("chat",),
+    )
+
+
+def random_requests(
+    seed: int,
+    n: int = 40,
+    *,
+    rate_per_s: float = 20.0,
+    max_prompt: int = 300,
+    max_output: int = 60,
+    cached_fraction: float = 0.0,
+) -> Requests:
+    """`n` requests with Poisson arrivals and uniform lengths, all drawn from `seed`."""
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(1, max_prompt + 1, n)
+    cached = np.where(
+        rng.random(n) < cached_fraction, rng.integers(0, prompt), 0
+    )
+    return Requests(
+        arrival_s=np.cumsum(rng.exponential(1.0 / rate_per_s, n)),
+        prompt_tokens=prompt,
+        output_tokens=rng.integers(1, max_output + 1, n),
+        cached_tokens=cached,
+        class_id=rng.integers(0, 2, n),
+        class_names=("chat", "code"),
+    )
+
+
+def kv_for_tokens(tokens: float, bytes_per_token: float = 1000.0, **kwargs: object) -> KvBudget:
+    """A KV cache that holds about `tokens` tokens of one sequence (block fragmentation aside)."""
+    return KvBudget(tokens * bytes_per_token, bytes_per_token, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def constant_step() -> ConstantStep:
+    return ConstantStep()
+
+
+@pytest.fixture
+def linear_step() -> LinearStep:
+    return LinearStep()
+
+
+@pytest.fixture
+def tiny_kv() -> KvBudget:
+    """Room for about 2,000 tokens: a few of the small requests at once."""
+    return kv_for_tokens(2000)
+
+
+@pytest.fixture
+def small_requests() -> Requests:
+    return random_requests(seed=7)
+
+
+@pytest.fixture
+def config(linear_step: LinearStep, tiny_kv: KvBudget) -> ReplicaConfig:
+    return ReplicaConfig(linear_step, tiny_kv, max_num_seqs=8, max_num_batched_tokens=256)

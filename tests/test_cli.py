@@ -1,0 +1,119 @@
+"""The command line: each verb works, and bad input is one line on stderr, exit code 2, no
+traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from megawatt.cli import main
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_hardware_show_wse3_prints_its_specs_with_sources(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "hardware", "show", "wse3")
+    assert code == 0
+    assert "44.0 GB" in out and "21,000" in out and "900000" in out
+    assert "tweaktown" in out and "estimate" in out
+
+
+def test_hardware_show_a_system(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "hardware", "show", "gb200-nvl72")
+    assert code == 0 and "120.0 kW" in out
+
+
+def test_hardware_lists_every_device_and_system(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "hardware")
+    assert code == 0
+    for name in ("h100-sxm", "mi355x", "tpu-v7", "wse3", "groq-lpu", "cs-3", "hgx-h200"):
+        assert name in out
+
+
+def test_models_show_llama_70b_gives_parameters_and_kv_bytes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "models", "show", "llama-3.1-70b")
+    assert code == 0
+    assert "70.55B" in out and "327,680 bytes" in out
+
+
+def test_models_lists_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "models")
+    assert code == 0 and "gpt-oss-120b" in out and "deepseek-v3" in out
+
+
+def test_explain_shows_the_wafer_mapping(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "explain", "cs-3", "llama-3.1-70b", "--context", "4096")
+    assert code == 0
+    assert "4 wafer" in out and "cores per layer" in out and "latency" in out
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (("hardware", "show", "h300"), "unknown hardware id 'h300'"),
+    (("models", "show", "llama-9"), "unknown model id"),
+    (("explain", "dgx-h100", "llama-3.1-405b", "--tp", "1", "--weight-dtype", "bf16"), "does not fit"),
+])
+def test_errors_are_one_line_with_exit_code_2(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...],
+                                              needle: str) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _bad(tmp_path: Path, change: dict) -> Path:
+    data = yaml.safe_load((GOLDEN / "small.yaml").read_text())
+    for key, value in change.items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        node[last] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"colour": "blue"}, "colour: unknown key"),
+    ({"budget.facility_mw": -5}, "budget.facility_mw"),
+    ({"options.0.pools.0.system": "h300-box"}, "options[0].pools[0].system: unknown system id"),
+])
+def test_megawatt_run_bad_yaml_is_a_one_line_error(tmp_path: Path, change: dict, needle: str) -> None:
+    path = _bad(tmp_path, change)
+    proc = subprocess.run([sys.executable, "-m", "megawatt", "run", str(path), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_budget_too_small_for_one_system_names_the_minimum(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "budget.facility_mw=0.01",
+                        "--set", "simulation.n_requests=100", "--out", str(tmp_path), "--workers", "1")
+    assert code == 2 and "minimum" in err and "power_share" in err
+
+
+def test_run_writes_the_table_report_results_and_resolved_scenario(capsys: pytest.CaptureFixture[str],
+                                                                   tmp_path: Path) -> None:
+    code, out, _ = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "simulation.n_requests=150",
+                        "--out", str(tmp_path), "--workers", "1")
+    assert code == 0
+    assert "H200 TP1" in out and "$/M tokens" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["options"]) == 3
+    assert "plotly" in (tmp_path / "report.html").read_text()
+    resolved = yaml.safe_load((tmp_path / "scenario.resolved.yaml").read_text())
+    assert resolved["simulation"]["n_requests"] == 150
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files

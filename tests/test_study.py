@@ -1,0 +1,83 @@
+"""A scenario end to end: the same seed gives identical numbers however the work is scheduled,
+the small example matches its golden summary, and the default scenario runs with every option."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from megawatt.report import option_rows
+from megawatt.report.files import results_json
+from megawatt.scenario import load_scenario
+from megawatt.study import run_study
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _close(a: object, b: object, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path}: keys {sorted(a)} != {sorted(b)}"]
+        return [m for k in a for m in _close(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items != {len(b)}"]
+        return [m for i, (x, y) in enumerate(zip(a, b, strict=True)) for m in _close(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_small_scenario_matches_its_golden_file(regen_golden: bool) -> None:
+    study = run_study(load_scenario(GOLDEN / "small.yaml"), workers=1)
+    got = json.loads(results_json(study))
+    expected_path = GOLDEN / "small.expected.json"
+    if regen_golden:
+        got["_produced_by"] = ("tests/test_study.py::test_small_scenario_matches_its_golden_file "
+                               "from tests/golden/small.yaml; regenerate with --regen-golden")
+        expected_path.write_text(json.dumps(got, indent=2) + "\n")
+        pytest.skip("golden file regenerated")
+    expected = json.loads(expected_path.read_text())
+    expected.pop("_produced_by")
+    diffs = _close(got, expected)
+    assert not diffs, "differs from the golden file (regenerate with --regen-golden if intended):\n" + \
+        "\n".join(diffs[:20])
+
+
+def test_the_same_seed_gives_identical_numbers_in_one_or_two_processes() -> None:
+    sc = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150"])
+    one = option_rows(run_study(sc, workers=1))
+    two = option_rows(run_study(sc, workers=2))
+    assert one == two
+
+
+def test_another_seed_gives_other_numbers() -> None:
+    a = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150"])
+    b = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150", "seed=8"])
+    assert option_rows(run_study(a, workers=1)) != option_rows(run_study(b, workers=1))
+
+
+def test_a_mixed_option_adds_up_its_pools() -> None:
+    study = run_study(load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150"]), workers=1)
+    h200, cs3, mix = study.options
+    assert mix.n_systems == sum(p.size.n_systems for p in mix.pools)
+    assert mix.output_tokens_per_s == pytest.approx(sum(p.output_tokens_per_s for p in mix.pools))
+    # Each pool got half the power, so the mix lies between its two halves of the pure options.
+    lo, hi = sorted([h200.output_tokens_per_s, cs3.output_tokens_per_s])
+    assert lo / 2 * 0.9 < mix.output_tokens_per_s < hi
+
+
+@pytest.mark.slow
+def test_the_default_scenario_runs_every_option() -> None:
+    sc = load_scenario(None, ["simulation.n_requests=200", "simulation.rel_tol=0.15"])
+    study = run_study(sc)
+    assert len(study.options) == len(sc.options) * len(sc.models)
+    for row in option_rows(study):
+        assert row["systems"] > 0
+        assert row["it_mw"] <= sc.budget.facility_mw / sc.budget.pue
+        assert row["output_tokens_per_s"] > 0, row
+        assert math.isfinite(row["usd_per_million_output_tokens"])
+        assert row["joules_per_output_token"] > 0
