@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 run: setup  ## run the embedded default scenario (750 MW) end to end
 	$(BIN)/megawatt run
 
-test: setup  ## the whole suite (pytest's exit 5, nothing collected, is a failure)
+test: setup  ## static checks, then the whole suite (pytest's exit 5, nothing collected, is a failure)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

@@ -15,7 +15,7 @@ def capital_recovery_factor(rate: float, years: float) -> float:
         raise InputError(f"amortisation years must be > 0; got {years}.")
     if rate == 0:
         return 1.0 / years
-    growth = (1.0 + rate) ** years
+    growth = float((1.0 + rate) ** years)
     return rate * growth / (growth - 1.0)
 
 

@@ -408,7 +408,8 @@ class RooflineStepModel:
         memory = (self._bytes @ x) / self._bw[:, None]
         ops = np.maximum(compute, memory).sum(axis=0)
         step_overhead, seq_overhead = self._overhead
-        return ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
+        out: FloatArray = ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
+        return out
 
     def step_time(self, batch: BatchShape) -> float:
         """Seconds one engine step over `batch` takes."""

@@ -91,7 +91,8 @@ class RunResult:
     @property
     def completed(self) -> np.ndarray:
         """Mask of requests that finished (not rejected, not cut off by the end of the run)."""
-        return np.isfinite(self.finish_s) & ~self.rejected
+        mask: np.ndarray = np.isfinite(self.finish_s) & ~self.rejected
+        return mask
 
     @property
     def ttft_s(self) -> np.ndarray:
