@@ -132,11 +132,26 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     if kv_dev <= 0:
         need = weights_dev + workspace
         more = math.ceil(dep.n_devices * need / usable) if usable > 0 else 0
-        fix = (
-            f"Use pp >= {more} wafers"
-            if dep.family == "wafer"
-            else f"Use tp x pp >= {more}, a lower weight_dtype, or a larger device"
-        )
+        if dep.family == "wafer":
+            # Whole layers per wafer plus an embedding table on the edge stages: the linear
+            # estimate above undercounts (405B at 16-bit needs 26 wafers, not 23), so find the
+            # first wafer count that actually holds a stage.
+            edge_pp = max(wb.embedding, wb.lm_head)
+            wafers = next(
+                (
+                    pp
+                    for pp in range(dep.pp + 1, m.n_layers + 1)
+                    if math.ceil(m.n_layers / pp) * per_layer + edge_pp < usable
+                ),
+                None,
+            )
+            fix = (
+                f"Use pp >= {wafers} wafers"
+                if wafers
+                else "One layer plus the embedding table exceeds a wafer; use a lower weight_dtype"
+            )
+        else:
+            fix = f"Use tp x pp >= {more}, a lower weight_dtype, or a larger device"
         raise FitError(
             f"{m.id} does not fit on {dep.n_devices}x {dep.device.id} "
             f"({capacity / GB:.0f} GB {memory}, {usable / GB:.1f} GB usable): weights "

@@ -341,9 +341,11 @@ class RooflineStepModel:
                 latency += n_allreduce * 2 * (tp - 1) * lat
             if dep.ep > 1 and m.n_moe_layers:
                 frac = (dep.ep - 1) / dep.ep
+                # Dispatch and combine: each token's activation goes to its top-k experts, a
+                # share `frac` of them remote; every device sends for its 1/ep of the tokens.
                 comm[_TOK] += (
-                    m.n_moe_layers * 2.0 * m.n_experts_per_token * h * act * frac / max(link, 1.0)
-                )
+                    m.n_moe_layers * 2.0 * m.n_experts_per_token * h * act * frac / dep.ep
+                ) / max(link, 1.0)
                 latency += m.n_moe_layers * 2 * lat
             if dep.pp > 1:
                 inside = dep.n_devices <= sysm.n_devices
