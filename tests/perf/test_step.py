@@ -118,12 +118,6 @@ def test_without_a_pipeline_any_added_sequence_never_makes_a_step_faster(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation, not fixed here: pipelines (wafer layers, GPU pp) time a step as "
-    "one micro-batch holding 1/m of the batch's summed context, so a short sequence joining a "
-    "long one lowers the average; physically the long sequence still takes as long",
-)
 def test_on_a_pipeline_a_short_sequence_joining_never_speeds_up_a_long_one() -> None:
     sm = step_model("cs3-8b-bf16")
     assert sm.step_time(shape("cs3-8b-bf16", [20_000], [])) <= sm.step_time(

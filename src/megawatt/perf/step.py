@@ -58,6 +58,7 @@ class BatchShape:
     n_decode: int = 0
     decode_context: float = 0.0
     decode_window: float = 0.0
+    decode_context_max: float = 0.0
     n_prefill: int = 0
     prefill_tokens: int = 0
     prefill_attention: float = 0.0
@@ -101,6 +102,7 @@ class BatchShape:
             n_decode=len(ctx),
             decode_context=float(ctx.sum()),
             decode_window=float(np.minimum(ctx, window).sum()) if window else 0.0,
+            decode_context_max=float(ctx.max()) if len(ctx) else 0.0,
             n_prefill=len(prefill_chunks),
             prefill_tokens=p_tok,
             prefill_attention=p_att,
@@ -386,15 +388,27 @@ class RooflineStepModel:
         pwin: FloatArray,
         ptok: FloatArray,
         units: FloatArray,
+        n_decode: FloatArray,
+        dmax: FloatArray,
     ) -> tuple[FloatArray, FloatArray]:
-        """Micro-batch feature matrix (N_FEATURES x k) and the micro-batch count per column."""
+        """Feature matrix (N_FEATURES x k) of the slowest micro-batch, and the micro-batch count.
+
+        Work is split evenly over m micro-batches, except decode context: the micro-batch that
+        holds the longest sequence carries it plus its share of the others (so a short sequence
+        joining a long one never shortens the round)."""
         mb = np.clip(np.minimum(units, self._depth), 1.0, None)
         x = np.empty((N_FEATURES, tokens.shape[0]))
         x[_ONE] = 1.0
         x[_TOK] = tokens / mb
         x[_LOG] = logits / mb
-        x[_DCTX] = dctx / mb
-        x[_DWIN] = dwin / mb
+        others = np.maximum(n_decode - 1.0, 1.0)
+        extra = np.maximum(n_decode / mb - 1.0, 0.0)
+        x[_DCTX] = np.maximum(dctx / mb, dmax + extra * (dctx - dmax) / others)
+        if self._window:
+            wmax = np.minimum(dmax, float(self._window))
+            x[_DWIN] = np.maximum(dwin / mb, wmax + extra * (dwin - wmax) / others)
+        else:
+            x[_DWIN] = dwin / mb
         x[_PATT] = patt / mb
         x[_PWIN] = pwin / mb
         x[_PTOK] = ptok / mb
@@ -427,6 +441,8 @@ class RooflineStepModel:
             np.array([batch.prefill_window]),
             np.array([float(batch.prefill_tokens)]),
             np.array([batch.pipeline_units]),
+            np.array([float(batch.n_decode)]),
+            np.array([batch.decode_context_max]),
         )
         return float(self._times(x, n)[0])
 
@@ -448,7 +464,8 @@ class RooflineStepModel:
             dwin = np.zeros(n_steps)
         full = np.full(n_steps, b)
         zeros = np.zeros(n_steps)
-        x, _ = self._features(full, full, dctx, dwin, zeros, zeros, zeros, full)
+        dmax = contexts.max() + j if b else zeros
+        x, _ = self._features(full, full, dctx, dwin, zeros, zeros, zeros, full, full, dmax)
         return self._times(x, full)
 
     # -- explanation --------------------------------------------------------------------------
@@ -464,6 +481,8 @@ class RooflineStepModel:
             np.array([batch.prefill_window]),
             np.array([float(batch.prefill_tokens)]),
             np.array([batch.pipeline_units]),
+            np.array([float(batch.n_decode)]),
+            np.array([batch.decode_context_max]),
         )
         fl = (self._flops @ x)[:, 0]
         by = (self._bytes @ x)[:, 0]
