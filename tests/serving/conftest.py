@@ -1,10 +1,12 @@
-"""Tiny fixtures for the serving simulator: fake step models behind the `StepModel` seam, a
-small KV budget and small request tables."""
+"""Tiny fixtures for the serving simulator: fake step models behind the `StepModel` seam, a small
+KV budget and small request tables. Test modules import the fakes and table builders; the
+fixtures are immutable, so they are session-scoped (and safe under Hypothesis)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from megawatt.workload import Requests
 
 @dataclass(frozen=True)
 class ConstantStep:
-    """Every step takes `dt_s` seconds, whatever the batch (a memory-bound replica)."""
+    """Every step takes `dt_s` seconds whatever the batch (a memory-bound replica). The default
+    is a power of two, so sums of steps are exact and ties with arrivals are exact too."""
 
     dt_s: float = 0.25
     window_tokens: int | None = None
@@ -32,7 +35,8 @@ class ConstantStep:
 class LinearStep:
     """A step costs `base_s`, plus `per_token_s` per token processed, plus `per_context_s` per
     token of context attended (decode contexts and prefill attention), plus `per_window_s` per
-    token of windowed context. `decode_times` is exact for this model."""
+    token of windowed context. Its `decode_times` is exact: step j of a stretch attends the
+    starting contexts plus j."""
 
     base_s: float = 1e-2
     per_token_s: float = 1e-4
@@ -50,28 +54,15 @@ class LinearStep:
 
     def decode_times(self, contexts: np.ndarray, n_steps: int) -> np.ndarray:
         contexts = np.asarray(contexts, dtype=np.float64)
-        j = np.arange(n_steps, dtype=np.float64)
-        grown = contexts[None, :] + j[:, None]  # step j attends contexts + j
-        window = (
-            np.minimum(grown, self.window_tokens).sum(axis=1)
-            if self.window_tokens
-            else np.zeros(n_steps)
+        grown = contexts[None, :] + np.arange(n_steps, dtype=np.float64)[:, None]
+        windowed = (
+            np.minimum(grown, self.window_tokens).sum(axis=1) if self.window_tokens else np.zeros(n_steps)
         )
         return (
             self.base_s
             + self.per_token_s * contexts.size
             + self.per_context_s * grown.sum(axis=1)
-            + self.per_window_s * window
-        )
-
-    def scaled(self, factor: float) -> LinearStep:
-        """The same replica `factor` times slower (below 1: faster)."""
-        return LinearStep(
-            self.base_s * factor,
-            self.per_token_s * factor,
-            self.per_context_s * factor,
-            self.per_window_s * factor,
-            self.window_tokens,
+            + self.per_window_s * windowed
         )
 
 
@@ -86,8 +77,8 @@ def make_requests(
     n = len(prompt)
     return Requests(
         arrival_s=np.zeros(n) if arrival_s is None else np.asarray(arrival_s, dtype=np.float64),
-        prompt_tokens=np.asarray(prompt),
-        output_tokens=np.asarray(output),
+        prompt_tokens=np.asarray(prompt, dtype=np.int64),
+        output_tokens=np.asarray(output, dtype=np.int64),
         cached_tokens=np.zeros(n, dtype=np.int64) if cached is None else np.asarray(cached),
         class_id=np.zeros(n, dtype=np.int64),
         class_names=("chat",),
@@ -103,12 +94,10 @@ def random_requests(
     max_output: int = 60,
     cached_fraction: float = 0.0,
 ) -> Requests:
-    """`n` requests with Poisson arrivals and uniform lengths, all drawn from `seed`."""
+    """`n` requests of two classes with Poisson arrivals and uniform lengths, drawn from `seed`."""
     rng = np.random.default_rng(seed)
     prompt = rng.integers(1, max_prompt + 1, n)
-    cached = np.where(
-        rng.random(n) < cached_fraction, rng.integers(0, prompt), 0
-    )
+    cached = np.where(rng.random(n) < cached_fraction, rng.integers(0, prompt), 0)
     return Requests(
         arrival_s=np.cumsum(rng.exponential(1.0 / rate_per_s, n)),
         prompt_tokens=prompt,
@@ -119,32 +108,36 @@ def random_requests(
     )
 
 
-def kv_for_tokens(tokens: float, bytes_per_token: float = 1000.0, **kwargs: object) -> KvBudget:
-    """A KV cache that holds about `tokens` tokens of one sequence (block fragmentation aside)."""
-    return KvBudget(tokens * bytes_per_token, bytes_per_token, **kwargs)  # type: ignore[arg-type]
+def kv_for_tokens(tokens: float, bytes_per_token: float = 1000.0, **kwargs: Any) -> KvBudget:
+    """A KV cache of `tokens` x `bytes_per_token` bytes (1 kB a token by default)."""
+    return KvBudget(tokens * bytes_per_token, bytes_per_token, **kwargs)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def constant_step() -> ConstantStep:
+    """A quarter of a second a step."""
     return ConstantStep()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def linear_step() -> LinearStep:
+    """10 ms a step, plus 0.1 ms a token, plus 1 us a token of context."""
     return LinearStep()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_kv() -> KvBudget:
-    """Room for about 2,000 tokens: a few of the small requests at once."""
+    """Room for 2,000 tokens: a handful of the small requests at once."""
     return kv_for_tokens(2000)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def small_requests() -> Requests:
+    """40 requests of up to 300 + 60 tokens, arriving at about 20 per second."""
     return random_requests(seed=7)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def config(linear_step: LinearStep, tiny_kv: KvBudget) -> ReplicaConfig:
+    """The linear fake with the tiny cache, at most 8 sequences and 256 tokens a step."""
     return ReplicaConfig(linear_step, tiny_kv, max_num_seqs=8, max_num_batched_tokens=256)

@@ -67,20 +67,21 @@ def _replica(
 
 def simulate(cfg: ReplicaConfig, requests: Requests, *, until_s: float | None = None) -> RunResult:
     """Open loop: each request arrives at its `arrival_s`. Stops when all are done, or at
-    `until_s` (requests unfinished then have no finish time). Records the queue left waiting
-    when the last request arrives (`backlog`), the sign of an overloaded replica."""
-    env = Environment()
-    rep = _replica(env, cfg, requests)
+    `until_s` (requests unfinished then have no finish time). Records the queue the last request
+    finds waiting when it arrives (`backlog`), the sign of an overloaded replica."""
     arrivals = requests.arrival_s
     n = len(requests)
+    # The clock starts at 0, or at the first arrival when that is earlier (shifted traces).
+    env = Environment(min(0.0, float(arrivals[0])) if n else 0.0)
+    rep = _replica(env, cfg, requests)
     backlog = [0]
 
     def arrive(i: int) -> None:
-        rep.submit(i)
         if i + 1 < n:
             env.schedule_at(float(arrivals[i + 1]), arrive, i + 1, priority=-1)
         else:
-            backlog[0] = len(rep.waiting)
+            backlog[0] = len(rep.waiting)  # the queue the last request finds, not counting it
+        rep.submit(i)
 
     if n:
         env.schedule_at(float(arrivals[0]), arrive, 0, priority=-1)

@@ -135,7 +135,7 @@ class Replica:
         self.itl_s: list[np.ndarray] = []  # step times of decode steps ...
         self.itl_n: list[np.ndarray] = []  # ... and how many tokens each delivered
         self._token = 0
-        self._stretch: tuple[float, np.ndarray, list[int]] | None = None
+        self._stretch: tuple[np.ndarray, np.ndarray, list[int]] | None = None
         self._window = kv.window_tokens
 
     # -- arrivals -----------------------------------------------------------------------------
@@ -150,7 +150,10 @@ class Replica:
             return
         self.waiting.append(i)
         if not self.busy:
-            self._start_step()
+            # An idle replica starts its step once every arrival of this instant is queued
+            # (priority 1 runs after them), so requests that arrive together batch together.
+            self.busy = True
+            self.env.schedule(0.0, self._start_step, priority=1)
         elif (
             self._stretch is not None
             and self.policy.admit_while_running
@@ -354,31 +357,35 @@ class Replica:
             self._run_step(decodes, [])
             return
         dts = self.model.decode_times(ctx + 1.0, k)
-        cum = np.cumsum(dts)
-        self._stretch = (self.env.now, cum, decodes)
+        # The clock at the end of each step, summed one step at a time as step-by-step runs
+        # sum it, so an arrival that ties with a step's end ties here too (cumsum is sequential).
+        ends = np.cumsum(np.concatenate(([self.env.now], dts)))[1:]
+        self._stretch = (ends, dts, decodes)
         self._token += 1
-        self.env.schedule(float(cum[-1]), self._end_stretch, self._token, k)
+        self.env.schedule_at(float(ends[-1]), self._end_stretch, self._token, k)
 
     def _cut_stretch(self) -> None:
         """An arrival that could join: end the stretch after the step now in progress."""
         assert self._stretch is not None
-        start, cum, _ = self._stretch
-        k_done = int(np.searchsorted(cum, self.env.now - start, side="left"))
-        k = min(k_done + 1, len(cum))
-        if k >= len(cum):
+        ends, _, _ = self._stretch
+        # Steps ended strictly before now; one ending exactly now has not run yet (arrivals
+        # run before step ends at the same time), so the arrival joins right after it.
+        k_done = int(np.searchsorted(ends, self.env.now, side="left"))
+        k = min(k_done + 1, len(ends))
+        if k >= len(ends):
             return
         self._token += 1
-        self.env.schedule_at(start + float(cum[k - 1]), self._end_stretch, self._token, k)
+        self.env.schedule_at(float(ends[k - 1]), self._end_stretch, self._token, k)
 
     def _end_stretch(self, token: int, k: int) -> None:
         if token != self._token or self._stretch is None:
             return
-        _start, cum, decodes = self._stretch
+        _, all_dts, decodes = self._stretch
         self._stretch = None
-        dts = np.diff(cum[:k], prepend=0.0)
-        elapsed = float(cum[k - 1])
+        dts = all_dts[:k]
+        elapsed = float(dts.sum())
         st = self.stats
-        kv_before = self.kv_used
+        st.kv_byte_seconds += float(self._stretch_kv_bytes(decodes, k) @ dts)
         for i in decodes:
             self.generated[i] += k
             self._set_ctx(i, self.ctx[i] + k)
@@ -386,7 +393,6 @@ class Replica:
         st.n_stretches += 1
         st.busy_s += elapsed
         st.seq_seconds += len(decodes) * elapsed
-        st.kv_byte_seconds += 0.5 * (kv_before + self.kv_used) * elapsed
         st.peak_kv_bytes = max(st.peak_kv_bytes, self.kv_used)
         st.decode_tokens += k * len(decodes)
         self.itl_s.append(dts)
@@ -394,3 +400,16 @@ class Replica:
         finished = [i for i in decodes if self.generated[i] >= self.output[i]]
         self._finish(finished, self.env.now)
         self._start_step()
+
+    def _stretch_kv_bytes(self, decodes: list[int], k: int) -> np.ndarray:
+        """KV bytes in use during each of the next `k` decode steps of `decodes`, as
+        step-by-step runs bill them: with the token each step writes already reserved."""
+        steps = np.arange(1, k + 1, dtype=np.float64)
+        out = self.kv_used + self.kv.bytes_per_token * len(decodes) * steps
+        if self._window and self.kv.bytes_per_token_windowed:
+            # Windowed bytes grow by min(steps, room below the window) per sequence.
+            room = np.sort([max(self._window - self.ctx[i], 0) for i in decodes]).astype(float)
+            below = np.searchsorted(room, steps, side="left")  # sequences with room < steps
+            room_sum = np.concatenate(([0.0], np.cumsum(room)))[below]
+            out += self.kv.bytes_per_token_windowed * (room_sum + steps * (len(decodes) - below))
+        return out

@@ -41,10 +41,15 @@ class Environment:
         heapq.heappush(self._queue, (self.now + delay_s, priority, self._counter, callback, args))
 
     def schedule_at(self, time_s: float, callback: Callback, *args: Any, priority: int = 0) -> None:
-        """Run `callback(*args)` at absolute time `time_s` (>= now)."""
-        self.schedule(
-            time_s - self.now if time_s > self.now else 0.0, callback, *args, priority=priority
-        )
+        """Run `callback(*args)` at absolute time `time_s` (>= now), exactly then: converting to
+        a delay and back could move it by a rounding error and break a tie with another event."""
+        if not time_s >= self.now:  # also rejects NaN
+            raise InputError(
+                f"schedule_at: time_s must be >= now ({self.now}); got {time_s!r}. "
+                "Time never runs back."
+            )
+        self._counter += 1
+        heapq.heappush(self._queue, (time_s, priority, self._counter, callback, args))
 
     @property
     def peek(self) -> float:
@@ -66,7 +71,7 @@ class Environment:
             while self._queue:
                 self.step()
             return
-        if until < self.now:
+        if not until >= self.now:  # also rejects NaN, which would leave the clock at NaN
             raise InputError(f"run: until must be >= now ({self.now}); got {until}.")
         while self._queue and self._queue[0][0] <= until:
             self.step()
