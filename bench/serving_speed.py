@@ -1,0 +1,119 @@
+"""How fast the serving simulator runs: simulated requests per wall-second.
+
+Workloads:
+  (a) Vidur's benchmark (../shared/bench/peers/README.md): Llama-3-8B on one A100, chunked prefill
+      512 tokens, batch cap 128, Vidur's zipf lengths (max 4,096 total tokens, mean ~1,843 in /
+      ~92 out), Poisson 6.45 requests/s; 10,000 and 100,000 requests.
+  (b) The Azure 2023 conversation trace replayed at 10x its rate on one H100 (Llama-3.1-8B, BF16).
+
+  python bench/serving_speed.py               # our figures
+  python bench/serving_speed.py --vs-vidur    # also runs Vidur (../shared/bench/peers/run_vidur.sh)
+                                              # and ends with `speedup_vs_vidur=<number>`
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from megawatt.hardware import load_catalog
+from megawatt.model import load_model
+from megawatt.perf import Deployment
+from megawatt.serving import ReplicaConfig, simulate
+from megawatt.workload import Poisson, Requests, builtin_trace, time_scaled
+from megawatt.workload.lengths import Zipf
+
+PEERS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"
+
+
+def vidur_workload(n: int, seed: int = 0) -> Requests:
+    """Vidur's synthetic workload: one zipf total length per request, split 20:1."""
+    rng = np.random.default_rng(seed)
+    total = Zipf(part="total").sample(rng, n)
+    decode = np.maximum((total / 21.0).astype(np.int64), 1)
+    prefill = np.maximum(total - decode, 1)
+    arrivals = Poisson(6.45).sample(rng, n)
+    return Requests(
+        arrival_s=arrivals,
+        prompt_tokens=prefill,
+        output_tokens=decode,
+        cached_tokens=np.zeros(n, dtype=np.int64),
+        class_id=np.zeros(n, dtype=np.int32),
+        class_names=("zipf",),
+    )
+
+
+def replica(system_id: str, model_id: str, *, budget: int, max_seqs: int) -> ReplicaConfig:
+    cat = load_catalog()
+    system = cat.system(system_id)
+    dep = Deployment(
+        model=load_model(model_id),
+        system=system,
+        device=cat.device(system.device_id),
+        tp=1,
+        weight_dtype="bf16",
+        engine="vllm",
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=budget,
+    )
+    return ReplicaConfig.of(dep)
+
+
+def timed(cfg: ReplicaConfig, requests: Requests, label: str) -> float:
+    start = time.perf_counter()
+    result = simulate(cfg, requests)
+    wall = time.perf_counter() - start
+    s = result.summary()
+    rate = len(requests) / wall
+    print(
+        f"{label}: requests={len(requests)} wall_s={wall:.2f} sim_req_per_wall_s={rate:,.0f} "
+        f"simulated_s={s['duration_s']:.0f} steps={result.stats.n_steps} "
+        f"events_saved_by_stretches={result.stats.n_steps - result.stats.n_stretches} "
+        f"ttft_p50_s={s['ttft_p50_s']:.3f} ttft_p99_s={s['ttft_p99_s']:.3f} "
+        f"tpot_p50_s={s['tpot_p50_s']:.4f} out_tok_per_s={s['output_tokens_per_s']:.0f}"
+    )
+    return rate
+
+
+def vidur_rate() -> float:
+    """Run the peer script and read Vidur's event-loop requests per wall-second (10k, no trace)."""
+    proc = subprocess.run(["bash", str(PEERS / "run_vidur.sh")], capture_output=True, text=True, check=True)
+    print(proc.stdout)
+    block = proc.stdout.split("== n10000_notrace", 1)[1]
+    match = re.search(r"loop_req_per_wall_s=(\d+)", block)
+    if not match:
+        raise SystemExit("could not read Vidur's n10000_notrace result")
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--vs-vidur", action="store_true", help="also time Vidur and print the ratio")
+    parser.add_argument("--big", action="store_true", help="include 100,000 requests for (a)")
+    args = parser.parse_args()
+
+    a100 = replica("a100-8", "llama-3-8b", budget=512, max_seqs=128)
+    ours = timed(a100, vidur_workload(10_000), "(a) vidur workload, 10k")
+    if args.big:
+        timed(a100, vidur_workload(100_000, seed=1), "(a) vidur workload, 100k")
+    conv = time_scaled(builtin_trace("azure-conv-2023"), 10.0)
+    timed(
+        replica("dgx-h100", "llama-3.1-8b", budget=8192, max_seqs=256),
+        conv,
+        "(b) azure conv 2023 at 10x, 1x H100",
+    )
+    if args.vs_vidur:
+        theirs = vidur_rate()
+        print(f"vidur (a) 10k: {theirs:,.0f} simulated requests per wall-second (event loop)")
+        print(f"speedup_vs_vidur={ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    main()
