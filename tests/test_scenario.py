@@ -125,3 +125,14 @@ def test_a_scenario_can_bring_its_own_accelerator(tmp_path: Path, data: dict) ->
     path.write_text(yaml.safe_dump(data))
     sc = load_scenario(path)
     assert sc.catalog().system("my-asic-8").n_devices == 8
+
+
+def test_a_budget_is_power_or_money_not_both(data: dict) -> None:
+    assert "not both" in _error(data, "budget.capex_usd=1e9")
+    sc = parse_scenario(data, overrides=["budget.facility_mw=null", "budget.capex_usd=1e9"])
+    assert sc.budget.kind == "money" and "$1B capital" in sc.budget.describe()
+
+
+def test_without_a_budget_every_pool_needs_a_count(data: dict) -> None:
+    msg = _error(data, "budget.facility_mw=null")
+    assert "n_systems" in msg and "options[0].pools[0]" in msg

@@ -81,3 +81,13 @@ def test_the_default_scenario_runs_every_option() -> None:
         assert row["output_tokens_per_s"] > 0, row
         assert math.isfinite(row["usd_per_million_output_tokens"])
         assert row["joules_per_output_token"] > 0
+
+
+def test_a_capital_budget_is_spent_on_systems_and_their_facility() -> None:
+    sc = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=120", "budget.facility_mw=null",
+                                               "budget.capex_usd=20e6"])
+    study = run_study(sc, workers=1)
+    for option in study.options:
+        spent = sum(p.size.n_systems * (p.system.price_usd + 15e6 * p.system.power_w / 1e6)
+                    for p in option.pools)
+        assert 0.8 * 20e6 < spent <= 20e6

@@ -27,10 +27,37 @@ class _Strict(BaseModel):
 
 
 class BudgetSpec(_Strict):
-    """Facility power and its PUE."""
+    """What the fleet may spend: facility power (MW), or capital (USD), or neither when every
+    pool fixes its `n_systems`; and the PUE that turns IT power into facility power."""
 
-    facility_mw: float = Field(gt=0, description="facility power, MW (IT power = facility / PUE)")
+    facility_mw: float | None = Field(
+        None, gt=0, description="facility power, MW (IT power = facility / PUE)"
+    )
+    capex_usd: float | None = Field(
+        None, gt=0, description="capital budget, USD (systems plus facility capex for their power)"
+    )
     pue: float = Field(1.2, ge=1.0, le=3.0, description="power usage effectiveness")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BudgetSpec:
+        if self.facility_mw is not None and self.capex_usd is not None:
+            raise ValueError("give facility_mw or capex_usd, not both")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """`power`, `money` or `systems` (every pool gives n_systems)."""
+        if self.facility_mw is not None:
+            return "power"
+        return "money" if self.capex_usd is not None else "systems"
+
+    def describe(self) -> str:
+        """One line: the budget and its PUE."""
+        if self.facility_mw is not None:
+            return f"{self.facility_mw:g} MW facility, PUE {self.pue:g}"
+        if self.capex_usd is not None:
+            return f"${self.capex_usd / 1e9:g}B capital, PUE {self.pue:g}"
+        return f"fixed system counts, PUE {self.pue:g}"
 
 
 class PoolSpec(_Strict):
@@ -42,6 +69,9 @@ class PoolSpec(_Strict):
     weight_dtype: Literal["auto", "native", "bf16", "fp8", "fp4"] = "auto"
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
     scheduler: str = Field("vllm", description="scheduler policy: vllm, fcfs, static")
+    n_systems: int | None = Field(
+        None, ge=1, description="systems in the pool (instead of a share of the budget)"
+    )
     tp: int | None = Field(None, ge=1, description="tensor-parallel width (searched if unset)")
     pp: int | None = Field(None, ge=1, description="pipeline stages or wafers (searched if unset)")
     max_num_seqs: int = Field(256, ge=1, le=65536)
@@ -75,12 +105,8 @@ class TrafficSpec(_Strict):
     mix: Literal["chatgpt"] | list[dict[str, Any]] = Field(
         "chatgpt", description="'chatgpt' (FACTS.md B.7) or a list of request classes"
     )
-    peak_to_mean: float = Field(
-        1.5, ge=1.0, le=20.0, description="peak-hour rate / daily mean rate"
-    )
-    demand_prompts_per_day: float = Field(
-        2.5e9, gt=0, description="demand to compare capacity with"
-    )
+    peak_to_mean: float = Field(1.5, ge=1.0, le=20.0, description="peak-hour rate / daily mean rate")
+    demand_prompts_per_day: float = Field(2.5e9, gt=0, description="demand to compare capacity with")
 
 
 class SloSpec(_Strict):
@@ -123,6 +149,19 @@ class Scenario(_Strict):
     economics: EconomicsSpec = EconomicsSpec()
     simulation: SimulationSpec = SimulationSpec()
 
+    @model_validator(mode="after")
+    def _budget_or_counts(self) -> Scenario:
+        if self.budget.kind == "systems":
+            for i, option in enumerate(self.options):
+                for j, pool in enumerate(option.pools):
+                    if pool.n_systems is None:
+                        raise ValueError(
+                            f"options[{i}].pools[{j}] has no n_systems and the budget gives neither "
+                            "facility_mw nor capex_usd; set budget.facility_mw (or capex_usd) or the "
+                            "pool's n_systems"
+                        )
+        return self
+
     def catalog(self) -> Catalog:
         """The hardware catalog with this scenario's own files merged in."""
         return load_catalog(*self.hardware_files)
@@ -150,18 +189,12 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        field = (
-            cls.model_fields.get(part)
-            if isinstance(cls, type) and issubclass(cls, BaseModel)
-            else None
-        )
+        field = cls.model_fields.get(part) if isinstance(cls, type) and issubclass(cls, BaseModel) else None
         if field is None:
             return None
         ann = field.annotation
         args = getattr(ann, "__args__", ())
-        cls = next(
-            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
+        cls = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if cls is None:
             return None
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
@@ -174,10 +207,7 @@ def _message(err: Any, where: str) -> str:
     if err["type"] == "extra_forbidden":
         owner = _model_at(loc)
         known = ", ".join(owner.model_fields) if owner else ""
-        return (
-            f"{where}: {path}: unknown key (known keys here: {known}). "
-            "Remove it or fix its spelling."
-        )
+        return f"{where}: {path}: unknown key (known keys here: {known}). Remove it or fix its spelling."
     if err["type"] == "missing":
         return f"{where}: {path}: required field is missing. Add it."
     msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
@@ -204,8 +234,7 @@ def _set(data: dict[str, Any], override: str) -> None:
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise ScenarioError(
-                    f"--set {key}: '{where}' must index the list (0 to "
-                    f"{len(node) - 1}); got {part!r}."
+                    f"--set {key}: '{where}' must index the list (0 to {len(node) - 1}); got {part!r}."
                 )
             if last:
                 node[int(part)] = value
@@ -255,9 +284,7 @@ def parse_scenario(
 ) -> Scenario:
     """Validate a scenario mapping (after applying `key=value` overrides)."""
     if not isinstance(data, dict):
-        raise ScenarioError(
-            f"{where}: a scenario must be a YAML mapping; got {type(data).__name__}."
-        )
+        raise ScenarioError(f"{where}: a scenario must be a YAML mapping; got {type(data).__name__}.")
     data = copy.deepcopy(data)
     for override in overrides:
         _set(data, override)
@@ -297,9 +324,7 @@ def load_scenario(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ScenarioError(
-            f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)})."
-        ) from None
+        raise ScenarioError(f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
     if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
         data["hardware_files"] = [
             str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f

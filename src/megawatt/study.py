@@ -22,6 +22,7 @@ from megawatt.fleet import (
     OptionResult,
     PoolResult,
     PowerBudget,
+    it_power_for_capex,
     option_result,
     size_pool,
 )
@@ -118,17 +119,11 @@ def _evaluate(task: _Task) -> _Evaluated:
     )
     # Single-user speed on chat-like requests: the first few of the most common class.
     chat = np.flatnonzero(requests.class_id == np.bincount(requests.class_id).argmax())[:8]
-    solo = single_user(
-        ReplicaConfig.of(choice.deployment, task.pool.scheduler), requests.subset(chat)
-    )
+    solo = single_user(ReplicaConfig.of(choice.deployment, task.pool.scheduler), requests.subset(chat))
     decode_s = solo.finish_s - solo.first_token_s
     tokens = solo.output_tokens - 1
     ok = tokens > 0
-    speed = (
-        float(tokens[ok].sum() / decode_s[ok].sum())
-        if ok.any() and decode_s[ok].sum() > 0
-        else math.nan
-    )
+    speed = float(tokens[ok].sum() / decode_s[ok].sum()) if ok.any() and decode_s[ok].sum() > 0 else math.nan
     return _Evaluated(choice, speed, float(np.median(solo.ttft_s)))
 
 
@@ -142,15 +137,12 @@ def assumptions(scenario: Scenario, catalog: Catalog) -> tuple[Assumption, ...]:
     econ = scenario.economics
     out = [
         Assumption(
-            "facility power",
-            f"{scenario.budget.facility_mw:g} MW",
-            "scenario budget.facility_mw (FACTS.md C.2: up to 750 MW)",
+            "budget", scenario.budget.describe(), "scenario budget (the default: FACTS.md C.2, up to 750 MW)"
         ),
         Assumption("PUE", f"{scenario.budget.pue:g}", SOURCES["pue"]),
         Assumption(
             "SLO",
-            f"p99 TTFT <= {scenario.slo.ttft_p99_s:g} s, p99 TPOT <= "
-            f"{scenario.slo.tpot_p99_s * 1e3:g} ms",
+            f"p99 TTFT <= {scenario.slo.ttft_p99_s:g} s, p99 TPOT <= {scenario.slo.tpot_p99_s * 1e3:g} ms",
             "scenario slo (assumption)",
         ),
         Assumption(
@@ -196,9 +188,7 @@ def assumptions(scenario: Scenario, catalog: Catalog) -> tuple[Assumption, ...]:
                 f"{econ.facility_amortisation_years:g} years",
                 SOURCES["facility_amortisation_years"],
             ),
-            Assumption(
-                "cost of capital", f"{econ.cost_of_capital:.0%}", SOURCES["cost_of_capital"]
-            ),
+            Assumption("cost of capital", f"{econ.cost_of_capital:.0%}", SOURCES["cost_of_capital"]),
         ]
     seen: set[str] = set()
     for option in scenario.options:
@@ -231,7 +221,8 @@ def run_study(
     parallel (default: the CPU count; 1 runs in this process)."""
     start = time.perf_counter()
     catalog = scenario.catalog()
-    budget = PowerBudget(scenario.budget.facility_mw * MW, scenario.budget.pue)
+    spec = scenario.budget
+    it_w = PowerBudget(spec.facility_mw * MW, spec.pue).it_w if spec.facility_mw else 0.0
     economics = Economics(**scenario.economics.model_dump())
     models = [load_model(m) for m in scenario.models]
     tasks: dict[tuple[int, str], _Task] = {}
@@ -269,12 +260,20 @@ def run_study(
                 ev = results[_pool_key(mi, pool)]
                 dep = ev.choice.deployment
                 system = catalog.system(pool.system)
-                size = size_pool(
-                    budget.it_w * pool.power_share,
-                    system,
-                    dep.n_devices,
-                    field=f"options[{oi}].pools[{pj}].power_share",
-                )
+                field = f"options[{oi}].pools[{pj}]"
+                if pool.n_systems is not None:
+                    size = size_pool(
+                        0.0, system, dep.n_devices, field=f"{field}.n_systems", n_systems=pool.n_systems
+                    )
+                else:
+                    share_w = (
+                        it_w
+                        if spec.capex_usd is None
+                        else it_power_for_capex(spec.capex_usd, system, economics.facility_capex_usd_per_mw)
+                    )
+                    size = size_pool(
+                        share_w * pool.power_share, system, dep.n_devices, field=f"{field}.power_share"
+                    )
                 pools.append(
                     PoolResult(
                         pool.system,
@@ -289,13 +288,9 @@ def run_study(
                     )
                 )
             options.append(
-                option_result(
-                    option.name, model.id, pools, economics, scenario.budget.pue, load_fraction
-                )
+                option_result(option.name, model.id, pools, economics, scenario.budget.pue, load_fraction)
             )
-    return StudyResult(
-        scenario, tuple(options), assumptions(scenario, catalog), time.perf_counter() - start
-    )
+    return StudyResult(scenario, tuple(options), assumptions(scenario, catalog), time.perf_counter() - start)
 
 
 def _label(task: _Task, models: list[ModelSpec]) -> str:

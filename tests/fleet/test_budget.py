@@ -41,3 +41,19 @@ def test_a_budget_below_one_replica_names_the_minimum() -> None:
     with pytest.raises(InputError, match=r"minimum is 0\.092 MW") as info:
         size_pool(50e3, CATALOG.system("cs-3"), 4, field="options[0].pools[0].power_share")
     assert "options[0].pools[0].power_share" in str(info.value)
+
+
+def test_a_capital_budget_buys_systems_and_their_facility() -> None:
+    from megawatt.fleet import it_power_for_capex
+
+    cs3 = CATALOG.system("cs-3")
+    # $2.5M per CS-3 plus $15M/MW x 23 kW of facility = $2.845M per system.
+    it_w = it_power_for_capex(2.845e9, cs3, 15e6)
+    assert it_w / cs3.power_w == pytest.approx(1000)
+
+
+def test_a_fixed_count_is_kept_and_too_few_systems_are_an_error() -> None:
+    size = size_pool(0.0, CATALOG.system("cs-3"), 2, field="f", n_systems=10)
+    assert size.n_systems == 10 and size.n_replicas == 5
+    with pytest.raises(InputError, match="minimum is 4"):
+        size_pool(0.0, CATALOG.system("cs-3"), 4, field="options[0].pools[0].n_systems", n_systems=3)

@@ -1,6 +1,6 @@
 """Fleets: pools of replicas under a power budget, with power, energy and money accounting."""
 
-from megawatt.fleet.budget import PoolSize, PowerBudget, size_pool
+from megawatt.fleet.budget import PoolSize, PowerBudget, it_power_for_capex, size_pool
 from megawatt.fleet.economics import (
     SOURCES,
     AnnualCost,
@@ -20,6 +20,7 @@ __all__ = [
     "PowerBudget",
     "annual_cost",
     "capital_recovery_factor",
+    "it_power_for_capex",
     "option_result",
     "size_pool",
 ]

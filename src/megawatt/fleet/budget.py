@@ -57,15 +57,28 @@ class PoolSize:
         return self.it_w - self.leftover_w
 
 
-def size_pool(it_w: float, system: System, devices_per_replica: int, *, field: str) -> PoolSize:
-    """Whole systems that fit in `it_w` and the replicas of `devices_per_replica` they hold.
+def size_pool(
+    it_w: float,
+    system: System,
+    devices_per_replica: int,
+    *,
+    field: str,
+    n_systems: int | None = None,
+) -> PoolSize:
+    """Whole systems that fit in `it_w` (or exactly `n_systems`) and the replicas of
+    `devices_per_replica` devices they hold.
 
     Raises `InputError` naming `field` and the minimum power when not even one replica fits.
     """
     systems_per_replica = max(1, math.ceil(devices_per_replica / system.n_devices))
-    per_system = (
-        system.n_devices // devices_per_replica if devices_per_replica <= system.n_devices else 0
-    )
+    per_system = system.n_devices // devices_per_replica if devices_per_replica <= system.n_devices else 0
+    if n_systems is not None:
+        if n_systems < systems_per_replica:
+            raise InputError(
+                f"{field}: {n_systems} {system.id} system(s) hold no whole replica of "
+                f"{devices_per_replica} devices; the minimum is {systems_per_replica}."
+            )
+        it_w = n_systems * system.power_w
     n_systems = int(it_w // system.power_w)
     if per_system:
         n_replicas = n_systems * per_system
@@ -87,3 +100,10 @@ def size_pool(it_w: float, system: System, devices_per_replica: int, *, field: s
         n_replicas,
         it_w - n_systems * system.power_w,
     )
+
+
+def it_power_for_capex(capex_usd: float, system: System, facility_capex_usd_per_mw: float) -> float:
+    """IT power (W) a capital budget buys in `system`s: each costs its price plus the facility
+    capex of its peak power."""
+    per_system = system.price_usd + facility_capex_usd_per_mw * system.power_w / MW
+    return capex_usd / per_system * system.power_w

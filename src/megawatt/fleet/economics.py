@@ -36,9 +36,7 @@ class Economics:
             if getattr(self, name) < 0:
                 raise InputError(f"economics.{name} must be >= 0; got {getattr(self, name)}.")
         if not 0 <= self.cost_of_capital < 1:
-            raise InputError(
-                f"economics.cost_of_capital must be in [0, 1); got {self.cost_of_capital}."
-            )
+            raise InputError(f"economics.cost_of_capital must be in [0, 1); got {self.cost_of_capital}.")
 
 
 SOURCES: dict[str, str] = {

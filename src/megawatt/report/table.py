@@ -69,7 +69,7 @@ def results_table(study: StudyResult) -> Table:
     """A rich table of the study's answers."""
     sc = study.scenario
     t = Table(
-        title=f"{sc.name}: {sc.budget.facility_mw:g} MW facility, PUE {sc.budget.pue:g}, "
+        title=f"{sc.name}: {sc.budget.describe()}, "
         f"SLO p99 TTFT <= {sc.slo.ttft_p99_s:g} s, p99 TPOT <= {sc.slo.tpot_p99_s * 1e3:g} ms",
         title_justify="left",
         header_style="bold",
