@@ -47,3 +47,19 @@ def test_it_power_never_exceeds_the_budget(study) -> None:
 def test_prompts_per_day_follow_the_peak_to_mean_ratio(study) -> None:
     for o in study.options:
         assert o.prompts_per_day == pytest.approx(o.rate_per_s / 1.5 * 86_400)
+
+
+def test_per_class_latency_of_a_one_pool_option_is_that_class_alone(study) -> None:
+    option = study.options[0]
+    res = option.pools[0].capacity.result
+    for name, figures in option.class_latency().items():
+        mask = res.class_id == res.class_names.index(name)
+        assert figures["ttft_p99_s"] == pytest.approx(res.percentile("ttft_s", 99, mask))
+        assert figures["tpot_p50_s"] == pytest.approx(res.percentile("tpot_s", 50, mask))
+
+
+def test_concurrent_requests_follow_littles_law(study) -> None:
+    option = study.options[0]
+    pool = option.pools[0]
+    res = pool.capacity.result
+    assert option.concurrent_requests == pytest.approx(pool.rate_per_s * res.e2e_s[res.completed].mean())

@@ -106,19 +106,56 @@ class OptionResult:
         """Prompts per day the fleet serves when its peak hour runs at capacity."""
         return self.rate_per_s * self.load_fraction * SECONDS_PER_DAY
 
-    def _merged(self, metric: str, q: float) -> float:
+    def _merged(self, metric: str, q: float, class_name: str | None = None) -> float:
         values, weights = [], []
         for p in self.pools:
             res = p.capacity.result
             if res is None or p.rate_per_s <= 0:
                 continue
             keep = ~res.rejected
+            if class_name is not None:
+                if class_name not in res.class_names:
+                    continue
+                keep = keep & (res.class_id == res.class_names.index(class_name))
             v = getattr(res, metric)[keep]
             values.append(v)
-            weights.append(np.full(v.size, p.rate_per_s / max(v.size, 1)))
-        if not values:
+            weights.append(np.full(v.size, p.rate_per_s / max(res.n, 1)))
+        if not values or not sum(v.size for v in values):
             return math.nan
         return weighted_percentile(np.concatenate(values), np.concatenate(weights), q)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Request classes seen by the pools' capacity runs."""
+        names: dict[str, None] = {}
+        for p in self.pools:
+            if p.capacity.result is not None:
+                names.update(dict.fromkeys(p.capacity.result.class_names))
+        return tuple(names)
+
+    def class_latency(self) -> dict[str, dict[str, float]]:
+        """p50/p99 TTFT and TPOT (s) per request class at capacity, across the pools."""
+        return {
+            c: {
+                "ttft_p50_s": self._merged("ttft_s", 50, c),
+                "ttft_p99_s": self._merged("ttft_s", 99, c),
+                "tpot_p50_s": self._merged("tpot_s", 50, c),
+                "tpot_p99_s": self._merged("tpot_s", 99, c),
+            }
+            for c in self.class_names
+        }
+
+    @property
+    def concurrent_requests(self) -> float:
+        """Requests in flight across the fleet at capacity (Little's law: rate x mean latency)."""
+        total = 0.0
+        for p in self.pools:
+            res = p.capacity.result
+            if res is None:
+                continue
+            e2e = res.e2e_s[res.completed]
+            total += p.rate_per_s * float(e2e.mean()) if e2e.size else 0.0
+        return total
 
     def ttft_s(self, q: float) -> float:
         """q-th percentile of TTFT across the fleet at capacity (pools weighted by traffic)."""

@@ -28,9 +28,7 @@ def _breakdown_table(title: str, b: StepBreakdown, batch: int) -> Table:
     t.add_row("fabric latency", "", "", "", "", f"{b.latency_s * 1e6:,.1f}", "latency")
     t.add_row("engine overhead", "", "", "", "", f"{b.overhead_s * 1e6:,.1f}", "overhead")
     shares = ", ".join(
-        f"{k} {v / b.total_s:.0%}"
-        for k, v in sorted(b.by_bound.items(), key=lambda kv: -kv[1])
-        if v > 0
+        f"{k} {v / b.total_s:.0%}" for k, v in sorted(b.by_bound.items(), key=lambda kv: -kv[1]) if v > 0
     )
     t.caption = (
         f"step {b.total_s * 1e3:,.3f} ms for {batch} sequence(s) in {b.microbatches} "
@@ -57,8 +55,7 @@ def render_explanation(e: Explanation) -> Group:
         ("layers per stage", f"{m.layers_per_stage} of {d.model.n_layers}"),
         (
             f"{m.memory} per {unit}",
-            f"{m.capacity_bytes_per_device / GB:,.1f} GB, usable "
-            f"{m.usable_bytes_per_device / GB:,.1f} GB",
+            f"{m.capacity_bytes_per_device / GB:,.1f} GB, usable {m.usable_bytes_per_device / GB:,.1f} GB",
         ),
         (
             "weights",
@@ -93,8 +90,7 @@ def render_explanation(e: Explanation) -> Group:
     if e.batched is not None:
         parts.append(
             _breakdown_table(
-                f"{e.batch} sequences at {e.context_tokens:,} tokens "
-                "(largest batch that fits): decode step",
+                f"{e.batch} sequences at {e.context_tokens:,} tokens (largest batch that fits): decode step",
                 e.batched,
                 e.batch,
             )

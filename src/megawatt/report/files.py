@@ -41,9 +41,7 @@ def results_json(study: StudyResult) -> str:
         "scenario": study.scenario.name,
         "seed": study.scenario.seed,
         "options": rows,
-        "assumptions": [
-            {"name": a.name, "value": a.value, "source": a.source} for a in study.assumptions
-        ],
+        "assumptions": [{"name": a.name, "value": a.value, "source": a.source} for a in study.assumptions],
     }
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 

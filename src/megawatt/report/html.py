@@ -22,6 +22,7 @@ replica sustains within the SLO (p99 over the requests of a simulated run), time
 power budget buys; prompts/day and money are at the mean load (capacity / peak-to-mean).</p>
 {figures}
 <h2>Results</h2>{table}
+<h2>Latency per request class at capacity</h2>{classes}
 <h2>Assumptions</h2>{assumptions}
 <h2>Deployments searched</h2>{plans}
 </body></html>
@@ -90,15 +91,24 @@ def _figures(study: StudyResult) -> list[go.Figure]:
         yaxis_title="TTFT (s)",
         yaxis2={"title": "TPOT (s)", "overlaying": "y", "side": "right"},
     )
-    figs += [tput, trade, lat, cost, energy]
+    per_class = go.Figure()
+    for r in rows:
+        classes = list(r["per_class"])
+        per_class.add_bar(
+            name=f"{r['option']} / {r['model']}",
+            x=classes,
+            y=[_finite(r["per_class"][c]["ttft_p99_s"]) for c in classes],
+        )
+    per_class.update_layout(
+        title="p99 TTFT per request class at capacity", yaxis_title="seconds", barmode="group"
+    )
+    figs += [tput, trade, lat, per_class, cost, energy]
     return figs
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -115,7 +125,7 @@ def html_report(study: StudyResult) -> str:
             return ", ".join(map(str, v))
         return str(v)
 
-    keys = list(rows[0]) if rows else []
+    keys = [k for k in rows[0] if k != "per_class"] if rows else []
     table = _table(keys, [[fmt(r[k]) for k in keys] for r in rows])
     assumptions = _table(
         ["assumption", "value", "source"], [[a.name, a.value, a.source] for a in study.assumptions]
@@ -129,6 +139,22 @@ def html_report(study: StudyResult) -> str:
             for label, score in p.candidates
         ],
     )
+    classes = _table(
+        ["option", "model", "class", "TTFT p50 s", "TTFT p99 s", "TPOT p50 ms", "TPOT p99 ms"],
+        [
+            [
+                r["option"],
+                r["model"],
+                c,
+                fmt(v["ttft_p50_s"]),
+                fmt(v["ttft_p99_s"]),
+                fmt(v["tpot_p50_s"] * 1e3),
+                fmt(v["tpot_p99_s"] * 1e3),
+            ]
+            for r in rows
+            for c, v in r["per_class"].items()
+        ],
+    )
     sc = study.scenario
     return _TEMPLATE.format(
         title=html.escape(sc.name),
@@ -137,6 +163,7 @@ def html_report(study: StudyResult) -> str:
         seed=sc.seed,
         figures="\n".join(parts),
         table=table,
+        classes=classes,
         assumptions=assumptions,
         plans=plans,
     )

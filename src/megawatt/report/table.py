@@ -16,14 +16,8 @@ def _plan(option: OptionResult) -> str:
     parts = []
     for p in option.pools:
         d = p.deployment
-        plan = (
-            f"{d.pp} wafers"
-            if d.family == "wafer"
-            else f"TP{d.tp}" + (f" PP{d.pp}" if d.pp > 1 else "")
-        )
-        parts.append(
-            f"{p.name}: {plan} {d.weight_dtype_of('experts' if d.model.is_moe else 'mlp')}"
-        )
+        plan = f"{d.pp} wafers" if d.family == "wafer" else f"TP{d.tp}" + (f" PP{d.pp}" if d.pp > 1 else "")
+        parts.append(f"{p.name}: {plan} {d.weight_dtype_of('experts' if d.model.is_moe else 'mlp')}")
     return "; ".join(parts)
 
 
@@ -48,10 +42,12 @@ def option_rows(study: StudyResult) -> list[dict[str, Any]]:
                 "tpot_p50_s": o.tpot_s(50),
                 "tpot_p99_s": o.tpot_s(99),
                 "prompts_per_day": o.prompts_per_day,
+                "concurrent_requests": o.concurrent_requests,
                 "joules_per_output_token": o.joules_per_token,
                 "usd_per_million_output_tokens": o.usd_per_million_tokens,
                 "annual_cost_usd": o.annual_cost.total,
                 "limited_by": sorted({v for p in o.pools for v in p.capacity.limited_by}),
+                "per_class": o.class_latency(),
             }
         )
     return rows
