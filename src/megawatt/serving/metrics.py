@@ -22,8 +22,11 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> fl
     order = np.argsort(values, kind="stable")
     v, w = values[order], weights[order]
     cum = np.cumsum(w)
-    rank = q / 100.0 * cum[-1]
-    return float(v[min(int(np.searchsorted(cum, rank, side="left")), v.size - 1)])
+    # The first value whose cumulative share reaches q (numpy's "inverted_cdf"); the tolerance
+    # keeps equal weights that do not sum exactly from skipping a value.
+    share = cum / cum[-1]
+    idx = int(np.searchsorted(share, q / 100.0 - 1e-12, side="left"))
+    return float(v[min(idx, v.size - 1)])
 
 
 @dataclass(frozen=True)
