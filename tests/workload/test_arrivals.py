@@ -69,7 +69,7 @@ def test_same_seed_same_arrivals() -> None:
 
 
 def test_the_registry_builds_from_a_spec() -> None:
-    assert set(ARRIVAL_PROCESSES) == {"poisson", "gamma", "all_at_once"}
+    assert set(ARRIVAL_PROCESSES) == {"poisson", "gamma", "all_at_once", "diurnal"}
     assert arrival_process({"kind": "poisson", "rate_per_s": 10}) == Poisson(10.0)
     assert arrival_process({"kind": "gamma", "rate_per_s": 2, "cv": 3}) == Gamma(2.0, 3.0)
     assert isinstance(arrival_process({"kind": "all_at_once"}), AllAtOnce)
@@ -78,7 +78,7 @@ def test_the_registry_builds_from_a_spec() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"kind": "weibull"}, "kind must be one of all_at_once, gamma, poisson; got 'weibull'"),
+        ({"kind": "weibull"}, "kind must be one of all_at_once, diurnal, gamma, poisson; got 'weibull'"),
         ({"kind": "poisson"}, "needs keys rate_per_s"),
         ({"kind": "poisson", "rate_per_s": 0}, r"Poisson.rate_per_s must be a finite number > 0"),
         ({"kind": "gamma", "rate_per_s": 1, "cv": -1}, "Gamma.cv must be a finite number > 0"),

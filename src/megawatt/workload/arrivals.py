@@ -19,6 +19,7 @@ __all__ = [
     "ARRIVAL_PROCESSES",
     "AllAtOnce",
     "ArrivalProcess",
+    "Diurnal",
     "Gamma",
     "Poisson",
     "arrival_process",
@@ -128,8 +129,80 @@ class AllAtOnce:
         return np.full(n, start_s, dtype=np.float64)
 
 
-ARRIVAL_PROCESSES: dict[str, type[Poisson] | type[Gamma] | type[AllAtOnce]] = {
+_SECONDS_PER_DAY = 86_400.0
+_SECONDS_PER_MONTH = 30.4375 * _SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class Diurnal:
+    """Poisson arrivals whose rate follows the day and grows month by month.
+
+    rate(t) = rate_per_s * (1 + a cos(2 pi (hour(t) - peak_hour) / 24)) * (1 + monthly_growth)
+    ** (t / month), with a = (peak_to_trough - 1) / (peak_to_trough + 1), so the daily mean is
+    `rate_per_s` at t = 0 and the peak is `peak_to_trough` times the trough. Defaults follow
+    FACTS.md A.2: conversation traffic swings about 2:1 within a weekday (coding about 10:1).
+    `start_hour` is the clock hour at t = 0; a month is 30.44 days. Drawn by thinning a Poisson
+    process at the peak rate (Lewis and Shedler, 1979).
+    """
+
+    rate_per_s: float
+    peak_to_trough: float = 2.0
+    peak_hour: float = 14.0
+    monthly_growth: float = 0.0
+    start_hour: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate_per_s", _rate("Diurnal", self.rate_per_s))
+        if not (isinstance(self.peak_to_trough, int | float) and 1.0 <= self.peak_to_trough < 1e6):
+            raise InputError(
+                f"Diurnal.peak_to_trough must be a number >= 1; got {self.peak_to_trough!r}. "
+                "Use 1 for a flat day, 2 for chat, 10 for coding (FACTS.md A.2)."
+            )
+        if not (isinstance(self.monthly_growth, int | float) and -0.5 < self.monthly_growth < 10):
+            raise InputError(
+                f"Diurnal.monthly_growth must be a fraction per month in (-0.5, 10); got "
+                f"{self.monthly_growth!r}. Use e.g. 0.09 for +9% a month."
+            )
+
+    def rate_at(self, t_s: np.ndarray | float) -> np.ndarray:
+        """The instantaneous rate (requests/s) at times `t_s`."""
+        t = np.asarray(t_s, dtype=np.float64)
+        a = (self.peak_to_trough - 1.0) / (self.peak_to_trough + 1.0)
+        hour = self.start_hour + t / 3600.0
+        day = 1.0 + a * np.cos(2.0 * math.pi * (hour - self.peak_hour) / 24.0)
+        growth = (1.0 + self.monthly_growth) ** (t / _SECONDS_PER_MONTH)
+        out: np.ndarray = self.rate_per_s * day * growth
+        return out
+
+    def sample(self, rng: np.random.Generator, n: int, start_s: float = 0.0) -> np.ndarray:
+        """`n` arrival times, seconds (the rate's clock starts at 0, not at `start_s`)."""
+        n, start_s = _checked(n, start_s)
+        out: list[np.ndarray] = []
+        have = 0
+        t = start_s
+        a = (self.peak_to_trough - 1.0) / (self.peak_to_trough + 1.0)
+        while have < n:
+            # Peak rate over the next chunk bounds the rate there (growth is monotone).
+            chunk = max(n - have, 1024)
+            horizon_s = t + 2.0 * chunk / self.rate_per_s
+            peak = self.rate_per_s * (1.0 + a) * max(
+                1.0, (1.0 + self.monthly_growth) ** (horizon_s / _SECONDS_PER_MONTH),
+                (1.0 + self.monthly_growth) ** (t / _SECONDS_PER_MONTH))
+            times = t + np.cumsum(rng.exponential(1.0 / peak, size=chunk))
+            # Candidates are valid up to the horizon (the bound holds there); the candidate
+            # process is memoryless, so it restarts where this chunk stopped.
+            end = min(float(times[-1]), horizon_s)
+            times = times[times <= end]
+            keep = rng.random(times.size) * peak < self.rate_at(times)
+            out.append(times[keep])
+            have += int(keep.sum())
+            t = end
+        return np.concatenate(out)[:n]
+
+
+ARRIVAL_PROCESSES: dict[str, type[Poisson] | type[Gamma] | type[AllAtOnce] | type[Diurnal]] = {
     "all_at_once": AllAtOnce,
+    "diurnal": Diurnal,
     "gamma": Gamma,
     "poisson": Poisson,
 }
@@ -138,8 +211,9 @@ ARRIVAL_PROCESSES: dict[str, type[Poisson] | type[Gamma] | type[AllAtOnce]] = {
 def arrival_process(spec: Mapping[str, Any]) -> ArrivalProcess:
     """Build an arrival process from a dict such as `{"kind": "poisson", "rate_per_s": 10}`.
 
-    Kinds: `poisson` (rate_per_s), `gamma` (rate_per_s, cv), `all_at_once`. Unknown kinds and
-    keys are errors.
+    Kinds: `poisson` (rate_per_s), `gamma` (rate_per_s, cv), `diurnal` (rate_per_s and
+    optionally peak_to_trough, peak_hour, monthly_growth, start_hour), `all_at_once`. Unknown
+    kinds and keys are errors.
     """
     if not isinstance(spec, Mapping):
         raise InputError(
@@ -162,7 +236,11 @@ def arrival_process(spec: Mapping[str, Any]) -> ArrivalProcess:
             f"arrival spec kind {kind!r} takes {accepted}; got unknown {unknown}. Remove or "
             "rename them."
         )
-    missing = [name for name in params if name not in kwargs]
+    required = [
+        f.name for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in kwargs]
     if missing:
         raise InputError(
             f"arrival spec kind {kind!r} needs keys {', '.join(missing)}; got {sorted(kwargs)}. "
