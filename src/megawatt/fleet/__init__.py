@@ -9,18 +9,27 @@ from megawatt.fleet.economics import (
     capital_recovery_factor,
 )
 from megawatt.fleet.pool import OptionResult, PoolResult, option_result
+from megawatt.fleet.routing import POOL_ROUTERS, REPLICA_ROUTERS, PoolTarget, pool_router
+from megawatt.fleet.sim import MODES, PoolRun, simulate_pool
 
 __all__ = [
+    "MODES",
+    "POOL_ROUTERS",
+    "REPLICA_ROUTERS",
     "SOURCES",
     "AnnualCost",
     "Economics",
     "OptionResult",
     "PoolResult",
+    "PoolRun",
     "PoolSize",
+    "PoolTarget",
     "PowerBudget",
     "annual_cost",
     "capital_recovery_factor",
     "it_power_for_capex",
     "option_result",
+    "pool_router",
+    "simulate_pool",
     "size_pool",
 ]
