@@ -21,16 +21,13 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="megawatt: what does this much compute buy? Simulate AI inference fleets "
-    "from the chip up.",
+    help="megawatt: what does this much compute buy? Simulate AI inference fleets from the chip up.",
 )
 hardware_app = typer.Typer(
     help="List the hardware catalog, or show one entry with its sources.",
     invoke_without_command=True,
 )
-models_app = typer.Typer(
-    help="List the model catalog, or show one model.", invoke_without_command=True
-)
+models_app = typer.Typer(help="List the model catalog, or show one model.", invoke_without_command=True)
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(models_app, name="models")
 
@@ -54,16 +51,14 @@ def run(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option(
-            "--set", "-s", help="override a field: key=value, e.g. budget.facility_mw=300"
-        ),
+        typer.Option("--set", "-s", help="override a field: key=value, e.g. budget.facility_mw=300"),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     hardware: HardwareOpt = None,
     workers: Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")] = None,
 ) -> None:
     """Run a scenario end to end: table in the terminal, HTML report and JSON under --out."""
-    from megawatt.report import results_table, write_atomic, write_outputs
+    from megawatt.report import demand_table, results_table, write_atomic, write_outputs
     from megawatt.scenario import load_scenario
     from megawatt.study import run_study
 
@@ -92,6 +87,9 @@ def run(
 
         study = run_study(sc, progress=progress, workers=workers)
     console.print(results_table(study))
+    at_demand = demand_table(study)
+    if at_demand is not None:
+        console.print(at_demand)
     paths = write_outputs(study, out)
     console.print(
         f"Report: {paths['report']}  Results: {paths['results']}  "
@@ -123,9 +121,7 @@ def hardware_list(ctx: typer.Context, hardware: HardwareOpt = None) -> None:
         "TDP W",
         "verification",
     ):
-        t.add_column(
-            col, justify="right" if col not in ("id", "name", "kind", "verification") else "left"
-        )
+        t.add_column(col, justify="right" if col not in ("id", "name", "kind", "verification") else "left")
     for d in sorted(cat.devices.values(), key=lambda d: d.id):
         p = d.peak_flops_per_s
         t.add_row(
@@ -141,9 +137,7 @@ def hardware_list(ctx: typer.Context, hardware: HardwareOpt = None) -> None:
             d.verification,
         )
     console.print(t)
-    s = Table(
-        title="Systems (power and price: see `megawatt hardware show ID`)", header_style="bold"
-    )
+    s = Table(title="Systems (power and price: see `megawatt hardware show ID`)", header_style="bold")
     for col in ("id", "name", "device", "devices", "power kW", "price $M"):
         s.add_column(col)
     for x in sorted(cat.systems.values(), key=lambda x: x.id):
@@ -181,9 +175,7 @@ def hardware_show(
         ("process", d.process or "-"),
     ]
     for dtype, rate in sorted(d.peak_flops_per_s.items()):
-        rows.append(
-            (f"dense {dtype} peak", f"{rate / TERA:,.1f} TFLOP/s{mark('peak_flops_per_s')}")
-        )
+        rows.append((f"dense {dtype} peak", f"{rate / TERA:,.1f} TFLOP/s{mark('peak_flops_per_s')}"))
     rows += [
         (
             "memory",
@@ -313,11 +305,7 @@ def models_show(
             "attention",
             f"{m.attention_type.upper()}, {m.n_heads} heads, {m.n_kv_heads} KV heads, "
             f"head dim {m.head_dim}"
-            + (
-                f", KV latent {m.kv_lora_rank}+{m.qk_rope_head_dim}"
-                if m.attention_type == "mla"
-                else ""
-            ),
+            + (f", KV latent {m.kv_lora_rank}+{m.qk_rope_head_dim}" if m.attention_type == "mla" else ""),
         ),
         (
             "MLP",
@@ -405,6 +393,93 @@ def explain(
         )
     )
     console.print(text)
+
+
+# -- validate / calibrate -------------------------------------------------------------------------
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="measurements CSV (default: the packaged published measurements)"),
+]
+WorkersOpt = Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")]
+
+
+def _bar(label: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+@app.command()
+def validate(
+    data: DataOpt = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="also write every row and the summary as JSON")
+    ] = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Replay published measurements through the simulator: measured vs predicted per row, the
+    chosen plan, MAPE overall / per hardware / per metric, and the rows not predicted."""
+    from megawatt.report import write_atomic
+    from megawatt.report.validation import validation_json, validation_summary, validation_table
+    from megawatt.validate import calibration_cv, load_measurements
+    from megawatt.validate import validate as run_validation
+
+    rows = load_measurements(data)
+    with _bar("validate") as bar:
+        task = bar.add_task("replaying", total=len(rows))
+
+        def progress(done: int, total: int, rid: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"replayed {rid}" if rid else "")
+
+        result = run_validation(rows, workers=workers, progress=progress)
+    console.print(validation_table(result))
+    console.print(validation_summary(result, calibration_cv()))
+    if json_path is not None:
+        write_atomic(json_path, validation_json(result))
+        console.print(f"JSON: {json_path}")
+
+
+@app.command()
+def calibrate(
+    data: DataOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="where to write (default: the package's calibration file)"),
+    ] = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Fit the efficiencies per hardware family and engine to the measurements and write the
+    versioned calibration file (same input, same bytes); prints fit and cross-validated MAPE."""
+    import json
+
+    import megawatt
+    from megawatt.calibrate import Calibrator, newest_date
+    from megawatt.perf.efficiency import CALIBRATION_FILE
+    from megawatt.report import write_atomic
+    from megawatt.report.validation import calibration_table
+    from megawatt.validate import load_measurements, measurements_sha256
+
+    rows = load_measurements(data)
+    with _bar("calibrate") as bar:
+        task = bar.add_task("simulating", total=len(rows))
+
+        def progress(label: str, done: int, total: int, rid: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{label}: {rid}")
+
+        cal = Calibrator(workers=workers).fit(rows, progress=progress)
+    name = "data/validation/measurements.csv" if data is None else Path(data).name
+    document = cal.document(
+        input_name=name, input_sha256=measurements_sha256(data), data_date=newest_date(rows)
+    )
+    target = out or Path(megawatt.__file__).parent / CALIBRATION_FILE
+    write_atomic(target, json.dumps(document, indent=1) + "\n")
+    console.print(calibration_table(cal))
+    console.print(f"Calibration file: {target}")
 
 
 def main(argv: list[str] | None = None) -> int:

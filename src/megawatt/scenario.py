@@ -86,10 +86,13 @@ class PoolSpec(_Strict):
 
 
 class OptionSpec(_Strict):
-    """A fleet option: one or more pools sharing the budget."""
+    """A fleet option: one or more pools sharing the budget, and how traffic is split over them."""
 
     name: str = Field(min_length=1)
     pools: list[PoolSpec] = Field(min_length=1)
+    router: Literal["proportional", "class_aware", "cost_aware"] = Field(
+        "proportional", description="pool router: proportional, class_aware or cost_aware"
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> OptionSpec:
@@ -107,6 +110,16 @@ class TrafficSpec(_Strict):
     )
     peak_to_mean: float = Field(1.5, ge=1.0, le=20.0, description="peak-hour rate / daily mean rate")
     demand_prompts_per_day: float = Field(2.5e9, gt=0, description="demand to compare capacity with")
+
+
+class FleetSpec(_Strict):
+    """Simulating each option at the traffic's peak-hour demand (after capacity is known)."""
+
+    simulate_demand: bool = True
+    mode: Literal["sampled", "exact"] = Field("sampled", description="sampled or exact")
+    k: int = Field(4, ge=1, le=100_000, description="replicas simulated per pool in sampled mode")
+    duration_s: float = Field(300.0, gt=0, le=86_400.0, description="seconds of arrivals simulated")
+    replica_router: Literal["random", "round_robin", "least_outstanding"] = "random"
 
 
 class SloSpec(_Strict):
@@ -148,6 +161,7 @@ class Scenario(_Strict):
     slo: SloSpec
     economics: EconomicsSpec = EconomicsSpec()
     simulation: SimulationSpec = SimulationSpec()
+    fleet: FleetSpec = FleetSpec()
 
     @model_validator(mode="after")
     def _budget_or_counts(self) -> Scenario:

@@ -7,6 +7,7 @@ the same seed gives the same numbers however they are scheduled.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -26,6 +27,7 @@ from megawatt.fleet import (
     option_result,
     size_pool,
 )
+from megawatt.fleet.demand import simulate_demand
 from megawatt.hardware import Catalog
 from megawatt.model import ModelSpec, load_model
 from megawatt.perf import plan_memory
@@ -290,7 +292,45 @@ def run_study(
             options.append(
                 option_result(option.name, model.id, pools, economics, scenario.budget.pue, load_fraction)
             )
+    if scenario.fleet.simulate_demand:
+        options = _at_demand(scenario, models, options, economics, progress)
     return StudyResult(scenario, tuple(options), assumptions(scenario, catalog), time.perf_counter() - start)
+
+
+def _at_demand(
+    scenario: Scenario,
+    models: list[ModelSpec],
+    options: list[OptionResult],
+    economics: Economics,
+    progress: Progress | None,
+) -> list[OptionResult]:
+    """Each option serving the traffic's peak-hour demand (see `megawatt.fleet.demand`)."""
+    fleet, traffic = scenario.fleet, scenario.traffic
+    peak_rate = traffic.demand_prompts_per_day / 86_400.0 * traffic.peak_to_mean
+    by_name = {o.name: o for o in scenario.options}
+    out = []
+    for n, option in enumerate(options):
+        mi = scenario.models.index(option.model_id)
+        spec = by_name[option.name]
+        demand = simulate_demand(
+            option.pools,
+            traffic_mix(scenario, models[mi]),
+            peak_rate,
+            router=spec.router,
+            economics=economics,
+            pue=scenario.budget.pue,
+            mean_to_peak=1.0 / traffic.peak_to_mean,
+            duration_s=fleet.duration_s,
+            mode=fleet.mode,
+            k=fleet.k,
+            replica_router=fleet.replica_router,
+            policy=spec.pools[0].scheduler,
+            seed=(scenario.seed, mi, n),
+        )
+        out.append(dataclasses.replace(option, demand=demand))
+        if progress:
+            progress(n + 1, len(options), f"{option.name} / {option.model_id} at demand")
+    return out
 
 
 def _label(task: _Task, models: list[ModelSpec]) -> str:

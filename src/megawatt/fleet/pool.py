@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from megawatt.fleet.budget import PoolSize
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
+
+if TYPE_CHECKING:
+    from megawatt.fleet.demand import DemandResult
 from megawatt.hardware import System
 from megawatt.perf import Deployment, MemoryPlan
 from megawatt.serving import Capacity
@@ -54,11 +58,13 @@ class PoolResult:
         return res.summary()["busy_fraction"] if res is not None else 0.0
 
     def mean_it_power_w(self, load_fraction: float) -> float:
-        """Mean IT power (W) at `load_fraction` of capacity: idle power plus the busy share of
-        the span to peak (busy time assumed proportional to load)."""
-        busy = min(1.0, self.busy_fraction * load_fraction)
+        """Mean IT power (W) at `load_fraction` of capacity. Assumption: power rises linearly
+        from idle to peak with the load as a share of the capacity at the SLO (a replica at
+        capacity runs its accelerators flat out; continuous batching keeps an engine busy at
+        any load, so busy time is not a measure of power)."""
+        u = min(max(load_fraction, 0.0), 1.0)
         s = self.system
-        return self.size.n_systems * (s.idle_power_w + (s.power_w - s.idle_power_w) * busy)
+        return self.size.n_systems * (s.idle_power_w + (s.power_w - s.idle_power_w) * u)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class OptionResult:
     economics: Economics
     pue: float
     load_fraction: float
+    demand: DemandResult | None = None
 
     @property
     def n_systems(self) -> int:

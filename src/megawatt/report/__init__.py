@@ -3,6 +3,6 @@ the CLI) does megawatt print or write files; writes are atomic."""
 
 from megawatt.report.files import write_atomic, write_outputs
 from megawatt.report.html import html_report
-from megawatt.report.table import option_rows, results_table
+from megawatt.report.table import demand_table, option_rows, results_table
 
-__all__ = ["html_report", "option_rows", "results_table", "write_atomic", "write_outputs"]
+__all__ = ["demand_table", "html_report", "option_rows", "results_table", "write_atomic", "write_outputs"]

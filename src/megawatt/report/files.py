@@ -34,6 +34,10 @@ def results_json(study: StudyResult) -> str:
     def clean(v: object) -> object:
         if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
             return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
         return v
 
     rows = [{k: clean(v) for k, v in r.items()} for r in option_rows(study)]

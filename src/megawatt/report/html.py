@@ -125,7 +125,7 @@ def html_report(study: StudyResult) -> str:
             return ", ".join(map(str, v))
         return str(v)
 
-    keys = [k for k in rows[0] if k != "per_class"] if rows else []
+    keys = [k for k in rows[0] if k not in ("per_class", "at_demand")] if rows else []
     table = _table(keys, [[fmt(r[k]) for k in keys] for r in rows])
     assumptions = _table(
         ["assumption", "value", "source"], [[a.name, a.value, a.source] for a in study.assumptions]

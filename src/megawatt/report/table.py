@@ -48,9 +48,74 @@ def option_rows(study: StudyResult) -> list[dict[str, Any]]:
                 "annual_cost_usd": o.annual_cost.total,
                 "limited_by": sorted({v for p in o.pools for v in p.capacity.limited_by}),
                 "per_class": o.class_latency(),
+                "at_demand": _demand(o),
             }
         )
     return rows
+
+
+def _demand(o: OptionResult) -> dict[str, Any] | None:
+    d = o.demand
+    if d is None:
+        return None
+    return {
+        "peak_requests_per_s": d.rate_per_s,
+        "pool_requests_per_s": list(d.pool_rates),
+        "over_capacity": list(d.over_capacity),
+        "load_share_of_capacity": d.rate_per_s / o.rate_per_s if o.rate_per_s > 0 else None,
+        "ttft_p50_s": d.percentile("ttft_s", 50),
+        "ttft_p99_s": d.percentile("ttft_s", 99),
+        "tpot_p50_s": d.percentile("tpot_s", 50),
+        "tpot_p99_s": d.percentile("tpot_s", 99),
+        "it_mw": d.it_w / MW,
+        "facility_mw": d.facility_w / MW,
+        "joules_per_output_token": d.joules_per_token,
+        "usd_per_million_output_tokens": d.usd_per_million_tokens,
+        "simulated_requests": sum(r.n_requests for r in d.runs if r is not None),
+    }
+
+
+def demand_table(study: StudyResult) -> Table | None:
+    """The options at the traffic's peak-hour demand (None when not simulated)."""
+    rows = [r for r in option_rows(study) if r["at_demand"] is not None]
+    if not rows:
+        return None
+    sc = study.scenario
+    peak = rows[0]["at_demand"]["peak_requests_per_s"]
+    t = Table(
+        title=f"At demand: {sc.traffic.demand_prompts_per_day / 1e9:g}B prompts/day, peak hour "
+        f"{peak:,.0f} requests/s ({sc.fleet.mode}, {sc.fleet.k} replicas per pool, "
+        f"{sc.fleet.duration_s:g} s)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for name in (
+        "Option",
+        "Model",
+        "Load / capacity",
+        "TTFT p50/p99 s",
+        "TPOT p50/p99 ms",
+        "IT MW drawn",
+        "J/token",
+        "$/M tokens",
+        "Note",
+    ):
+        t.add_column(name, justify="left" if name in ("Option", "Model", "Note") else "right")
+    for r in rows:
+        d = r["at_demand"]
+        note = ("over capacity: " + ", ".join(d["over_capacity"])) if d["over_capacity"] else ""
+        t.add_row(
+            r["option"],
+            r["model"],
+            _num(d["load_share_of_capacity"] or math.nan, ".1%"),
+            f"{_num(d['ttft_p50_s'], '.2f')}/{_num(d['ttft_p99_s'], '.2f')}",
+            f"{_num(d['tpot_p50_s'] * 1e3, '.0f')}/{_num(d['tpot_p99_s'] * 1e3, '.0f')}",
+            _num(d["it_mw"], ".1f"),
+            _num(d["joules_per_output_token"], ".2f"),
+            "$" + _num(d["usd_per_million_output_tokens"], ".2f"),
+            note,
+        )
+    return t
 
 
 def _num(value: float, fmt: str) -> str:

@@ -165,10 +165,20 @@ class RunResult:
         return weighted_percentile(self.itl_s, self.itl_n.astype(np.float64), q)
 
     def keeps_up(self) -> bool:
-        """True when the queue left when the last request arrived is small (at most 2% of the
-        requests, or 5): a replica that falls behind accumulates a backlog that a short run's
-        percentiles alone would not yet show."""
-        return self.backlog <= max(5, 0.02 * self.n)
+        """True when the replica keeps pace with the arrivals: the queue left when the last
+        request arrived is small (at most 2% of the requests, or 5), and time to first token
+        does not trend upward (the median of the last quarter of arrivals is at most twice the
+        median of the middle half, plus 0.1 s). A replica that falls behind accumulates a
+        backlog that a short run's percentiles alone would not yet show."""
+        if self.backlog > max(5, 0.02 * self.n):
+            return False
+        if self.n < 40:
+            return True
+        order = np.argsort(self.arrival_s, kind="stable")
+        ttft = self.ttft_s[order]
+        q = self.n // 4
+        middle, late = ttft[q : 3 * q], ttft[3 * q :]
+        return bool(np.median(late) <= 2.0 * np.median(middle) + 0.1)
 
     def violations(self, slo: Slo) -> tuple[str, ...]:
         """Which limits the run breaks: `rejected` (a request cannot fit the KV cache),

@@ -1,0 +1,190 @@
+"""A fleet option at a given demand: the pool router splits the traffic (by class) over the
+pools, each pool is simulated (sampled or exact), and the answers are the latency users see,
+how busy the fleet is, the power it draws and what a token costs at that demand."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
+from megawatt.fleet.pool import PoolResult
+from megawatt.fleet.routing import PoolTarget, pool_router
+from megawatt.fleet.sim import PoolRun, pooled_percentile, simulate_pool
+from megawatt.serving import ReplicaConfig
+from megawatt.units import SECONDS_PER_YEAR
+from megawatt.workload import Mix, Poisson
+
+OVERLOAD = 1.0  # demand above this share of a pool's capacity is not simulated
+
+
+@dataclass(frozen=True)
+class DemandResult:
+    """One option serving `rate_per_s` (its peak-hour demand). `runs` has one entry per pool
+    (None where the pool gets no traffic); `over_capacity` lists pools whose share exceeds
+    their capacity at the SLO (those are not simulated: their queues would grow without end)."""
+
+    rate_per_s: float
+    pool_rates: tuple[float, ...]
+    runs: tuple[PoolRun | None, ...]
+    over_capacity: tuple[str, ...]
+    it_w: float
+    facility_w: float
+    annual: AnnualCost
+    mean_to_peak: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every pool could carry its share."""
+        return not self.over_capacity
+
+    def _runs(self) -> list[PoolRun]:
+        return [r for r in self.runs if r is not None]
+
+    def percentile(self, metric: str, q: float) -> float:
+        """q-th percentile of `ttft_s` / `tpot_s` / `e2e_s` over the fleet's requests."""
+        return pooled_percentile(self._runs(), metric, q) if self.ok else math.nan
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Output tokens per second served at this demand."""
+        return sum(r.output_tokens_per_s for r in self._runs())
+
+    @property
+    def joules_per_token(self) -> float:
+        """Facility energy per output token at this demand (J)."""
+        tps = self.output_tokens_per_s
+        return self.facility_w / tps if tps > 0 and self.ok else math.inf
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        """Yearly cost over the tokens of a year whose mean is `mean_to_peak` of this demand."""
+        tokens = self.output_tokens_per_s * self.mean_to_peak * SECONDS_PER_YEAR
+        return self.annual.total / tokens * 1e6 if tokens > 0 and self.ok else math.inf
+
+    def class_percentile(self, class_name: str, metric: str, q: float) -> float:
+        """q-th percentile of a metric for one request class, across pools."""
+        values = []
+        for run in self._runs():
+            for res, mask in zip(run.replicas, run.served, strict=True):
+                if class_name in res.class_names:
+                    keep = mask & ~res.rejected & (res.class_id == res.class_names.index(class_name))
+                    values.append(getattr(res, metric)[keep])
+        v = np.concatenate(values) if values else np.zeros(0)
+        return float(np.percentile(v, q, method="inverted_cdf")) if v.size else math.nan
+
+
+def _pool_mix(mix: Mix, weights: np.ndarray) -> Mix:
+    """The mix a pool sees when it takes `weights[i]` of class i's requests."""
+    shares = mix.shares * weights
+    total = shares.sum()
+    classes = tuple(
+        dataclasses.replace(c, share=float(s / total))
+        for c, s in zip(mix.classes, shares, strict=True)
+        if s > 0
+    )
+    return Mix(classes)
+
+
+def simulate_demand(
+    pools: Sequence[PoolResult],
+    mix: Mix,
+    rate_per_s: float,
+    *,
+    router: str,
+    economics: Economics,
+    pue: float,
+    mean_to_peak: float,
+    duration_s: float,
+    mode: str = "sampled",
+    k: int = 4,
+    replica_router: str = "random",
+    policy: str = "vllm",
+    seed: tuple[int, ...] = (0,),
+) -> DemandResult:
+    """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals."""
+    targets = [
+        PoolTarget(
+            p.name,
+            p.rate_per_s,
+            usd_per_request=_usd_per_request(p, economics, pue),
+            tpot_s=p.capacity.result.percentile("tpot_s", 50) if p.capacity.result else math.inf,
+        )
+        for p in pools
+    ]
+    split = pool_router(router).shares(mix.class_names, list(mix.shares), targets)
+    runs: list[PoolRun | None] = []
+    rates: list[float] = []
+    over: list[str] = []
+    it_w = 0.0
+    costs: list[AnnualCost] = []
+    for j, p in enumerate(pools):
+        weights = split[:, j]
+        rate = rate_per_s * float(mix.shares @ weights)
+        rates.append(rate)
+        busy = 0.0
+        if rate <= 0:
+            runs.append(None)
+        elif rate > OVERLOAD * p.rate_per_s:
+            over.append(p.name)
+            runs.append(None)
+            busy = 1.0
+        else:
+            cfg = ReplicaConfig.of(p.deployment, policy)
+            run = simulate_pool(
+                p.name,
+                cfg,
+                p.size.n_replicas,
+                _pool_mix(mix, weights),
+                Poisson(rate),
+                duration_s,
+                mode=mode,
+                k=k,
+                router=replica_router,
+                seed=(*seed, j),
+            )
+            runs.append(run)
+            busy = rate / p.rate_per_s  # load as a share of capacity sets power (see PoolResult)
+        s = p.system
+        idle_w = p.size.n_systems * s.idle_power_w
+        dynamic_w = p.size.n_systems * (s.power_w - s.idle_power_w) * busy
+        it_w += idle_w + dynamic_w
+        # Over a year the load averages `mean_to_peak` of this peak-hour demand.
+        mean_w = (idle_w + dynamic_w * mean_to_peak) * pue
+        costs.append(
+            annual_cost(
+                economics,
+                n_systems=p.size.n_systems,
+                system_price_usd=s.price_usd,
+                it_peak_w=p.size.used_w,
+                facility_mean_w=mean_w,
+                pue=pue,
+            )
+        )
+    annual = AnnualCost(
+        *(
+            sum(getattr(c, f) for c in costs)
+            for f in ("it_capex", "facility_capex", "electricity", "contract")
+        )
+    )
+    return DemandResult(
+        rate_per_s, tuple(rates), tuple(runs), tuple(over), it_w, it_w * pue, annual, mean_to_peak
+    )
+
+
+def _usd_per_request(pool: PoolResult, economics: Economics, pue: float) -> float:
+    """A pool's yearly cost over the requests it serves at capacity in a year."""
+    cost = annual_cost(
+        economics,
+        n_systems=pool.size.n_systems,
+        system_price_usd=pool.system.price_usd,
+        it_peak_w=pool.size.used_w,
+        facility_mean_w=pool.size.used_w * pue,
+        pue=pue,
+    )
+    per_year = pool.rate_per_s * SECONDS_PER_YEAR
+    return cost.total / per_year if per_year > 0 else math.inf

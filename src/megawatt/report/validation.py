@@ -1,0 +1,178 @@
+"""Rendering of `megawatt validate` and `megawatt calibrate`: per-row tables, the error
+summaries with the acceptance figures, the fitted parameters against their priors."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from megawatt.calibrate import Calibrator
+from megawatt.perf.efficiency import FITTED_FIELDS
+from megawatt.validate import ASSUMPTIONS, Validation
+
+_UNITS = {
+    "output_tokens_per_s": "tok/s",
+    "output_tokens_per_s_per_user": "tok/s/user",
+    "input_tokens_per_s": "tok/s in",
+    "ttft_ms": "ms",
+    "ratio": "x",
+}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x * 100:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.3g}"
+
+
+def validation_table(v: Validation) -> Table:
+    """One line per row: measured, predicted, signed error and the plan (or why skipped)."""
+    t = Table(title="Measurements replayed", title_justify="left", header_style="bold")
+    for name, justify in [
+        ("id", "left"),
+        ("hardware", "left"),
+        ("model", "left"),
+        ("scenario", "left"),
+        ("measured", "right"),
+        ("predicted", "right"),
+        ("error", "right"),
+        ("plan / reason", "left"),
+    ]:
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in v.rows:
+        unit = _UNITS.get(r.metric, "")
+        if r.predicted is None:
+            t.add_row(
+                r.id,
+                r.hardware,
+                r.model or "-",
+                r.scenario,
+                f"{_num(r.measured)} {unit}",
+                "-",
+                "-",
+                Text(f"skipped: {r.skipped_reason}", style="dim"),
+            )
+            continue
+        signed = r.predicted / r.measured - 1.0
+        style = "green" if abs(signed) <= 0.15 else ("yellow" if abs(signed) <= 0.3 else "red")
+        notes = f" [{'; '.join(r.notes)}]" if r.notes else ""
+        t.add_row(
+            r.id,
+            r.hardware,
+            r.model,
+            r.scenario,
+            f"{_num(r.measured)} {unit}",
+            f"{_num(r.predicted)} {unit}",
+            Text(f"{signed * 100:+.0f}%", style=style),
+            r.plan + notes,
+        )
+    return t
+
+
+def validation_summary(v: Validation, cv_predicted: dict[tuple[str, float], float] | None) -> Group:
+    """MAPE overall, per hardware and per metric; the acceptance figures (GPU output tokens/s,
+    with the calibration's cross-validated MAPE beside the fit); skipped rows and why."""
+    s = v.summary(cv_predicted)
+    lines: list[Any] = []
+    n_ok, n_all = s["throughput_ttft_predicted"]
+    lines.append(
+        Text(
+            f"Rows: {s['n_rows']}, predicted {s['n_predicted']}; throughput/TTFT rows "
+            f"predicted {n_ok}/{n_all} ({n_ok / max(n_all, 1):.0%}, wafer rows apart: the "
+            "wafer-scale issue calibrates them). MAPE over all predicted rows: "
+            f"{_pct(s['mape'])}",
+            style="bold",
+        )
+    )
+    g = s["gpu_output_tokens_per_s"]
+    cv = (
+        f"; cross-validated (leave-one-out, calibration file) {_pct(g['cv_mape'])} over its "
+        f"{g['cv_n']} fitted rows (fit {_pct(g['cv_fit_mape'])} on the same rows)"
+        if "cv_mape" in g
+        else "; no calibration file: cross-validated MAPE unavailable"
+    )
+    lines.append(Text(f"GPU output_tokens_per_s rows: {g['n']}, MAPE {_pct(g['mape'])}{cv}", style="bold"))
+    t = Table(header_style="bold", title="MAPE by hardware (all metrics / GPU output tok/s)")
+    for col in ("hardware", "MAPE", "GPU tok/s rows", "GPU tok/s MAPE"):
+        t.add_column(col, justify="left" if col == "hardware" else "right")
+    for hw, mape in s["mape_by_hardware"].items():
+        n, gm = g["by_hardware"].get(hw, (0, None))
+        t.add_row(hw, _pct(mape), str(n), _pct(gm))
+    m = Table(header_style="bold", title="MAPE by metric")
+    m.add_column("metric")
+    m.add_column("MAPE", justify="right")
+    for metric, mape in s["mape_by_metric"].items():
+        m.add_row(metric, _pct(mape))
+    lines += [t, m]
+    if s["skipped"]:
+        k = Table(header_style="bold", title="Not predicted")
+        k.add_column("id")
+        k.add_column("reason")
+        for rid, reason in s["skipped"]:
+            k.add_row(rid, reason)
+        lines.append(k)
+    lines.append(Text("Assumptions:", style="bold"))
+    lines += [Text(f"  - {a}") for a in ASSUMPTIONS]
+    return Group(*lines)
+
+
+def validation_json(v: Validation) -> str:
+    """The `--json` document (errors as fractions), with NaN written as null."""
+
+    def clean(x: object) -> object:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(y) for k, y in x.items()}
+        if isinstance(x, list):
+            return [clean(y) for y in x]
+        return x
+
+    return json.dumps(clean(v.to_json()), indent=1) + "\n"
+
+
+def calibration_table(cal: Calibrator) -> Group:
+    """The fitted parameters of every group against the prior, with fit and cross-validated
+    MAPE; groups left at the prior say why."""
+    t = Table(title="Calibrated efficiencies (value / prior)", header_style="bold")
+    t.add_column("group")
+    t.add_column("status")
+    t.add_column("rows", justify="right")
+    for p in FITTED_FIELDS:
+        t.add_column(p, justify="right")
+    t.add_column("fit MAPE", justify="right")
+    t.add_column("CV MAPE", justify="right")
+    for key, g in cal.groups_.items():
+        cells = []
+        for p in FITTED_FIELDS:
+            if p not in g.values:
+                cells.append("-")
+                continue
+            scale = 1e3 if p.endswith("_s") else 1.0
+            unit = " ms" if p == "step_overhead_s" else (" us" if p == "seq_overhead_s" else "")
+            if p == "seq_overhead_s":
+                scale = 1e6
+            cells.append(f"{g.values[p] * scale:.3g} / {g.prior[p] * scale:.3g}{unit}")
+        t.add_row(
+            key,
+            g.status if not g.reason else f"{g.status}: {g.reason}",
+            str(g.n_rows),
+            *cells,
+            _pct(g.fit_mape),
+            _pct(g.cv_mape),
+        )
+    head = Text(
+        f"Fitted rows: {len(cal.residuals_)}; MAPE of the fit {_pct(cal.fit_mape_)}, "
+        f"cross-validated (leave-one-out) {_pct(cal.cv_mape_)} over the fitted groups' rows.",
+        style="bold",
+    )
+    return Group(head, t)
