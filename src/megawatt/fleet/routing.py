@@ -103,7 +103,9 @@ def _fill(
         if left > 1e-15:  # rounding: put the crumbs where room is largest
             out[ci, int(np.argmax(room))] += left
     rows = out.sum(axis=1, keepdims=True)
-    return np.divide(out, rows, out=np.tile(cap / cap.sum(), (len(class_names), 1)), where=rows > 0)
+    split: np.ndarray = np.divide(out, rows, out=np.tile(cap / cap.sum(), (len(class_names), 1)),
+                                  where=rows > 0)
+    return split
 
 
 POOL_ROUTERS: Mapping[str, type] = {
