@@ -19,9 +19,10 @@ RANK = {
     "fleet": 5,
     "plan": 6,
     "scenario": 7,
-    "explain": 8, "study": 8,
-    "report": 9,
-    "cli": 10, "__main__": 10, "__init__": 10,
+    "explain": 8, "study": 8, "validate": 8,
+    "calibrate": 9,
+    "report": 10,
+    "cli": 11, "__main__": 11, "__init__": 11,
 }
 SIBLINGS = {"hardware", "model", "workload", "sim"}
 

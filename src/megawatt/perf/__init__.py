@@ -5,7 +5,13 @@ times steps behind the `StepModel` seam the serving simulator uses.
 """
 
 from megawatt.perf.deployment import Deployment
-from megawatt.perf.efficiency import Efficiencies, family_of, prior
+from megawatt.perf.efficiency import (
+    Efficiencies,
+    efficiencies_for,
+    efficiency_key,
+    family_of,
+    prior,
+)
 from megawatt.perf.memory import MemoryPlan, WeightBytes, min_devices, plan_memory, weight_bytes
 from megawatt.perf.step import BatchShape, OperatorTime, RooflineStepModel, StepBreakdown, StepModel
 
@@ -19,6 +25,8 @@ __all__ = [
     "StepBreakdown",
     "StepModel",
     "WeightBytes",
+    "efficiencies_for",
+    "efficiency_key",
     "family_of",
     "min_devices",
     "plan_memory",

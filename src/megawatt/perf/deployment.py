@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from megawatt.errors import InputError
 from megawatt.hardware import Device, System
 from megawatt.model import ModelSpec
-from megawatt.perf.efficiency import Efficiencies, family_of, prior
+from megawatt.perf.efficiency import Efficiencies, efficiencies_for, family_of
 from megawatt.units import bytes_per_element
 
 WEIGHT_DTYPES = ("native", "bf16", "fp8", "fp4")
@@ -23,6 +23,9 @@ class Deployment:
     weight_dtype: `native` keeps the published format per component (gpt-oss: MXFP4 experts,
     BF16 elsewhere); otherwise every linear layer uses this format (embeddings stay BF16).
     ep: expert-parallel degree across the replica's devices (1 = experts sharded like TP).
+    attention_dp: attention runs data-parallel over the tp devices (each holds every attention
+    weight and the KV cache of its own 1/tp of the sequences, as DeepSeek-style engines do for
+    MLA, whose latent cache tensor parallelism would replicate); MLPs stay tp/ep-sharded.
     max_num_seqs / max_num_batched_tokens: the engine's batch cap and per-step token budget.
     """
 
@@ -32,6 +35,7 @@ class Deployment:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    attention_dp: bool = False
     weight_dtype: str = "native"
     kv_dtype: str = "bf16"
     engine: str = "vllm"
@@ -94,14 +98,16 @@ class Deployment:
         """Short plan description, e.g. `h200-sxm x8 tp8 fp8`."""
         plan = f"tp{self.tp}" + (f" pp{self.pp}" if self.pp > 1 else "")
         plan += f" ep{self.ep}" if self.ep > 1 else ""
+        plan += " attention-dp" if self.attention_dp else ""
         if self.family == "wafer":
             plan = f"{self.pp} wafer" + ("s" if self.pp > 1 else "")
         return f"{self.model.id} on {self.device.id} x{self.n_devices} {plan} {self.weight_dtype}"
 
     @property
     def eff(self) -> Efficiencies:
-        """The efficiencies used: explicit ones, or the family/engine prior."""
-        return self.efficiencies or prior(self.family, self.engine)
+        """The efficiencies used: explicit ones, else the calibrated values of the device's
+        group and engine, else the documented prior (`efficiencies_for`)."""
+        return self.efficiencies or efficiencies_for(self.device, self.engine)
 
     # -- precision --------------------------------------------------------------------------
     def weight_dtype_of(self, component: str) -> str:

@@ -1,12 +1,18 @@
 """Efficiency parameters of the performance model: the few numbers that turn peak rates into
-achieved ones, per hardware family and engine. These are *priors* (documented estimates); the
-calibration issue fits them from published measurements with the estimator contract."""
+achieved ones, per hardware family and engine. `PRIORS` are documented estimates;
+`efficiencies_for` prefers the values `megawatt calibrate` fitted from published measurements
+(`data/calibration/efficiencies.json`) and falls back to the priors where nothing was fitted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from importlib import resources
+from typing import Any
 
 from megawatt.errors import CatalogError
+from megawatt.hardware import Device
 
 
 @dataclass(frozen=True)
@@ -98,3 +104,76 @@ def prior(family: str, engine: str) -> Efficiencies:
             f"no efficiency prior for family '{family}' with engine '{engine}'; known: {known}. "
             "Pick an engine listed for that family."
         ) from None
+
+
+# -- fitted values ------------------------------------------------------------------------------
+
+CALIBRATION_FILE = "data/calibration/efficiencies.json"
+"""Where `megawatt calibrate` writes the fitted efficiencies, inside the package."""
+CALIBRATION_FORMAT = 1
+"""Version of the calibration file's layout; a file of another version is ignored."""
+FITTED_FIELDS = ("compute", "attention", "memory", "link", "step_overhead_s", "seq_overhead_s")
+"""The efficiency fields calibration may fit (the rest keep their prior)."""
+
+
+def efficiency_key(device: Device, engine: str) -> str:
+    """The calibration group of a device and engine: performance family, vendor and tensor-core
+    generation, engine, e.g. `gpu/nvidia-fp4/trtllm` (Blackwell), `gpu/nvidia-fp8/trtllm`
+    (Hopper), `gpu/amd-fp8/vllm` (CDNA3). The generation is the narrowest format the device has
+    a native rate for: devices of one vendor and generation share kernels, so their achieved
+    fractions of peak are alike; a new generation's matrix units are a new group."""
+    family = family_of(device.kind)
+    if family == "wafer":
+        return f"{family}/{device.vendor.lower()}/{engine}"
+    generation = next(d for d in ("fp4", "fp8", "bf16") if device.has_native(d))
+    return f"{family}/{device.vendor.lower()}-{generation}/{engine}"
+
+
+def fitted_from(document: dict[str, Any]) -> dict[str, Efficiencies]:
+    """The fitted efficiencies of a calibration document, by `efficiency_key`."""
+    if document.get("format") != CALIBRATION_FORMAT:
+        return {}
+    out: dict[str, Efficiencies] = {}
+    for key, group in document.get("groups", {}).items():
+        if group.get("status") != "fitted":
+            continue
+        family, engine = key.split("/")[0], key.split("/")[-1]
+        base = prior(family, engine)
+        values = {k: float(v) for k, v in group["values"].items() if k in FITTED_FIELDS}
+        source = (
+            f"fitted by `megawatt calibrate` on {group.get('n_rows', '?')} published measurements "
+            f"(input sha256 {str(document.get('input_sha256', ''))[:12]}); unfitted fields keep "
+            f"the prior. {base.source}"
+        )
+        out[key] = replace(base, **values, source=source)
+    return out
+
+
+@cache
+def calibration_document() -> dict[str, Any] | None:
+    """The packaged calibration file (`megawatt calibrate`'s output), None when absent."""
+    try:
+        text = resources.files("megawatt").joinpath(CALIBRATION_FILE).read_text()
+    except (FileNotFoundError, OSError):
+        return None
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+@cache
+def fitted() -> dict[str, Efficiencies]:
+    """The packaged fitted efficiencies by `efficiency_key` ({} when there is no file)."""
+    document = calibration_document()
+    return fitted_from(document) if document is not None else {}
+
+
+def efficiencies_for(device: Device, engine: str) -> Efficiencies:
+    """The efficiencies a deployment uses by default: the calibrated values of the device's
+    group when `megawatt calibrate` fitted them, else the documented prior."""
+    got = fitted().get(efficiency_key(device, engine))
+    return got if got is not None else prior(family_of(device.kind), engine)
+
+
+def efficiency_fields() -> tuple[str, ...]:
+    """Every field of `Efficiencies` (for reports)."""
+    return tuple(f.name for f in fields(Efficiencies))

@@ -118,6 +118,8 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     per_layer = wb.layers / m.n_layers
     edge = wb.embedding + wb.lm_head if dep.pp == 1 else max(wb.embedding, wb.lm_head)
     weights_dev = (layers_per_stage * per_layer + edge) / dep.tp
+    if dep.attention_dp:  # every device holds all of its stage's attention weights
+        weights_dev += layers_per_stage * wb.attention / m.n_layers * (1.0 - 1.0 / dep.tp)
     if dep.family == "wafer":
         memory = "SRAM"
         capacity = dep.device.mem_capacity_bytes
@@ -159,7 +161,9 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
             f"{workspace / GB:.1f} GB workspace leave no room for the KV cache. {fix}."
         )
     elements = m.kv_elements_per_token_per_layer()
-    if m.attention_type == "mla":
+    if dep.attention_dp:
+        replication = 1.0  # each device caches only its own sequences
+    elif m.attention_type == "mla":
         replication = float(dep.tp)  # the latent is not split across heads
     else:
         replication = max(1.0, dep.tp / m.n_kv_heads)

@@ -151,6 +151,30 @@ class StepBreakdown:
         return max(self.by_bound, key=lambda k: self.by_bound[k])
 
 
+@dataclass(frozen=True)
+class StepCoefficients:
+    """Everything a `RooflineStepModel` step time depends on, as plain arrays, to evaluate step
+    times outside Python (the compiled serving simulator). Per operator j (rows of `flops` and
+    `bytes`, columns in `FEATURES` order): time_j = max(flops_j @ x / rate_j, bytes_j @ x /
+    bandwidth_j); a step is sum_j time_j + comm @ x + latency_s + step_overhead_s +
+    seq_overhead_s x sequences, with x the features of the slowest of the pipeline's
+    micro-batches (see `RooflineStepModel._features`)."""
+
+    flops: FloatArray  # (operators x N_FEATURES) FLOPs per unit of each feature
+    bytes: FloatArray  # (operators x N_FEATURES) bytes moved per unit of each feature
+    rate_flops_per_s: FloatArray  # (operators,) effective compute rate
+    bandwidth_bytes_per_s: FloatArray  # (operators,) effective memory bandwidth
+    comm_s: FloatArray  # (N_FEATURES,) communication seconds per unit of each feature
+    latency_s: float  # fabric latency per step
+    step_overhead_s: float  # engine overhead per step
+    seq_overhead_s: float  # engine overhead per sequence in the step
+    pipeline_depth: int  # stages a micro-batch traverses (pp; layers on a wafer)
+    window_tokens: int | None  # attention window of windowed layers (None: none)
+    n_experts: int  # routed experts per MoE layer (0: dense)
+    top_k: int  # routed experts per token
+    prefill_unit_tokens: int = PREFILL_UNIT_TOKENS
+
+
 class StepModel(Protocol):
     """The seam between serving and performance: how long a step of a given batch takes."""
 
@@ -214,13 +238,17 @@ class RooflineStepModel:
         attn_rate = dev.peak_flops_for("bf16") * eff.attention
         lin = eff.compute
 
-        # Attention projections (Q, K, V, O; MLA down/up projections), all layers.
+        # Attention projections (Q, K, V, O; MLA down/up projections), all layers. With
+        # attention data parallelism every device reads all the weights for its 1/tp of the
+        # sequences.
         p_attn = m.attention_params_per_layer()
+        attn_weight_shards = 1 if dep.attention_dp else tp
         add(
             "attention projections",
             {_TOK: 2.0 * p_attn * n_layers / tp},
             {
-                _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers / tp,
+                _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers
+                / attn_weight_shards,
                 _TOK: 2.0 * h * act * n_layers / tp,
             },
             dep.peak_flops_of("attention") * lin,
@@ -233,6 +261,8 @@ class RooflineStepModel:
         else:
             flops_per_ctx = 4.0 * m.n_heads * m.head_dim
             kv_shards = float(min(tp, m.n_kv_heads))
+        if dep.attention_dp:
+            kv_shards = float(tp)  # each device reads only its own sequences' cache
         kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
         if n_full:
             add(
@@ -338,9 +368,13 @@ class RooflineStepModel:
                 n_allreduce = 2 * n_layers
                 if dep.ep > 1:
                     n_allreduce -= m.n_moe_layers
+                if dep.attention_dp:
+                    n_allreduce -= n_layers  # no reduction after data-parallel attention
                 ring = 2.0 * (tp - 1) / tp
                 comm[_TOK] += n_allreduce * ring * h * act / link
-                latency += n_allreduce * 2 * (tp - 1) * lat
+                # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
+                # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
+                latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * lat
             if dep.ep > 1 and m.n_moe_layers:
                 frac = (dep.ep - 1) / dep.ep
                 # Dispatch and combine: each token's activation goes to its top-k experts, a
@@ -368,6 +402,29 @@ class RooflineStepModel:
         self._top_k = m.n_experts_per_token
 
     # -- the seam -----------------------------------------------------------------------------
+    def coefficients(self) -> StepCoefficients:
+        """The model as plain arrays (read-only copies), for compiled step-time evaluation."""
+
+        def frozen(a: FloatArray) -> FloatArray:
+            out = np.array(a, dtype=np.float64)
+            out.setflags(write=False)
+            return out
+
+        return StepCoefficients(
+            flops=frozen(self._flops),
+            bytes=frozen(self._bytes),
+            rate_flops_per_s=frozen(self._rate),
+            bandwidth_bytes_per_s=frozen(self._bw),
+            comm_s=frozen(self._comm),
+            latency_s=float(self._latency),
+            step_overhead_s=float(self._overhead[0]),
+            seq_overhead_s=float(self._overhead[1]),
+            pipeline_depth=int(self._depth),
+            window_tokens=self._window,
+            n_experts=int(self._n_experts or 0),
+            top_k=int(self._top_k or 0),
+        )
+
     @property
     def window_tokens(self) -> int | None:
         """Attention window of the model's windowed layers (None when it has none)."""

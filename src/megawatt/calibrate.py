@@ -1,0 +1,482 @@
+"""Fit the performance model's efficiencies to published measurements (`megawatt calibrate`),
+with the estimator contract: `Calibrator(...).fit(measurements)` returns the calibrator, whose
+learned attributes end in `_`; using it before `fit` raises `NotFittedError`.
+
+Per calibration group (performance family, vendor, engine: `gpu/nvidia/trtllm`) at most six
+parameters are fitted - compute, attention, memory and link efficiency, per-step and
+per-sequence overhead - by minimising a robust (soft-L1) loss of the log errors of the group's
+rows plus a Gaussian penalty towards the documented prior (bounded L-BFGS-B over log-parameters,
+fixed start at the prior, analytic gradient, so the result is deterministic).
+
+Each replay is a discrete-event simulation, too slow to repeat inside an optimiser. So every
+outer iteration simulates each row once and splits a probe run's duration into the seconds that
+scale with each parameter (`validate.TERMS`); between simulations a row's metric is predicted as
+`value x old duration / new duration`. Three outer iterations re-simulate at the new values; the
+residuals reported are those of the last simulation. Cross-validation is leave-one-out by row on
+the last linearisation: each row is predicted by values fitted without it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from megawatt.errors import InputError, NotFittedError
+from megawatt.hardware import Catalog, load_catalog
+from megawatt.perf import Efficiencies, efficiency_key
+from megawatt.perf.efficiency import CALIBRATION_FORMAT, FITTED_FIELDS, PRIORS, prior
+from megawatt.validate import TERMS, Measurement, RowResult, Validation, validate
+
+__all__ = [
+    "FIT_BOUNDS",
+    "PRIOR_SIGMA",
+    "Calibrator",
+    "GroupFit",
+    "Residual",
+    "fit_rows",
+    "newest_date",
+]
+
+FIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "compute": (0.05, 0.9),
+    "attention": (0.05, 0.9),
+    "memory": (0.05, 0.95),
+    "link": (0.05, 0.95),
+    "step_overhead_s": (1e-5, 0.02),
+    "seq_overhead_s": (1e-8, 2e-4),
+}
+"""Physical bounds of each fitted parameter (fractions of peak; seconds): tensor-core GEMMs and
+flash attention top out near 90% of dense peak, HBM streaming and collectives near 95%."""
+
+PRIOR_SIGMA: dict[str, float] = {
+    "compute": 0.4,
+    "attention": 0.5,
+    "memory": 0.3,
+    "link": 0.5,
+    "step_overhead_s": 1.0,
+    "seq_overhead_s": 1.5,
+}
+"""Standard deviation of each parameter's prior, in natural-log units (0.3 = a factor ~1.35):
+how far the data must pull a parameter away from its documented prior."""
+
+RESIDUAL_SIGMA = 0.2
+"""Expected log error of one row (~20%: published figures drift 5-10% between runs, and the
+length assumptions add more); weighs the rows against the prior."""
+
+ROBUST_SCALE = 0.25
+"""Soft-L1 loss scale in log units: a row off by more than ~28% weighs linearly, not
+quadratically, so a few rows that the model cannot represent (software drift between MLPerf
+rounds, a wrong length assumption) do not drag every parameter."""
+
+_SIG = 6  # significant digits of saved values: the file is regenerated bit for bit
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.{_SIG}g}")
+
+
+def fit_rows(measurements: Sequence[Measurement], results: Sequence[RowResult]) -> list[int]:
+    """Indices of the rows calibration fits: GPU rows with a prediction and a published system
+    size, without speculative decoding (its acceptance rate is assumed, README caveat 2), whose
+    lengths are stated or sourced (not the 1k/1k stand-in for unknown lengths)."""
+    out = []
+    for i, (m, r) in enumerate(zip(measurements, results, strict=True)):
+        if r.predicted is None or r.family != "gpu" or r.time_terms is None:
+            continue
+        if m.n_devices is None or m.spec_decode == "yes":
+            continue
+        if m.dataset == "unknown" and m.input_len is None and m.output_len is None:
+            continue
+        if re.search(r"vendor claim", m.notes, re.IGNORECASE):
+            continue
+        out.append(i)
+    return out
+
+
+@dataclass(frozen=True)
+class Residual:
+    """One fitted row: measured and predicted values, the log error of the fit, and the
+    leave-one-out prediction (values fitted without this row)."""
+
+    id: str
+    group: str
+    hardware: str
+    metric: str
+    measured: float
+    predicted: float
+    cv_predicted: float
+
+    @property
+    def abs_pct_error(self) -> float:
+        """|predicted - measured| / measured (fraction)."""
+        return abs(self.predicted - self.measured) / self.measured
+
+    @property
+    def cv_abs_pct_error(self) -> float:
+        """|cross-validated prediction - measured| / measured (fraction)."""
+        return abs(self.cv_predicted - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class GroupFit:
+    """What calibration did for one group: `status` is `fitted` or `prior` (with `reason`)."""
+
+    key: str
+    status: str
+    n_rows: int
+    values: dict[str, float]
+    prior: dict[str, float]
+    reason: str = ""
+    fit_mape: float | None = None
+    cv_mape: float | None = None
+
+
+# -- the surrogate: a row's metric as a function of the parameters ------------------------------
+
+
+@dataclass(frozen=True)
+class _Linearised:
+    """Rows of one group linearised at `at` (log-parameters): `terms[i, k]` seconds of row i's
+    probe scale with parameter k (efficiencies inversely, overheads directly), `fixed[i]` with
+    nothing; `sign[i]` is -1 when the metric is a rate (1/time), +1 for a latency."""
+
+    at: np.ndarray
+    terms: np.ndarray
+    fixed: np.ndarray
+    log_value: np.ndarray
+    log_measured: np.ndarray
+    sign: np.ndarray
+
+    def log_predict(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log predictions at log-parameters `phi` and their gradient (rows x parameters)."""
+        d = phi - self.at
+        scale = np.exp(np.where(_INVERSE, -d, d))  # efficiencies: old/new; overheads: new/old
+        parts = self.terms * scale[None, :]
+        busy = parts.sum(axis=1) + self.fixed
+        base = self.terms.sum(axis=1) + self.fixed
+        pred = self.log_value + self.sign * (np.log(busy) - np.log(base))
+        dparts = np.where(_INVERSE, -1.0, 1.0)[None, :] * parts
+        grad = self.sign[:, None] * dparts / busy[:, None]
+        return pred, grad
+
+
+_INVERSE = np.array([p in ("compute", "attention", "memory", "link") for p in FITTED_FIELDS])
+_TERM_NAME = {"step_overhead_s": "step", "seq_overhead_s": "seq"}
+_TERM_INDEX = [TERMS.index(_TERM_NAME.get(p, p)) for p in FITTED_FIELDS]
+
+
+def _log_params(eff: Efficiencies) -> np.ndarray:
+    values = [max(float(getattr(eff, p)), FIT_BOUNDS[p][0]) for p in FITTED_FIELDS]
+    return np.asarray(np.log(values), dtype=np.float64)
+
+
+def _solve(lin: _Linearised, prior_phi: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """MAP log-parameters from the rows selected by `rows` (a boolean mask)."""
+    sigma = np.array([PRIOR_SIGMA[p] for p in FITTED_FIELDS])
+    lo = np.log([FIT_BOUNDS[p][0] for p in FITTED_FIELDS])
+    hi = np.log([FIT_BOUNDS[p][1] for p in FITTED_FIELDS])
+
+    weight = (ROBUST_SCALE / RESIDUAL_SIGMA) ** 2
+
+    def objective(phi: np.ndarray) -> tuple[float, np.ndarray]:
+        pred, grad = lin.log_predict(phi)
+        u = (pred - lin.log_measured)[rows] / ROBUST_SCALE
+        root = np.sqrt(1.0 + u * u)
+        # soft-L1: 2 (sqrt(1 + u^2) - 1), ~ u^2 near 0; scaled so small errors weigh 1/sigma^2
+        loss = weight * 2.0 * float((root - 1.0).sum())
+        dloss = weight * 2.0 * (u / root) / ROBUST_SCALE
+        g = (grad[rows] * dloss[:, None]).sum(axis=0)
+        z = (phi - prior_phi) / sigma
+        return loss + float(z @ z), g + 2.0 * z / sigma
+
+    start = np.clip(prior_phi, lo, hi)
+    res = minimize(
+        objective,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lo, hi, strict=True)),
+        options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9},
+    )
+    return np.asarray(res.x, dtype=np.float64)
+
+
+def _linearise(
+    results: Sequence[RowResult], index: Sequence[int], eff: Efficiencies
+) -> _Linearised:
+    terms = np.zeros((len(index), len(FITTED_FIELDS)))
+    fixed = np.zeros(len(index))
+    log_value = np.zeros(len(index))
+    log_measured = np.zeros(len(index))
+    sign = np.zeros(len(index))
+    for row, i in enumerate(index):
+        r = results[i]
+        assert r.time_terms is not None and r.predicted is not None
+        t = np.array(r.time_terms)
+        terms[row] = np.maximum(t[_TERM_INDEX], 0.0)
+        fixed[row] = max(float(t.sum() - terms[row].sum()), 0.0)
+        log_value[row] = math.log(r.predicted)
+        log_measured[row] = math.log(r.measured)
+        sign[row] = 1.0 if r.kind == "ttft" else -1.0
+    return _Linearised(_log_params(eff), terms, fixed, log_value, log_measured, sign)
+
+
+def _efficiencies(base: Efficiencies, phi: np.ndarray) -> Efficiencies:
+    values = {p: _round(float(math.exp(v))) for p, v in zip(FITTED_FIELDS, phi, strict=True)}
+    return base.with_values(**values)
+
+
+def _mape(errors: Sequence[float]) -> float | None:
+    return float(np.mean(errors)) if errors else None
+
+
+# -- the estimator --------------------------------------------------------------------------------
+
+Progress = Callable[[str, int, int, str], None]
+
+
+class Calibrator:
+    """Fits efficiencies per calibration group from measurements (see the module docstring).
+
+    Parameters: `min_rows` (groups with fewer fit rows keep their prior), `iterations` (outer
+    simulate-and-fit rounds), `workers` (processes for the replays; results do not depend on
+    it), `catalog` (hardware; the packaged one by default).
+
+    Learned attributes: `efficiencies_` (fitted values by group key), `groups_` (a `GroupFit`
+    per group met in the data), `residuals_` (a `Residual` per fitted row), `fit_mape_` and
+    `cv_mape_` (fractions over the fitted rows), `validation_` (every row at the fitted values).
+    """
+
+    def __init__(
+        self,
+        *,
+        min_rows: int = 3,
+        iterations: int = 3,
+        workers: int | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.min_rows = min_rows
+        self.iterations = iterations
+        self.workers = workers
+        self.catalog = catalog
+
+    def __getattr__(self, name: str) -> Any:
+        if name.endswith("_") and not name.startswith("_"):
+            raise NotFittedError(
+                f"Calibrator.{name} is learned by fit(): call Calibrator().fit(measurements) first."
+            )
+        raise AttributeError(name)
+
+    def _check_fitted(self) -> None:
+        if "efficiencies_" not in self.__dict__:
+            raise NotFittedError(
+                "this Calibrator is not fitted yet: call fit(measurements) before using it."
+            )
+
+    def fit(self, measurements: Sequence[Measurement], progress: Progress | None = None) -> Calibrator:
+        """Fit every group's parameters to `measurements`; returns self."""
+        if self.min_rows < 1 or self.iterations < 1:
+            raise InputError(
+                f"Calibrator needs min_rows >= 1 and iterations >= 1; got {self.min_rows} and "
+                f"{self.iterations}."
+            )
+        catalog = self.catalog or load_catalog()
+        rows = list(measurements)
+        keys = sorted({efficiency_key(catalog.device(m.hardware), m.engine) for m in rows})
+        table: dict[str, Efficiencies] = {}
+        for key in keys:
+            family, engine = key.split("/")[0], key.split("/")[-1]
+            if (family, engine) in PRIORS:
+                table[key] = prior(family, engine)
+        priors = dict(table)
+        fitted_keys: list[str] = []
+        validation: Validation | None = None
+        for it in range(self.iterations + 1):
+            label = f"iteration {it + 1}/{self.iterations}" if it < self.iterations else "final"
+
+            def tick(done: int, total: int, rid: str, label: str = label) -> None:
+                if progress:
+                    progress(label, done, total, rid)
+
+            validation = validate(
+                rows,
+                efficiencies=table,
+                catalog=self.catalog,
+                workers=self.workers,
+                record=True,
+                progress=tick,
+            )
+            if it == self.iterations:
+                break
+            index = fit_rows(rows, validation.rows)
+            by_group: dict[str, list[int]] = {}
+            for i in index:
+                by_group.setdefault(validation.rows[i].group, []).append(i)
+            fitted_keys = []
+            for key, members in sorted(by_group.items()):
+                if key not in table or len(members) < self.min_rows:
+                    continue
+                lin = _linearise(validation.rows, members, table[key])
+                phi = _solve(lin, _log_params(priors[key]), np.ones(len(members), dtype=bool))
+                table[key] = _efficiencies(priors[key], phi)
+                fitted_keys.append(key)
+        assert validation is not None
+        self._finish(rows, validation, table, priors, fitted_keys)
+        return self
+
+    def _finish(
+        self,
+        rows: list[Measurement],
+        validation: Validation,
+        table: dict[str, Efficiencies],
+        priors: dict[str, Efficiencies],
+        fitted_keys: list[str],
+    ) -> None:
+        index = fit_rows(rows, validation.rows)
+        by_group: dict[str, list[int]] = {}
+        for i in index:
+            by_group.setdefault(validation.rows[i].group, []).append(i)
+        cv: dict[int, float] = {}
+        for key in fitted_keys:
+            members = by_group.get(key, [])
+            lin = _linearise(validation.rows, members, table[key])
+            prior_phi = _log_params(priors[key])
+            for j, i in enumerate(members):
+                keep = np.ones(len(members), dtype=bool)
+                keep[j] = False
+                phi = _solve(lin, prior_phi, keep)
+                pred, _ = lin.log_predict(phi)
+                cv[i] = math.exp(float(pred[j]))
+        residuals = []
+        for i in index:
+            r = validation.rows[i]
+            assert r.predicted is not None
+            residuals.append(
+                Residual(
+                    r.id, r.group, r.hardware, r.metric, r.measured, r.predicted,
+                    cv.get(i, r.predicted),
+                )
+            )
+        groups: dict[str, GroupFit] = {}
+        all_keys = sorted({r.group for r in validation.rows if r.group})
+        for key in all_keys:
+            mine = [res for res in residuals if res.group == key]
+            prior_values = (
+                {p: getattr(priors[key], p) for p in FITTED_FIELDS} if key in priors else {}
+            )
+            if key in fitted_keys:
+                groups[key] = GroupFit(
+                    key,
+                    "fitted",
+                    len(mine),
+                    {p: getattr(table[key], p) for p in FITTED_FIELDS},
+                    prior_values,
+                    fit_mape=_mape([x.abs_pct_error for x in mine]),
+                    cv_mape=_mape([x.cv_abs_pct_error for x in mine]),
+                )
+            else:
+                family = key.split("/")[0]
+                if key not in priors:
+                    reason = "no prior for this engine: rows are not predicted"
+                elif family != "gpu":
+                    reason = f"{family} rows are not fitted here (documented prior kept)"
+                else:
+                    reason = (
+                        f"{len(mine)} fit row(s), fewer than {self.min_rows}: documented "
+                        "prior kept"
+                    )
+                groups[key] = GroupFit(
+                    key, "prior", len(mine), prior_values, prior_values, reason,
+                    fit_mape=_mape([x.abs_pct_error for x in mine]),
+                )
+        self.efficiencies_ = {k: table[k] for k in fitted_keys}
+        self.groups_ = groups
+        self.residuals_ = tuple(residuals)
+        fitted_res = [x for x in residuals if x.group in fitted_keys]
+        self.fit_mape_ = _mape([x.abs_pct_error for x in fitted_res])
+        self.cv_mape_ = _mape([x.cv_abs_pct_error for x in fitted_res])
+        self.validation_ = validation
+
+    def predict(self, measurements: Sequence[Measurement]) -> Validation:
+        """Predict `measurements` with the fitted efficiencies (other groups: their prior)."""
+        self._check_fitted()
+        return validate(
+            measurements, efficiencies=self.efficiencies_, catalog=self.catalog, workers=self.workers
+        )
+
+    def document(self, *, input_name: str, input_sha256: str, data_date: str) -> dict[str, Any]:
+        """The calibration file's content (`data/calibration/efficiencies.json`): versioned, with
+        its provenance (input file, its hash, the newest measurement date), the fitted values
+        and the residual of every fitted row. Values are rounded to 6 significant digits, and
+        nothing depends on the clock, so the same input gives the same bytes."""
+        self._check_fitted()
+        return {
+            "format": CALIBRATION_FORMAT,
+            "produced_by": f"megawatt calibrate (megawatt {_version()})",
+            "input": {"file": input_name, "sha256": input_sha256, "newest_measurement": data_date},
+            "method": (
+                "per group (family/vendor-generation/engine): MAP fit of compute, attention, "
+                "memory, link efficiency and per-step, per-sequence overhead; soft-L1 loss of "
+                f"the log errors (scale {ROBUST_SCALE}, row sigma {RESIDUAL_SIGMA}), Gaussian "
+                "prior in log space around the documented prior (sigmas below); bounded "
+                "L-BFGS-B from the prior; "
+                f"{self.iterations} simulate-and-fit rounds; leave-one-out cross-validation"
+            ),
+            "prior_sigma_log": dict(PRIOR_SIGMA),
+            "bounds": {k: list(v) for k, v in FIT_BOUNDS.items()},
+            "fit_mape": _opt(self.fit_mape_),
+            "cv_mape": _opt(self.cv_mape_),
+            "groups": {
+                key: {
+                    "status": g.status,
+                    "n_rows": g.n_rows,
+                    "values": {k: _round(v) for k, v in g.values.items()},
+                    "prior": {k: _round(v) for k, v in g.prior.items()},
+                    **({"reason": g.reason} if g.reason else {}),
+                    "fit_mape": _opt(g.fit_mape),
+                    "cv_mape": _opt(g.cv_mape),
+                }
+                for key, g in self.groups_.items()
+            },
+            "residuals": [
+                {
+                    "id": x.id,
+                    "group": x.group,
+                    "hardware": x.hardware,
+                    "metric": x.metric,
+                    "measured": _round(x.measured),
+                    "predicted": _round(x.predicted),
+                    "log_error": _round(math.log(x.predicted / x.measured)),
+                    "cv_predicted": _round(x.cv_predicted),
+                }
+                for x in self.residuals_
+            ],
+        }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("megawatt")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _opt(x: float | None) -> float | None:
+    return None if x is None else _round(x)
+
+
+def newest_date(measurements: Sequence[Measurement]) -> str:
+    """The newest `YYYY[-MM[-DD]]` date among the rows (text before any range or note)."""
+    best = ""
+    for m in measurements:
+        hit = re.match(r"(\d{4}(?:-\d{2}(?:-\d{2})?)?)", m.date)
+        if hit and hit.group(1) > best:
+            best = hit.group(1)
+    return best

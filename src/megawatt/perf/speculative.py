@@ -1,0 +1,118 @@
+"""Speculative decoding (draft model, EAGLE, MTP) as a `StepModel` wrapper: the simulator keeps
+counting one token per sequence per step, and each step costs a verify pass plus the drafts,
+divided by the tokens a verify step yields on average.
+
+A draft of `k` tokens whose tokens are each accepted with probability `a` (independently, a
+rejection ending the run) yields `(1 - a^(k+1)) / (1 - a)` tokens per verify step, counting the
+target model's own token. The verify step runs the target over `k + 1` tokens per sequence: the
+`k` extra tokens are priced like a prefill chunk over the sequence's cached context. Each drafted
+token costs `draft_cost` of a plain decode step of the same batch (a one-layer MTP or EAGLE head
+plus the LM head and its launches). Steps without decodes (pure prefill) are unchanged; a step
+mixing decodes and prefill chunks is scaled as a whole, so exact for batch 1 and pure decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from megawatt.errors import InputError
+from megawatt.perf.step import BatchShape, FloatArray, StepModel
+
+_SAMPLES = 17  # decode stretches: exact verify times at this many points, linear in between
+
+
+def tokens_per_verify(draft_tokens: int, acceptance: float) -> float:
+    """Expected tokens one verify step yields: `(1 - a^(k+1)) / (1 - a)` (k+1 when a = 1)."""
+    if draft_tokens < 0:
+        raise InputError(f"draft_tokens must be >= 0; got {draft_tokens}.")
+    if not 0.0 <= acceptance <= 1.0:
+        raise InputError(f"acceptance must be in [0, 1]; got {acceptance}.")
+    if acceptance == 1.0:
+        return float(draft_tokens + 1)
+    return (1.0 - acceptance ** (draft_tokens + 1)) / (1.0 - acceptance)
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding settings: `draft_tokens` (k) drafted per step, each accepted with
+    probability `acceptance`; each drafted token costs `draft_cost` of a decode step."""
+
+    draft_tokens: int = 3
+    acceptance: float = 0.8
+    draft_cost: float = 0.1
+
+    def __post_init__(self) -> None:
+        tokens_per_verify(self.draft_tokens, self.acceptance)  # validates both
+        if not 0.0 <= self.draft_cost <= 1.0:
+            raise InputError(f"draft_cost must be in [0, 1] of a decode step; got {self.draft_cost}.")
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens per sequence per verify step."""
+        return tokens_per_verify(self.draft_tokens, self.acceptance)
+
+
+class SpeculativeStepModel:
+    """A `StepModel` whose decode steps are speculative: see the module docstring."""
+
+    def __init__(self, inner: StepModel, speculation: Speculation) -> None:
+        self.inner = inner
+        self.speculation = speculation
+
+    @property
+    def window_tokens(self) -> int | None:
+        """Attention window of the model's windowed layers (None when it has none)."""
+        return self.inner.window_tokens
+
+    def _verify_shape(self, batch: BatchShape) -> BatchShape:
+        """The target pass over k+1 tokens per decoding sequence (extra tokens as a chunk)."""
+        k = self.speculation.draft_tokens
+        b = batch.n_decode
+        window = self.window_tokens
+        extra = b * k
+        span = (k + 1) / 2.0
+        return BatchShape(
+            n_decode=b,
+            decode_context=batch.decode_context,
+            decode_window=batch.decode_window,
+            decode_context_max=batch.decode_context_max,
+            n_prefill=batch.n_prefill,
+            prefill_tokens=batch.prefill_tokens + extra,
+            prefill_attention=batch.prefill_attention + k * (batch.decode_context + b * span),
+            prefill_window=batch.prefill_window
+            + (k * (batch.decode_window + b * span) if window else 0.0),
+            n_logits=batch.n_logits + extra,
+        )
+
+    def _decode_only(self, batch: BatchShape) -> BatchShape:
+        return BatchShape(
+            n_decode=batch.n_decode,
+            decode_context=batch.decode_context,
+            decode_window=batch.decode_window,
+            decode_context_max=batch.decode_context_max,
+            n_logits=batch.n_decode,
+        )
+
+    def step_time(self, batch: BatchShape) -> float:
+        """Seconds per token-step: (verify + drafts) / expected tokens per verify."""
+        if batch.n_decode == 0:
+            return self.inner.step_time(batch)
+        spec = self.speculation
+        verify = self.inner.step_time(self._verify_shape(batch))
+        draft = spec.draft_cost * spec.draft_tokens * self.inner.step_time(self._decode_only(batch))
+        return (verify + draft) / spec.tokens_per_step
+
+    def decode_times(self, contexts: FloatArray, n_steps: int) -> FloatArray:
+        """Pure-decode steps: exact at a few evenly spaced steps, linear in between (the step
+        time is piecewise linear in the context, which grows by one token per step)."""
+        contexts = np.asarray(contexts, dtype=np.float64)
+        window = self.window_tokens
+        points = np.unique(np.linspace(0, max(n_steps - 1, 0), min(n_steps, _SAMPLES)).round())
+        values = []
+        for j in points:
+            ctx = contexts + j
+            values.append(self.step_time(BatchShape.of(ctx, [], window)))
+        out: FloatArray = np.interp(np.arange(n_steps, dtype=np.float64), points, values)
+        return out

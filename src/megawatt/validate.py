@@ -1,0 +1,1073 @@
+"""Replay published measurements through the serving simulator and say how wrong the model is.
+
+A measurements CSV (schema: `data/validation/README.md`) becomes one prediction per row: the
+deployment an expert would run on the row's hardware, the row's load pattern replayed by the
+simulator, the row's metric read off the run. Assumptions are stated in `ASSUMPTIONS` and in each
+row's plan; nothing is set per row or per model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from megawatt.errors import CatalogError, FitError, InputError, MegawattError
+from megawatt.hardware import Catalog, Device, System, load_catalog
+from megawatt.model import load_model
+from megawatt.perf import (
+    Deployment,
+    Efficiencies,
+    MemoryPlan,
+    efficiencies_for,
+    efficiency_key,
+    family_of,
+    plan_memory,
+)
+from megawatt.perf.efficiency import PRIORS, calibration_document
+from megawatt.perf.speculative import Speculation, SpeculativeStepModel
+from megawatt.plan import resolve_weight_dtype
+from megawatt.serving import (
+    ReplicaConfig,
+    RunResult,
+    Slo,
+    capacity,
+    offline,
+    unit_poisson,
+)
+from megawatt.workload import Fixed, LengthDistribution, Lognormal, Requests
+
+__all__ = [
+    "ASSUMPTIONS",
+    "COLUMNS",
+    "DATASETS",
+    "METRICS",
+    "SCENARIOS",
+    "Measurement",
+    "RowResult",
+    "Validation",
+    "calibration_cv",
+    "load_measurements",
+    "measurements_sha256",
+    "parse_measurements",
+    "predict_row",
+    "summarize",
+    "validate",
+]
+
+# -- the schema -------------------------------------------------------------------------------
+
+COLUMNS = (
+    "id",
+    "hardware",
+    "n_devices",
+    "model",
+    "weight_dtype",
+    "engine",
+    "scenario",
+    "input_len",
+    "output_len",
+    "dataset",
+    "concurrency",
+    "n_requests",
+    "ttft_p99_limit_ms",
+    "tpot_p99_limit_ms",
+    "spec_decode",
+    "metric",
+    "value",
+)
+"""Columns a measurements file must have (`source`, `date`, `notes`, `split` are optional)."""
+
+SCENARIOS = (
+    "offline",
+    "server",
+    "interactive",
+    "single_user",
+    "max_throughput_concurrency",
+    "microbenchmark",
+)
+METRICS = (
+    "output_tokens_per_s",
+    "output_tokens_per_s_per_user",
+    "input_tokens_per_s",
+    "ttft_ms",
+    "ratio",
+)
+WEIGHT_DTYPES = ("", "bf16", "fp8", "fp4")
+SPEC_DECODE = ("yes", "no", "unknown")
+THROUGHPUT_METRICS = ("output_tokens_per_s", "output_tokens_per_s_per_user", "input_tokens_per_s")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One row of a measurements file (units as in its README: tokens, ms, tokens/s).
+
+    `line` is the row's line number in the file (the header is line 1). Blank optional fields
+    are None (numbers) or "" (text).
+    """
+
+    line: int
+    id: str
+    hardware: str
+    n_devices: int | None
+    model: str
+    weight_dtype: str
+    engine: str
+    scenario: str
+    input_len: float | None
+    output_len: float | None
+    dataset: str
+    concurrency: int | None
+    n_requests: int | None
+    ttft_p99_limit_ms: float | None
+    tpot_p99_limit_ms: float | None
+    spec_decode: str
+    metric: str
+    value: float
+    date: str = ""
+    notes: str = ""
+    source: str = ""
+
+
+# -- length assumptions per dataset -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetLengths:
+    """The length distribution assumed for a dataset: a clipped lognormal input, and an output
+    with the row's mean (lognormal of spread `output_sigma`, clipped at `output_limit`)."""
+
+    input_median: float
+    input_sigma: float
+    input_limit: int
+    output_sigma: float
+    output_limit: int
+    default_output_mean: float | None
+    note: str
+
+    def input_distribution(self) -> Lognormal:
+        """The assumed prompt lengths."""
+        return Lognormal(self.input_median, self.input_sigma, 1, self.input_limit)
+
+    def output_distribution(self, mean: float) -> LengthDistribution:
+        """Output lengths with the given mean, clipped at the dataset's output limit."""
+        return _lognormal_with_mean(mean, self.output_sigma, self.output_limit)
+
+
+DATASETS: dict[str, DatasetLengths] = {
+    "mlperf-openorca": DatasetLengths(
+        500, 0.7, 1024, 0.8, 1024, None,
+        "ASSUMED input lognormal median 500, sigma 0.7, clipped at the 1,024-token limit "
+        "(mean ~560); output lognormal sigma 0.8 with the row's mean, clipped at 1,024",
+    ),
+    "mlperf-mixtral": DatasetLengths(
+        300, 0.8, 2048, 0.8, 1024, None,
+        "ASSUMED input lognormal median 300, sigma 0.8, clipped at 2,048 (limit not stated; "
+        "OpenOrca, GSM8K and MBXP prompts are short); output sigma 0.8, clipped at 1,024",
+    ),
+    "mlperf-llama3.1-405b": DatasetLengths(
+        8000, 0.7, 20000, 0.6, 2000, None,
+        "ASSUMED input lognormal median 8,000, sigma 0.7, clipped at the 20,000-token limit "
+        "(long-context subsets; mean ~9,400); output sigma 0.6, clipped at 2,000",
+    ),
+    "mlperf-cnndm": DatasetLengths(
+        900, 0.45, 2540, 0.3, 128, 120.0,
+        "ASSUMED input lognormal median 900, sigma 0.45, clipped at 2,540 (news articles, mean "
+        "~990); output mean 120 when the row has none (most outputs hit the 128-token cap)",
+    ),
+    "mlperf-deepseek-r1": DatasetLengths(
+        500, 0.8, 3136, 0.9, 20000, None,
+        "ASSUMED input lognormal median 500, sigma 0.8, clipped at the 3,136-token limit "
+        "(math, science and code questions, mean ~680); output sigma 0.9, clipped at 20,000",
+    ),
+}
+OTHER_DATASETS = ("fixed", "unknown")
+UNKNOWN_LENGTHS = (1000, 1000)
+DECODE_ONLY_OUTPUT = 64
+
+SPECULATION = Speculation(draft_tokens=3, acceptance=0.8, draft_cost=0.1)
+
+ASSUMPTIONS: tuple[str, ...] = (
+    *(f"{name}: {d.note}" for name, d in DATASETS.items()),
+    "fixed: every request has exactly input_len / output_len tokens",
+    "unknown: the row's mean lengths as fixed lengths; "
+    f"{UNKNOWN_LENGTHS[0]:,} / {UNKNOWN_LENGTHS[1]:,} tokens when blank (as TRT-LLM's 1k/1k table)",
+    "n_devices blank (cloud APIs): one system when it holds the weights, else the fewest "
+    "whole systems that do; throughput rows without a system size are skipped",
+    "weight_dtype blank: the published format (FP8 for 16-bit models on GPUs with an FP8 rate)",
+    "KV cache: FP8 when the weights are FP8/FP4 on a device with an FP8 rate (MLPerf harnesses "
+    "quantise the cache), else 16-bit; a row whose notes say 'FP16 KV' keeps 16-bit",
+    "plan: a TPn/PPn/EPn (and attention-DP) stated in the notes is used as given; otherwise the throughput "
+    "scenarios search power-of-two TP inside the scale-up domain (PP beyond) and keep the "
+    "best output tokens/s per device; single_user spans every device with the widest TP; MoE "
+    "models put experts in parallel over the replica's devices",
+    "batch: up to 1,024 sequences per replica (concurrency rows: the row's concurrency), "
+    "8,192 tokens per step (server/interactive: the better of 2,048 and 8,192); the KV cache "
+    "bounds it further",
+    f"spec_decode=yes: k={SPECULATION.draft_tokens} drafted tokens, acceptance "
+    f"{SPECULATION.acceptance} per token (DeepSeek-V3 report: 85-90% for the first MTP token; "
+    f"lower further out) -> {SPECULATION.tokens_per_step:.2f} tokens per verify step; each "
+    f"drafted token costs {SPECULATION.draft_cost:.0%} of a decode step",
+    "decode-only rows: the prompt is already cached (prefill assumed unlimited), "
+    f"{DECODE_ONLY_OUTPUT} output tokens per request",
+    "offline rows without n_requests: the steady state between the first completion and the "
+    "last admission of a short run (MLPerf runs last >= 600 s, so their ramp and drain vanish)",
+    "server/interactive: the highest Poisson rate whose p99 TTFT and TPOT meet the row's "
+    "limits in a short run, per replica, times the replicas",
+)
+
+# -- reading a measurements file ---------------------------------------------------------------
+
+
+def measurements_sha256(path: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 of a measurements file's bytes (the packaged file when `path` is None)."""
+    return hashlib.sha256(_read_bytes(path)).hexdigest()
+
+
+def _read_bytes(path: str | os.PathLike[str] | None) -> bytes:
+    if path is None:
+        return (
+            resources.files("megawatt").joinpath("data/validation/measurements.csv").read_bytes()
+        )
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read measurements file {path}: {exc.strerror}.") from None
+
+
+def load_measurements(
+    path: str | os.PathLike[str] | None = None, catalog: Catalog | None = None
+) -> tuple[Measurement, ...]:
+    """Read and check a measurements CSV (the packaged file when `path` is None)."""
+    name = "data/validation/measurements.csv" if path is None else str(path)
+    text = _read_bytes(path).decode("utf-8-sig")
+    return parse_measurements(text, name, catalog)
+
+
+def _number(raw: str, column: str, where: str, *, whole: bool = False) -> float | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    kind = "a whole number >= 1" if whole else "a number > 0"
+    if not math.isfinite(value) or value <= 0 or (whole and value != int(value)):
+        raise InputError(f"{where}: {column} must be {kind} or blank; got {raw!r}.")
+    return value
+
+
+def _choice(raw: str, column: str, allowed: Iterable[str], where: str) -> str:
+    value = raw.strip()
+    allowed = tuple(allowed)
+    if value not in allowed:
+        shown = ", ".join(repr(a) if a == "" else a for a in allowed)
+        raise InputError(f"{where}: {column} must be one of {shown}; got {value!r}.")
+    return value
+
+
+def parse_measurements(
+    text: str, name: str = "<measurements>", catalog: Catalog | None = None
+) -> tuple[Measurement, ...]:
+    """Parse measurements CSV text; every error names the file, the line, the column, the value.
+
+    Hardware and model ids must exist in the catalogs (a typo is an error, not a skipped row).
+    """
+    catalog = catalog or load_catalog()
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"{name}: line 1 (header): missing column(s) {', '.join(missing)}. A measurements "
+            f"file needs: {', '.join(COLUMNS)} (see data/validation/README.md)."
+        )
+    out: list[Measurement] = []
+    seen: dict[str, int] = {}
+    start = 2
+    for raw in reader:
+        line = start
+        start = reader.line_num + 1
+        if None in raw or any(v is None for v in raw.values()):
+            raise InputError(
+                f"{name}: line {line}: expected {len(header)} fields; got a different count. "
+                "Quote fields that contain commas."
+            )
+        row = {k: (v or "").strip() for k, v in raw.items()}
+        rid = row["id"]
+        where = f"{name}: line {line} (id {rid or '?'})"
+        if not rid:
+            raise InputError(f"{where}: id must not be blank.")
+        if rid in seen:
+            raise InputError(f"{where}: id {rid} repeats line {seen[rid]}; ids must be unique.")
+        seen[rid] = line
+        try:
+            catalog.device(row["hardware"])
+        except CatalogError as exc:
+            raise InputError(f"{where}: hardware: {exc}") from None
+        if row["model"]:
+            try:
+                load_model(row["model"])
+            except MegawattError as exc:
+                raise InputError(f"{where}: model: {exc}") from None
+        value = _number(row["value"], "value", where)
+        if value is None:
+            raise InputError(f"{where}: value must be a number > 0; got blank.")
+        dataset = row["dataset"]
+        if dataset not in DATASETS and dataset not in OTHER_DATASETS:
+            known = ", ".join([*DATASETS, *OTHER_DATASETS])
+            raise InputError(f"{where}: dataset must be one of {known}; got {dataset!r}.")
+        n_dev = _number(row["n_devices"], "n_devices", where, whole=True)
+        conc = _number(row["concurrency"], "concurrency", where, whole=True)
+        n_req = _number(row["n_requests"], "n_requests", where, whole=True)
+        m = Measurement(
+            line=line,
+            id=rid,
+            hardware=row["hardware"],
+            n_devices=int(n_dev) if n_dev is not None else None,
+            model=row["model"],
+            weight_dtype=_choice(row["weight_dtype"], "weight_dtype", WEIGHT_DTYPES, where),
+            engine=row["engine"] or "other",
+            scenario=_choice(row["scenario"], "scenario", SCENARIOS, where),
+            input_len=_number(row["input_len"], "input_len", where),
+            output_len=_number(row["output_len"], "output_len", where),
+            dataset=dataset,
+            concurrency=int(conc) if conc is not None else None,
+            n_requests=int(n_req) if n_req is not None else None,
+            ttft_p99_limit_ms=_number(row["ttft_p99_limit_ms"], "ttft_p99_limit_ms", where),
+            tpot_p99_limit_ms=_number(row["tpot_p99_limit_ms"], "tpot_p99_limit_ms", where),
+            spec_decode=_choice(row["spec_decode"] or "unknown", "spec_decode", SPEC_DECODE, where),
+            metric=_choice(row["metric"], "metric", METRICS, where),
+            value=value,
+            date=row.get("date", ""),
+            notes=row.get("notes", ""),
+            source=row.get("source", ""),
+        )
+        if m.scenario == "max_throughput_concurrency" and m.concurrency is None:
+            raise InputError(f"{where}: scenario max_throughput_concurrency needs a concurrency.")
+        if m.scenario in ("server", "interactive") and (
+            m.ttft_p99_limit_ms is None and m.tpot_p99_limit_ms is None
+        ):
+            raise InputError(
+                f"{where}: scenario {m.scenario} needs ttft_p99_limit_ms or tpot_p99_limit_ms."
+            )
+        if m.dataset == "fixed" and (m.input_len is None or m.output_len is None) and not (
+            _phase(m) == "decode-only" and m.input_len is not None
+        ):
+            raise InputError(f"{where}: dataset fixed needs input_len and output_len.")
+        out.append(m)
+    return tuple(out)
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """The prediction for one measurement (or why there is none).
+
+    `time_terms`: for calibration, a probe run's duration split by what each second scales with
+    (see `TERMS`); None unless asked for.
+    """
+
+    id: str
+    hardware: str
+    model: str
+    scenario: str
+    metric: str
+    measured: float
+    predicted: float | None
+    plan: str
+    skipped_reason: str
+    group: str = ""
+    family: str = ""
+    time_terms: tuple[float, ...] | None = None
+    kind: str = ""  # how the metric scales with step times: "inverse" or "ttft"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def abs_pct_error(self) -> float | None:
+        """|predicted - measured| / measured, a fraction (None when not predicted)."""
+        if self.predicted is None:
+            return None
+        return abs(self.predicted - self.measured) / self.measured
+
+    @property
+    def log_error(self) -> float | None:
+        """ln(predicted / measured) (None when not predicted)."""
+        if self.predicted is None or self.predicted <= 0:
+            return None
+        return math.log(self.predicted / self.measured)
+
+
+# -- deployment choice ----------------------------------------------------------------------------
+
+EffTable = Mapping[str, Efficiencies]
+"""Efficiencies by `efficiency_key` (e.g. `gpu/nvidia/trtllm`); missing keys use the defaults."""
+
+MAX_BATCH = 1024
+TOKEN_BUDGET = 8192
+LATENCY_BUDGETS = (2048, 8192)
+_PLAN_RE = {k: re.compile(rf"\b{k}\s*(\d+)\b", re.IGNORECASE) for k in ("TP", "PP", "EP")}
+
+
+def _phase(m: Measurement) -> str:
+    notes = m.notes.lower()
+    if notes.startswith("decode-only"):
+        return "decode-only"
+    if notes.startswith("prefill-only"):
+        return "prefill-only"
+    return ""
+
+
+_ADP_RE = re.compile(r"\b(attention[- ]DP|DP[- ]attention)\b", re.IGNORECASE)
+
+
+def _stated_plan(m: Measurement) -> dict[str, int]:
+    """The plan a row's notes state: `TPn`, `PPn`, `EPn`, `attention-DP` (as 1)."""
+    out = {}
+    for key, rx in _PLAN_RE.items():
+        hit = rx.search(m.notes)
+        if hit:
+            out[key.lower()] = int(hit.group(1))
+    if _ADP_RE.search(m.notes):
+        out["adp"] = 1
+    return out
+
+
+def _system_for(catalog: Catalog, device: Device) -> System:
+    systems = catalog.systems_for(device.id)
+    if not systems:
+        raise InputError(f"no system in the catalog holds device {device.id}.")
+    return max(systems, key=lambda s: (s.n_devices, s.id))
+
+
+def _kv_dtype(m: Measurement, weight: str, device: Device) -> str:
+    if re.search(r"\b(fp16|bf16|16-bit)\s+kv", m.notes, re.IGNORECASE):
+        return "bf16"
+    if weight in ("fp8", "fp4") and device.has_native("fp8"):
+        return "fp8"
+    return "bf16"
+
+
+def _eff(table: EffTable | None, device: Device, engine: str) -> Efficiencies:
+    key = efficiency_key(device, engine)
+    if table is not None and key in table:
+        return table[key]
+    return efficiencies_for(device, engine)
+
+
+def _holds(dep: Deployment, tokens: float, n_seqs: int = 1) -> MemoryPlan | None:
+    try:
+        plan = plan_memory(dep)
+    except FitError:
+        return None
+    return plan if plan.sequence_kv_bytes(tokens) * n_seqs <= plan.kv_bytes else None
+
+
+# -- workload --------------------------------------------------------------------------------------
+
+
+def _lognormal_with_mean(mean: float, sigma: float, limit: int) -> LengthDistribution:
+    if mean >= limit:
+        return Fixed(limit)
+    if sigma == 0:
+        return Fixed(max(1, round(mean)))
+    lo, hi = 1e-3, float(limit) * 10
+    for _ in range(80):  # bisection on the median: the clipped mean grows with it
+        mid = math.sqrt(lo * hi)
+        if Lognormal(mid, sigma, 1, limit).mean < mean:
+            lo = mid
+        else:
+            hi = mid
+    return Lognormal(math.sqrt(lo * hi), sigma, 1, limit)
+
+
+def _lengths(m: Measurement) -> tuple[LengthDistribution, LengthDistribution, str]:
+    """Input and output length distributions for a row, and the assumption in words."""
+    if _phase(m) == "decode-only":
+        ctx = int(m.input_len or UNKNOWN_LENGTHS[0])
+        return Fixed(ctx), Fixed(DECODE_ONLY_OUTPUT), f"decode-only at context {ctx}"
+    if m.dataset in DATASETS:
+        d = DATASETS[m.dataset]
+        out_mean = m.output_len or d.default_output_mean
+        if out_mean is None:
+            raise InputError(f"row {m.id}: dataset {m.dataset} needs an output_len.")
+        if m.input_len:
+            inp: LengthDistribution = _lognormal_with_mean(m.input_len, d.input_sigma, d.input_limit)
+        else:
+            inp = d.input_distribution()
+        return inp, d.output_distribution(out_mean), f"{m.dataset} lengths (assumed)"
+    if m.input_len is None and m.output_len is None:
+        i, o = UNKNOWN_LENGTHS
+        return Fixed(i), Fixed(o), f"lengths not stated: {i}/{o} assumed"
+    i = round(m.input_len or UNKNOWN_LENGTHS[0])
+    o = round(m.output_len or UNKNOWN_LENGTHS[1])
+    return Fixed(i), Fixed(o), f"fixed {i}/{o}"
+
+
+def _requests(m: Measurement, n: int, seed: int = 0) -> Requests:
+    inp, out, _ = _lengths(m)
+    rng = np.random.default_rng([seed, int(hashlib.sha256(m.id.encode()).hexdigest()[:8], 16)])
+    prompt = inp.sample(rng, n)
+    output = out.sample(rng, n)
+    cached = np.zeros(n, dtype=np.int64)
+    if _phase(m) == "decode-only":
+        cached = prompt - 1
+    return Requests(np.zeros(n), prompt, output, cached, np.zeros(n, dtype=np.int32), ("row",))
+
+
+# -- sensitivities for calibration ------------------------------------------------------------
+
+TERMS = ("compute", "attention", "memory", "link", "step", "seq", "fixed")
+"""What the seconds of a run scale with: 1/compute, 1/attention, 1/memory and 1/link
+efficiency, the per-step overhead, the per-sequence overhead, nothing (fabric latency)."""
+_EFF_TERMS = ("compute", "attention", "memory", "link")
+_OVERHEAD_TERMS = ("step_overhead_s", "seq_overhead_s")
+_DELTA = 1e-4
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A run whose schedule does not depend on step times (every request queued at t=0, the
+    batch capped at `max_num_seqs`), so its duration is a sum of step times in which each
+    operator term is linear in 1/efficiency on its bound side, and finite differences of the
+    duration split it exactly into `TERMS`."""
+
+    requests: Requests
+    max_num_seqs: int
+
+
+def _config(dep: Deployment, spec: bool) -> ReplicaConfig:
+    cfg = ReplicaConfig.of(dep)
+    if spec:
+        cfg = replace(cfg, step_model=SpeculativeStepModel(cfg.step_model, SPECULATION))
+    return cfg
+
+
+def _duration(dep: Deployment, probe: _Probe, spec: bool) -> float:
+    cfg = replace(_config(dep, spec), max_num_seqs=probe.max_num_seqs)
+    return offline(cfg, probe.requests).duration_s
+
+
+def _sensitivities(dep: Deployment, probe: _Probe, spec: bool) -> tuple[float, ...]:
+    """The probe run's duration split into `TERMS` (seconds; they sum to the duration)."""
+    eff = dep.eff
+    base = _duration(dep, probe, spec)
+    out: list[float] = []
+    for name in _EFF_TERMS:
+        e = eff.with_values(**{name: getattr(eff, name) * (1.0 - _DELTA)})
+        # d(1/e) = 1/(e(1 - d)) - 1/e: the part T that scales with 1/e grows by T d/(1 - d).
+        grown = _duration(replace(dep, efficiencies=e), probe, spec) - base
+        out.append(grown * (1.0 - _DELTA) / _DELTA)
+    for name in _OVERHEAD_TERMS:
+        value = getattr(eff, name)
+        if value <= 0:
+            out.append(0.0)
+            continue
+        e = eff.with_values(**{name: value * (1.0 + _DELTA)})
+        out.append((_duration(replace(dep, efficiencies=e), probe, spec) - base) / _DELTA)
+    out.append(base - sum(out))
+    return tuple(out)
+
+
+# -- replay ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Replay:
+    value: float
+    kind: str  # "inverse": the metric scales with 1/(step times); "ttft": with step times
+    probe: _Probe
+    notes: list[str] = field(default_factory=list)
+
+
+def _steady_tokens_per_s(res: RunResult) -> float:
+    """Output tokens/s between the first completion and the last first token (queue non-empty,
+    batch at steady state); the whole run's rate when that window is empty."""
+    first = res.first_token_s
+    finish = res.finish_s
+    t0 = float(np.nanmin(finish))
+    t1 = float(np.nanmax(first))
+    if not t1 > t0 * 1.2:
+        return res.output_tokens_per_s
+
+    def produced(t: float) -> float:
+        out = res.output_tokens.astype(np.float64)
+        span = np.maximum(finish - first, 1e-12)
+        frac = np.clip((t - first) / span, 0.0, 1.0)
+        got = np.where(first <= t, 1.0 + (out - 1.0) * frac, 0.0)
+        return float(got.sum())
+
+    return (produced(t1) - produced(t0)) / (t1 - t0)
+
+
+def _replay(
+    m: Measurement, dep: Deployment, replicas: int, *, spec: bool, quick: bool = False
+) -> _Replay:
+    """Replay a row's scenario on one replica of `dep`; the value is for all `replicas`."""
+    cfg = _config(dep, spec)
+    inp, out, _ = _lengths(m)
+    mean_ctx = inp.mean + out.mean / 2.0
+    plan = plan_memory(dep)
+    if m.scenario == "single_user":
+        # One request at a time: a closed loop of one is an offline run with a batch of one.
+        probe = _Probe(_requests(m, 3), 1)
+        res = offline(replace(cfg, max_num_seqs=1), probe.requests)
+        if m.metric == "ttft_ms":
+            return _Replay(float(res.ttft_s[0]) * 1e3, "ttft", probe)
+        decode_s = res.finish_s - res.first_token_s
+        speed = float((res.output_tokens - 1).sum() / decode_s.sum())
+        return _Replay(speed, "inverse", probe)
+    if m.scenario == "max_throughput_concurrency":
+        # A closed loop keeping C requests in flight is an offline run whose batch is capped at
+        # C: a completion admits the next queued request at the next step either way.
+        assert m.concurrency is not None
+        per = max(1, math.ceil(m.concurrency / replicas))
+        n = per * (1 if quick else 2)
+        if m.n_requests:
+            n = min(n, max(per, math.ceil(m.n_requests / replicas)))
+        probe = _Probe(_requests(m, n), per)
+        res = offline(replace(cfg, max_num_seqs=per), probe.requests)
+        return _Replay(_metric(m, res) * replicas, "inverse", probe)
+    batch = min(dep.max_num_seqs, max(1, plan.max_sequences(mean_ctx)))
+    if m.scenario == "offline":
+        if m.n_requests and m.dataset == "fixed" and not quick:
+            probe = _Probe(_requests(m, max(1, math.ceil(m.n_requests / replicas))), dep.max_num_seqs)
+            res = offline(cfg, probe.requests)
+            return _Replay(_metric(m, res) * replicas, "inverse", probe)
+        n = int(min(max(3 * batch, 300), 400 if quick else 1500))
+        probe = _Probe(_requests(m, n), dep.max_num_seqs)
+        res = offline(cfg, probe.requests)
+        value = _steady_tokens_per_s(res) if m.metric == "output_tokens_per_s" else _metric(m, res)
+        return _Replay(value * replicas, "inverse", probe)
+    # server / interactive: many more requests than the steady-state batch, or a short run
+    # never fills the replica.
+    slo = Slo(
+        (m.ttft_p99_limit_ms or math.inf) / 1e3,
+        (m.tpot_p99_limit_ms or math.inf) / 1e3,
+    )
+    n = int(min(max(4 * batch, 400), 1200 if quick else 4000))
+    reqs = _requests(m, n)
+    unit = unit_poisson(np.random.default_rng(1), n)
+    probe = _Probe(reqs, dep.max_num_seqs)
+    first = offline(cfg, reqs)
+    hint = max(first.output_tokens_per_s / max(reqs.mean_output_tokens, 1.0), 1e-3)
+    cap = capacity(
+        cfg, reqs, unit, slo, rel_tol=0.08 if quick else 0.04, rate_hint=hint, max_evaluations=14
+    )
+    notes = [f"limited by {', '.join(cap.limited_by)}"] if cap.limited_by else []
+    if cap.reason:
+        notes.append(cap.reason)
+    return _Replay(cap.output_tokens_per_s * replicas, "inverse", probe, notes)
+
+
+def _metric(m: Measurement, res: RunResult) -> float:
+    if m.metric == "input_tokens_per_s":
+        d = res.duration_s
+        return float(res.prompt_tokens[res.completed].sum() / d) if d > 0 else 0.0
+    return res.output_tokens_per_s
+
+
+def _label(dep: Deployment, replicas: int) -> str:
+    if dep.family == "wafer":
+        body = f"{dep.pp} wafer" + ("s" if dep.pp > 1 else "")
+    else:
+        body = f"tp{dep.tp}" + (f" pp{dep.pp}" if dep.pp > 1 else "")
+        body += f" ep{dep.ep}" if dep.ep > 1 else ""
+        body += " attention-dp" if dep.attention_dp else ""
+    kv = "" if dep.family == "wafer" else f" kv {dep.kv_dtype}"
+    return (
+        f"{replicas}x {body} {dep.weight_dtype_of('experts' if dep.model.is_moe else 'mlp')}"
+        f"{kv} batch<={dep.max_num_seqs} chunk {dep.max_num_batched_tokens}"
+    )
+
+
+def _skip(m: Measurement, reason: str, group: str = "", family: str = "") -> RowResult:
+    return RowResult(
+        m.id, m.hardware, m.model, m.scenario, m.metric, m.value, None, "", reason, group, family
+    )
+
+
+def predict_row(
+    m: Measurement,
+    catalog: Catalog | None = None,
+    efficiencies: EffTable | None = None,
+    *,
+    record: bool = False,
+) -> RowResult:
+    """Predict one measurement: choose the deployment, replay the scenario, read the metric.
+
+    `efficiencies` overrides the efficiencies per `efficiency_key`; `record` adds the split of
+    a probe run's time into `TERMS` (for calibration). Rows that cannot be predicted come back with a reason.
+    """
+    catalog = catalog or load_catalog()
+    device = catalog.device(m.hardware)
+    family = family_of(device.kind)
+    group = efficiency_key(device, m.engine)
+    if m.scenario == "microbenchmark" or m.metric == "ratio":
+        return _skip(m, "microbenchmark: not an end-to-end inference run", group, family)
+    if not m.model:
+        return _skip(m, "no model", group, family)
+    if (family, m.engine) not in PRIORS:
+        return _skip(
+            m, f"no performance model for engine '{m.engine}' on {device.kind} devices "
+            "(no prior and no rows to fit)", group, family,
+        )
+    if m.metric == "ttft_ms" and m.scenario != "single_user":
+        return _skip(m, "ttft_ms is supported for single_user rows only", group, family)
+    if m.metric == "output_tokens_per_s_per_user" and m.scenario != "single_user":
+        return _skip(m, "per-user speed is supported for single_user rows only", group, family)
+    if _phase(m) == "prefill-only":
+        return _skip(m, "prefill-only rows are not supported", group, family)
+    if m.n_devices is None and m.scenario != "single_user":
+        return _skip(m, "system size not published (n_devices blank)", group, family)
+    model = load_model(m.model)
+    system = _system_for(catalog, device)
+    eff = _eff(efficiencies, device, m.engine)
+    weight = m.weight_dtype or resolve_weight_dtype("auto", model, device)
+    if family == "wafer" and weight == "bf16":
+        weight = "native" if "fp" not in "".join(model.native_weight_dtype.values()) else "bf16"
+    base = Deployment(
+        model=model,
+        system=system,
+        device=device,
+        weight_dtype=weight,
+        kv_dtype=_kv_dtype(m, weight, device) if family == "gpu" else "bf16",
+        engine=m.engine,
+        max_num_seqs=MAX_BATCH,
+        max_num_batched_tokens=TOKEN_BUDGET,
+        efficiencies=eff,
+    )
+    spec = m.spec_decode == "yes"
+    try:
+        choice = _choose(m, base, system, spec)
+    except (FitError, InputError) as exc:
+        return _skip(m, f"no plan fits: {exc}", group, family)
+    if choice is None:
+        return _skip(m, f"no plan of {m.model} fits {m.n_devices}x {m.hardware}", group, family)
+    dep, replicas, assumed = choice
+    try:
+        rep = _replay(m, dep, replicas, spec=spec)
+        terms = _sensitivities(dep, rep.probe, spec) if record else None
+    except FitError as exc:
+        return _skip(m, f"no plan fits: {exc}", group, family)
+    plan = _label(dep, replicas) + (" spec-decode" if spec else "") + assumed
+    if not rep.value > 0:
+        return RowResult(
+            m.id, m.hardware, m.model, m.scenario, m.metric, m.value, None, plan,
+            "the run met no latency limit (" + "; ".join(rep.notes) + ")", group, family,
+        )
+    return RowResult(
+        m.id,
+        m.hardware,
+        m.model,
+        m.scenario,
+        m.metric,
+        m.value,
+        rep.value,
+        plan,
+        "",
+        group,
+        family,
+        terms,
+        rep.kind,
+        tuple(rep.notes),
+    )
+
+
+def _choose(
+    m: Measurement, base: Deployment, system: System, spec: bool
+) -> tuple[Deployment, int, str] | None:
+    """The deployment and replica count for a row (see ASSUMPTIONS), and any assumption made."""
+    inp, out, _ = _lengths(m)
+    longest = float(inp.sample(np.random.default_rng(0), 64).max() + out.mean)
+    model = base.model
+    moe = model.is_moe
+    wafer = base.family == "wafer"
+    scale_up = system.n_devices
+    max_tp = 1 if wafer else min(scale_up, 8)
+    assumed = ""
+    n_dev = m.n_devices
+    if n_dev is None:
+        # Cloud API: one system when it holds the weights, else the fewest systems that do.
+        per_sys = scale_up
+        for k in range(1, 257):
+            tp = min(per_sys * k, max_tp)
+            pp = per_sys * k // tp
+            if _holds(replace(base, tp=tp, pp=pp, max_num_seqs=16), longest):
+                n_dev = per_sys * k
+                break
+        if n_dev is None:
+            return None
+        assumed = f" (n_devices assumed {n_dev})"
+    stated = _stated_plan(m)
+    conc_cap = MAX_BATCH
+    if m.scenario == "max_throughput_concurrency" and m.concurrency:
+        conc_cap = m.concurrency
+    if m.scenario == "single_user":
+        conc_cap = 16
+
+    def make(tp: int, pp: int, ep: int | None = None) -> Deployment:
+        size = tp * pp
+        e = ep if ep is not None else (size if moe and size > 1 else 1)
+        return replace(base, tp=tp, pp=pp, ep=min(e, size), max_num_seqs=conc_cap)
+
+    if stated and not wafer:
+        ep = stated.get("ep")
+        # No TP stated: fill the scale-up domain before pipelining (EP spans the replica).
+        tp = stated.get("tp") or (min(max_tp, ep, n_dev) if ep else 1)
+        pp = stated.get("pp", 1)
+        if ep and ep > tp * pp:
+            # Expert parallelism over more devices than the tensor group: pipeline the rest.
+            pp = max(pp, ep // tp)
+        tp = min(tp, max_tp)
+        dep = replace(make(tp, pp, ep), attention_dp=bool(stated.get("adp")) and tp > 1)
+        if dep.n_devices > n_dev:
+            dep = replace(dep, pp=max(1, n_dev // tp), ep=min(dep.ep, n_dev))
+        if m.scenario == "max_throughput_concurrency":
+            dep = replace(dep, max_num_seqs=max(1, math.ceil(conc_cap / (n_dev // dep.n_devices))))
+        plan_memory(dep)
+        return dep, max(1, n_dev // dep.n_devices), assumed
+    if m.scenario == "single_user" or wafer:
+        if wafer:
+            dep = make(1, n_dev)
+        elif n_dev <= scale_up:
+            tp = min(max_tp, n_dev)
+            dep = make(tp, max(1, n_dev // tp), 1)
+        else:
+            dep = make(max_tp, n_dev // max_tp, 1)
+        if m.scenario != "single_user":
+            dep = replace(dep, max_num_seqs=MAX_BATCH)
+        plan_memory(dep)
+        return dep, 1, assumed
+    # Throughput scenarios: power-of-two TP within the scale-up domain, PP beyond.
+    cands: list[Deployment] = []
+    tp = 1
+    while tp <= min(max_tp, n_dev):
+        if n_dev % tp == 0 and _holds(make(tp, 1), longest, 8):
+            cands.append(make(tp, 1))
+        tp *= 2
+    if not cands:
+        tp = min(max_tp, n_dev)
+        pp = 2
+        while tp * pp <= n_dev:
+            if n_dev % (tp * pp) == 0 and _holds(make(tp, pp), longest, 8):
+                cands.append(make(tp, pp))
+                break
+            pp += 1
+    if not cands:
+        return None
+    if m.scenario == "max_throughput_concurrency":
+        cands = [
+            replace(d, max_num_seqs=max(1, math.ceil(conc_cap / (n_dev // d.n_devices))))
+            for d in cands
+        ]
+    if m.scenario in ("server", "interactive"):
+        # Latency limits: smaller prefill chunks shorten the decode stalls a long prompt causes.
+        cands = [replace(d, max_num_batched_tokens=b) for d in cands for b in LATENCY_BUDGETS]
+    if len(cands) == 1:
+        return cands[0], n_dev // cands[0].n_devices, assumed
+    best: tuple[float, Deployment] | None = None
+    for dep in cands:
+        replicas = n_dev // dep.n_devices
+        score = _replay(m, dep, replicas, spec=spec, quick=True).value
+        if best is None or score > best[0] * (1.0 + 1e-9):
+            best = (score, dep)
+    assert best is not None
+    return best[1], n_dev // best[1].n_devices, assumed
+
+
+# -- the whole file ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Every row's result and the summaries (errors are fractions: 0.12 = 12%)."""
+
+    rows: tuple[RowResult, ...]
+
+    @property
+    def predicted(self) -> tuple[RowResult, ...]:
+        """Rows with a prediction."""
+        return tuple(r for r in self.rows if r.predicted is not None)
+
+    def summary(
+        self, cv_predicted: Mapping[tuple[str, float], float] | None = None
+    ) -> dict[str, Any]:
+        """`n_rows`, `n_predicted`, `mape`, `mape_by_hardware`, `mape_by_metric` and the
+        acceptance figures (see `summarize`)."""
+        return summarize(self.rows, cv_predicted)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` document: `{"summary": {...}, "rows": [...]}`."""
+        s = self.summary()
+        return {
+            "summary": {
+                "n_rows": s["n_rows"],
+                "n_predicted": s["n_predicted"],
+                "mape": s["mape"],
+                "mape_by_hardware": s["mape_by_hardware"],
+                "mape_by_metric": s["mape_by_metric"],
+            },
+            "rows": [
+                {
+                    "id": r.id,
+                    "hardware": r.hardware,
+                    "metric": r.metric,
+                    "measured": r.measured,
+                    "predicted": r.predicted,
+                    "abs_pct_error": r.abs_pct_error,
+                    "plan": r.plan,
+                    "skipped_reason": r.skipped_reason,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def _mape(rows: Sequence[RowResult]) -> float | None:
+    errs = [r.abs_pct_error for r in rows if r.abs_pct_error is not None]
+    return float(np.mean(errs)) if errs else None
+
+
+def summarize(
+    rows: Sequence[RowResult], cv_predicted: Mapping[tuple[str, float], float] | None = None
+) -> dict[str, Any]:
+    """MAPE overall, per hardware and per metric (fractions), and the acceptance figures: the
+    GPU `output_tokens_per_s` rows overall and per hardware, and the share of throughput/TTFT
+    rows predicted (wafer rows apart). `cv_predicted` ((id, measured) -> the calibration's
+    leave-one-out prediction) adds the cross-validated MAPE of the GPU rows it covers."""
+    done = [r for r in rows if r.predicted is not None]
+    by_hw: dict[str, list[RowResult]] = {}
+    by_metric: dict[str, list[RowResult]] = {}
+    for r in done:
+        by_hw.setdefault(r.hardware, []).append(r)
+        by_metric.setdefault(r.metric, []).append(r)
+    gpu_tps = [r for r in done if r.family == "gpu" and r.metric == "output_tokens_per_s"]
+    gpu_by_hw: dict[str, list[RowResult]] = {}
+    for r in gpu_tps:
+        gpu_by_hw.setdefault(r.hardware, []).append(r)
+    countable = [
+        r for r in rows
+        if r.family != "wafer" and (r.metric in THROUGHPUT_METRICS or r.metric == "ttft_ms")
+    ]
+    return {
+        "n_rows": len(rows),
+        "n_predicted": len(done),
+        "mape": _mape(done),
+        "mape_by_hardware": {k: _mape(v) for k, v in sorted(by_hw.items())},
+        "mape_by_metric": {k: _mape(v) for k, v in sorted(by_metric.items())},
+        "gpu_output_tokens_per_s": {
+            "n": len(gpu_tps),
+            "mape": _mape(gpu_tps),
+            "by_hardware": {k: (len(v), _mape(v)) for k, v in sorted(gpu_by_hw.items())},
+            **_cv(gpu_tps, cv_predicted),
+        },
+        "throughput_ttft_predicted": (
+            sum(1 for r in countable if r.predicted is not None),
+            len(countable),
+        ),
+        "skipped": [(r.id, r.skipped_reason) for r in rows if r.predicted is None],
+    }
+
+
+def _cv(
+    rows: Sequence[RowResult], cv_predicted: Mapping[tuple[str, float], float] | None
+) -> dict[str, Any]:
+    if not cv_predicted:
+        return {}
+    hit = [
+        (r, cv_predicted[(r.id, _sig6(r.measured))])
+        for r in rows
+        if (r.id, _sig6(r.measured)) in cv_predicted
+    ]
+    if not hit:
+        return {}
+    errors = [abs(p - r.measured) / r.measured for r, p in hit]
+    fit = [r.abs_pct_error or 0.0 for r, _ in hit]
+    return {"cv_n": len(hit), "cv_mape": float(np.mean(errors)), "cv_fit_mape": float(np.mean(fit))}
+
+
+def _sig6(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def calibration_cv() -> dict[tuple[str, float], float]:
+    """(id, measured to 6 digits) -> the leave-one-out prediction of the packaged calibration
+    file (the calibration's cross-validation, matched to rows of any measurements file)."""
+    document = calibration_document()
+    if not document:
+        return {}
+    return {
+        (str(r["id"]), _sig6(float(r["measured"]))): float(r["cv_predicted"])
+        for r in document.get("residuals", [])
+    }
+
+
+@cache
+def _worker_catalog() -> Catalog:
+    return load_catalog()
+
+
+def _predict_task(args: tuple[Measurement, EffTable | None, bool]) -> RowResult:
+    m, eff, record = args
+    return predict_row(m, _worker_catalog(), eff, record=record)
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def validate(
+    measurements: Sequence[Measurement],
+    *,
+    efficiencies: EffTable | None = None,
+    catalog: Catalog | None = None,
+    workers: int | None = None,
+    record: bool = False,
+    progress: Progress | None = None,
+) -> Validation:
+    """Predict every row (in parallel processes when `workers` > 1; results are the same)."""
+    n = len(measurements)
+    workers = min(workers or os.cpu_count() or 1, max(n, 1))
+    out: list[RowResult | None] = [None] * n
+    if progress:
+        progress(0, n, "")
+    if workers <= 1 or catalog is not None:
+        cat = catalog or load_catalog()
+        for i, m in enumerate(measurements):
+            out[i] = predict_row(m, cat, efficiencies, record=record)
+            if progress:
+                progress(i + 1, n, m.id)
+    else:
+        # Slowest rows first keeps both processes busy to the end.
+        order = sorted(range(n), key=lambda i: _cost_rank(measurements[i]))
+        with ProcessPoolExecutor(workers) as pool:
+            futures = {
+                pool.submit(_predict_task, (measurements[i], efficiencies, record)): i for i in order
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                i = futures[future]
+                out[i] = future.result()
+                if progress:
+                    progress(done, n, measurements[i].id)
+    return Validation(tuple(r for r in out if r is not None))
+
+
+def _cost_rank(m: Measurement) -> int:
+    return {"server": 0, "interactive": 0, "max_throughput_concurrency": 1, "offline": 2}.get(
+        m.scenario, 3
+    )

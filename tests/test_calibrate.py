@@ -1,0 +1,137 @@
+"""`megawatt calibrate`: the estimator contract, fitting that moves predictions towards the
+measurements, groups without rows keeping their prior, and a file regenerated bit for bit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from megawatt.calibrate import Calibrator, fit_rows, newest_date
+from megawatt.cli import main
+from megawatt.errors import NotFittedError
+from megawatt.hardware import load_catalog
+from megawatt.perf import efficiencies_for, efficiency_key, prior
+from megawatt.perf.efficiency import FITTED_FIELDS, fitted_from
+from megawatt.validate import COLUMNS, parse_measurements, validate
+
+CATALOG = load_catalog()
+HEADER = ",".join([*COLUMNS, "date", "notes"])
+# Four H200/H100 TRT-LLM rows (one group, gpu/nvidia-fp8/trtllm) that are quick to replay, one
+# vLLM row (a group with too few rows to fit) and a wafer row (never fitted here).
+LINES = [
+    "C1,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,128,128,fixed,,40,,,no,"
+    "output_tokens_per_s,9000,2025-01,TP1",
+    "C2,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,1000,100,fixed,,40,,,no,"
+    "output_tokens_per_s,4000,2025-03-02,TP1",
+    "C3,h200-sxm,1,llama-3.1-8b,fp8,trtllm,single_user,128,64,fixed,1,3,,,no,"
+    "output_tokens_per_s_per_user,250,2024,",
+    "C4,h100-sxm,1,llama-3.1-8b,fp8,trtllm,single_user,500,64,fixed,1,3,,,no,"
+    "output_tokens_per_s_per_user,200,2025-02 (undated),",
+    "C5,h100-sxm,1,llama-3.1-8b,fp8,vllm,single_user,128,64,fixed,1,3,,,no,"
+    "output_tokens_per_s_per_user,150,2023,",
+    "C6,wse3,1,llama-3.1-8b,bf16,cerebras,single_user,128,64,fixed,1,3,,,unknown,"
+    "output_tokens_per_s_per_user,1800,2024,",
+]
+KEY = efficiency_key(CATALOG.device("h200-sxm"), "trtllm")
+
+
+def small_csv() -> str:
+    return "\n".join([HEADER, *LINES]) + "\n"
+
+
+ROWS = parse_measurements(small_csv(), "small.csv", CATALOG)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Calibrator:
+    return Calibrator(workers=1, catalog=CATALOG).fit(ROWS)
+
+
+# -- the estimator contract ---------------------------------------------------------------------
+def test_an_unfitted_calibrator_says_to_fit_it_first() -> None:
+    cal = Calibrator()
+    with pytest.raises(NotFittedError, match=r"call Calibrator\(\)\.fit\(measurements\) first"):
+        _ = cal.efficiencies_
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        cal.predict(ROWS)
+    with pytest.raises(NotFittedError):
+        cal.document(input_name="x", input_sha256="0", data_date="2025")
+    assert not hasattr(cal, "fit_mape_")
+
+
+def test_fit_returns_self_and_learned_attributes_end_in_underscore() -> None:
+    cal = Calibrator(workers=1, catalog=CATALOG, iterations=1)
+    params = set(vars(cal))
+    assert params == {"min_rows", "iterations", "workers", "catalog"}
+    assert cal.fit(ROWS[:4]) is cal
+    learned = set(vars(cal)) - params
+    assert learned and all(name.endswith("_") for name in learned)
+
+
+def test_parameters_are_checked_at_fit() -> None:
+    with pytest.raises(ValueError, match="min_rows >= 1"):
+        Calibrator(min_rows=0).fit(ROWS)
+
+
+# -- what fitting does ------------------------------------------------------------------------------
+def test_fitting_moves_predictions_towards_the_measurements(fitted: Calibrator) -> None:
+    before = validate(ROWS[:4], efficiencies={KEY: prior("gpu", "trtllm")}, catalog=CATALOG)
+    prior_mape = before.summary()["mape"]
+    assert fitted.fit_mape_ is not None and fitted.fit_mape_ < prior_mape
+    assert fitted.groups_[KEY].status == "fitted" and fitted.groups_[KEY].n_rows == 4
+    assert set(fitted.efficiencies_) == {KEY}
+    values = fitted.groups_[KEY].values
+    assert set(values) == set(FITTED_FIELDS)
+    assert 0.05 <= values["compute"] <= 0.9 and 0.05 <= values["memory"] <= 0.95
+    # Leave-one-out predictions exist for every fitted row and differ from the fit.
+    assert [r.id for r in fitted.residuals_] == ["C1", "C2", "C3", "C4", "C5"]
+    assert fitted.cv_mape_ is not None and fitted.cv_mape_ >= fitted.fit_mape_ * 0.5
+
+
+def test_groups_with_too_few_rows_or_wafers_keep_their_prior(fitted: Calibrator) -> None:
+    vllm = fitted.groups_[efficiency_key(CATALOG.device("h100-sxm"), "vllm")]
+    assert vllm.status == "prior" and "fewer than 3" in vllm.reason
+    assert vllm.values["compute"] == prior("gpu", "vllm").compute
+    wafer = fitted.groups_[efficiency_key(CATALOG.device("wse3"), "cerebras")]
+    assert wafer.status == "prior" and "wafer" in wafer.reason
+
+
+def test_fit_rows_leave_out_speculative_cloud_and_wafer_rows(fitted: Calibrator) -> None:
+    index = fit_rows(ROWS, fitted.validation_.rows)
+    assert [ROWS[i].id for i in index] == ["C1", "C2", "C3", "C4", "C5"]
+
+
+def test_the_document_reads_back_as_the_fitted_efficiencies(fitted: Calibrator) -> None:
+    doc = fitted.document(input_name="small.csv", input_sha256="abc", data_date=newest_date(ROWS))
+    assert doc["input"] == {"file": "small.csv", "sha256": "abc", "newest_measurement": "2025-03-02"}
+    back = fitted_from(json.loads(json.dumps(doc)))
+    assert set(back) == {KEY}
+    assert back[KEY].memory == pytest.approx(fitted.efficiencies_[KEY].memory, rel=1e-5)
+    assert "fitted by `megawatt calibrate`" in back[KEY].source
+    assert fitted_from({**doc, "format": 99}) == {}  # another layout is ignored
+
+
+def test_groups_without_a_fitted_value_use_the_documented_prior() -> None:
+    wafer = CATALOG.device("wse3")
+    assert efficiencies_for(wafer, "cerebras") == prior("wafer", "cerebras")
+
+
+# -- the file -----------------------------------------------------------------------------------------
+def test_calibrate_regenerates_its_file_bit_for_bit(tmp_path: Path) -> None:
+    data = tmp_path / "small.csv"
+    data.write_text(small_csv())
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["calibrate", "--data", str(data), "--out", str(a), "--workers", "1"]) == 0
+    assert main(["calibrate", "--data", str(data), "--out", str(b), "--workers", "1"]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    doc = json.loads(a.read_text())
+    assert doc["format"] == 1
+    assert doc["input"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert doc["input"]["file"] == "small.csv"
+    assert doc["groups"][KEY]["status"] == "fitted"
+    assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4", "C5"}
+    for value in doc["groups"][KEY]["values"].values():
+        assert float(f"{value:.6g}") == value  # saved to 6 significant digits

@@ -1,0 +1,180 @@
+"""`megawatt validate`: a measurements file becomes one prediction per row. Tiny files with rows
+that can be checked by hand, the errors a bad file gives (with its line number), the skip
+reasons, and the JSON schema of `--json`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from megawatt.cli import main
+from megawatt.errors import InputError
+from megawatt.hardware import load_catalog
+from megawatt.model import load_model
+from megawatt.perf import Deployment, RooflineStepModel, efficiency_key, prior
+from megawatt.validate import (
+    COLUMNS,
+    Measurement,
+    load_measurements,
+    parse_measurements,
+    predict_row,
+    validate,
+)
+
+CATALOG = load_catalog()
+HEADER = ",".join([*COLUMNS, "notes"])
+
+
+def csv_text(*rows: str) -> str:
+    return "\n".join([HEADER, *rows]) + "\n"
+
+
+# id,hardware,n_devices,model,weight_dtype,engine,scenario,input_len,output_len,dataset,
+# concurrency,n_requests,ttft_p99_limit_ms,tpot_p99_limit_ms,spec_decode,metric,value,notes
+SOLO = (
+    "T1,h200-sxm,1,llama-3.1-8b,fp8,trtllm,single_user,128,64,fixed,1,,,,no,"
+    "output_tokens_per_s_per_user,300,"
+)
+OFFLINE = "T2,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,128,128,fixed,,40,,,no,output_tokens_per_s,9000,TP1"
+MICRO = "T3,wse2,1,,bf16,waferllm,microbenchmark,,,unknown,,,,,unknown,ratio,606,"
+CLOUD = "T4,h100-sxm,,llama-3.1-8b,,other,offline,,,unknown,,,,,unknown,output_tokens_per_s,5000,"
+GROQ = "T5,groq-lpu,,llama-2-70b,,groq,single_user,,,unknown,,,,,unknown,output_tokens_per_s_per_user,300,"
+
+PRIORS = {
+    efficiency_key(CATALOG.device("h200-sxm"), "trtllm"): prior("gpu", "trtllm"),
+    efficiency_key(CATALOG.device("h100-sxm"), "other"): prior("gpu", "other"),
+}
+
+
+def rows(*lines: str) -> tuple[Measurement, ...]:
+    return parse_measurements(csv_text(*lines), "tiny.csv", CATALOG)
+
+
+# -- reading ------------------------------------------------------------------------------------
+def test_the_packaged_file_is_the_shared_one_and_reads_clean() -> None:
+    ms = load_measurements()
+    assert len(ms) == 102
+    assert ms[0].id == "P001" and ms[0].line == 2
+    assert ms[0].n_devices == 8 and ms[0].input_len is None and ms[0].output_len == 290.3
+
+
+def test_a_missing_column_names_it_and_the_header_line() -> None:
+    text = csv_text(SOLO).replace(",tpot_p99_limit_ms", "", 1)
+    with pytest.raises(InputError, match=r"tiny.csv: line 1 \(header\): missing column\(s\) tpot_p99"):
+        parse_measurements(text, "tiny.csv", CATALOG)
+
+
+def test_an_unknown_hardware_id_names_the_line_and_the_closest_id() -> None:
+    bad = SOLO.replace("T1,h200-sxm", "T9,h200")
+    with pytest.raises(InputError, match=r"tiny.csv: line 3 \(id T9\): hardware: .*h200") as err:
+        parse_measurements(csv_text(OFFLINE, bad), "tiny.csv", CATALOG)
+    assert "h200-sxm" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("single_user,128", "single_user,many"), r"line 2 \(id T1\): input_len must be a number"),
+        (("T1,h200-sxm,1", "T1,h200-sxm,1.5"), r"n_devices must be a whole number"),
+        (("single_user", "burst"), r"scenario must be one of offline"),
+        ((",300,", ",,"), r"value must be a number > 0; got blank"),
+        (("llama-3.1-8b", "llama-9"), r"line 2 \(id T1\): model: .*llama-9"),
+    ],
+)
+def test_bad_values_are_input_errors_with_line_and_column(
+    change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_measurements(csv_text(SOLO.replace(*change, 1)), "tiny.csv", CATALOG)
+
+
+def test_repeated_ids_are_an_error() -> None:
+    with pytest.raises(InputError, match=r"line 3 \(id T1\): id T1 repeats line 2"):
+        rows(SOLO, SOLO)
+
+
+# -- predicting ---------------------------------------------------------------------------------
+def test_a_fixed_length_single_user_row_is_the_step_models_decode_speed() -> None:
+    """Batch 1, 128-token prompt, 64 output tokens: the first comes from the prefill, the other
+    63 from decode steps over contexts 129..191, so speed = 63 / their summed step times."""
+    (m,) = rows(SOLO)
+    got = predict_row(m, CATALOG, PRIORS)
+    system = CATALOG.system("hgx-h200")
+    dep = Deployment(
+        load_model("llama-3.1-8b"), system, CATALOG.device("h200-sxm"), weight_dtype="fp8",
+        kv_dtype="fp8", engine="trtllm", max_num_seqs=16, efficiencies=prior("gpu", "trtllm"),
+    )
+    decode_s = RooflineStepModel(dep).decode_times(np.array([129.0]), 63).sum()
+    assert got.predicted == pytest.approx(63 / decode_s, rel=1e-9)
+    assert got.plan.startswith("1x tp1 fp8 kv fp8")
+    assert got.abs_pct_error == pytest.approx(abs(got.predicted / 300 - 1))
+
+
+def test_an_offline_row_uses_the_stated_plan_and_its_request_count() -> None:
+    (m,) = rows(OFFLINE)
+    got = predict_row(m, CATALOG, PRIORS)
+    assert got.predicted is not None and got.predicted > 0
+    assert got.plan.startswith("1x tp1 ")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (MICRO, "microbenchmark"),
+        (CLOUD, "system size not published"),
+        (GROQ, "no performance model for engine 'groq'"),
+    ],
+)
+def test_rows_that_cannot_be_predicted_say_why(line: str, reason: str) -> None:
+    (m,) = rows(line)
+    got = predict_row(m, CATALOG, PRIORS)
+    assert got.predicted is None and got.abs_pct_error is None
+    assert reason in got.skipped_reason
+
+
+def test_speculative_rows_are_faster_per_user_than_plain_ones() -> None:
+    plain, spec = rows(SOLO, SOLO.replace("T1", "T6").replace(",no,", ",yes,"))
+    a = predict_row(plain, CATALOG, PRIORS)
+    b = predict_row(spec, CATALOG, PRIORS)
+    assert a.predicted is not None and b.predicted is not None
+    assert b.predicted > 1.5 * a.predicted
+    assert "spec-decode" in b.plan
+
+
+# -- the summary and the JSON schema --------------------------------------------------------------
+def test_the_json_has_exactly_the_issue_schema() -> None:
+    v = validate(rows(SOLO, MICRO), efficiencies=PRIORS, catalog=CATALOG)
+    doc = v.to_json()
+    assert set(doc) == {"summary", "rows"}
+    assert set(doc["summary"]) == {
+        "n_rows", "n_predicted", "mape", "mape_by_hardware", "mape_by_metric"
+    }
+    assert doc["summary"]["n_rows"] == 2 and doc["summary"]["n_predicted"] == 1
+    keys = {"id", "hardware", "metric", "measured", "predicted", "abs_pct_error", "plan",
+            "skipped_reason"}
+    assert all(set(r) == keys for r in doc["rows"])
+    solo, micro = doc["rows"]
+    assert solo["abs_pct_error"] == pytest.approx(abs(solo["predicted"] / 300 - 1))  # a fraction
+    assert doc["summary"]["mape"] == solo["abs_pct_error"]
+    assert doc["summary"]["mape_by_hardware"] == {"h200-sxm": solo["abs_pct_error"]}
+    assert micro["predicted"] is None and micro["skipped_reason"].startswith("microbenchmark")
+    json.dumps(doc)  # serialisable as is
+
+
+def test_the_cli_writes_the_json_and_a_bad_file_exits_2_with_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "m.csv"
+    good.write_text(csv_text(SOLO, MICRO))
+    out = tmp_path / "v.json"
+    assert main(["validate", "--data", str(good), "--json", str(out), "--workers", "1"]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["id"] for r in doc["rows"]] == ["T1", "T3"]
+    assert "MAPE" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_text(SOLO, MICRO.replace("wse2", "wse9")))
+    assert main(["validate", "--data", str(bad)]) == 2
+    assert "line 3 (id T3): hardware" in capsys.readouterr().err
