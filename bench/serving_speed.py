@@ -6,9 +6,14 @@ Workloads:
       ~92 out), Poisson 6.45 requests/s; 10,000 and 100,000 requests.
   (b) The Azure 2023 conversation trace replayed at 10x its rate on one H100 (Llama-3.1-8B, BF16).
 
+Each workload runs on both engines of `simulate`: `fast` (the compiled kernel, timed warm: its
+one-off compile or cache load is reported apart, as Vidur's figure is its event loop alone;
+median of 5 runs) and `python` (the event-driven Replica, one run); their per-request tables are
+checked equal.
+
   python bench/serving_speed.py               # our figures
   python bench/serving_speed.py --vs-vidur    # also runs Vidur (../shared/bench/peers/run_vidur.sh)
-                                              # and ends with `speedup_vs_vidur=<number>`
+                                              # and ends with `speedup_vs_vidur=<number>` (fast engine)
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment
-from megawatt.serving import ReplicaConfig, simulate
+from megawatt.serving import ReplicaConfig, RunResult, simulate
 from megawatt.workload import Poisson, Requests, builtin_trace, time_scaled
 from megawatt.workload.lengths import Zipf
 
@@ -64,20 +69,59 @@ def replica(system_id: str, model_id: str, *, budget: int, max_seqs: int) -> Rep
     return ReplicaConfig.of(dep)
 
 
-def timed(cfg: ReplicaConfig, requests: Requests, label: str) -> float:
-    start = time.perf_counter()
-    result = simulate(cfg, requests)
-    wall = time.perf_counter() - start
+def timed(
+    cfg: ReplicaConfig, requests: Requests, label: str, engine: str, repeat: int = 1
+) -> tuple[float, RunResult]:
+    """Simulated requests per wall-second of `simulate` (the median of `repeat` runs: a run of
+    a few milliseconds is at the mercy of one scheduler hiccup)."""
+    walls = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = simulate(cfg, requests, engine=engine)
+        walls.append(time.perf_counter() - start)
+    wall = float(np.median(walls))
     s = result.summary()
     rate = len(requests) / wall
     print(
-        f"{label}: requests={len(requests)} wall_s={wall:.2f} sim_req_per_wall_s={rate:,.0f} "
-        f"simulated_s={s['duration_s']:.0f} steps={result.stats.n_steps} "
-        f"events_saved_by_stretches={result.stats.n_steps - result.stats.n_stretches} "
+        f"{label} [{engine}]: requests={len(requests)} wall_s={wall:.3f} runs={repeat} "
+        f"sim_req_per_wall_s={rate:,.0f} simulated_s={s['duration_s']:.0f} "
+        f"steps={result.stats.n_steps} stretches={result.stats.n_stretches} "
         f"ttft_p50_s={s['ttft_p50_s']:.3f} ttft_p99_s={s['ttft_p99_s']:.3f} "
         f"tpot_p50_s={s['tpot_p50_s']:.4f} out_tok_per_s={s['output_tokens_per_s']:.0f}"
     )
-    return rate
+    return rate, result
+
+
+def same_table(a: RunResult, b: RunResult) -> bool:
+    """The two engines' per-request tables agree (times to 1e-9 relative)."""
+    ta, tb = a.table(), b.table()
+    for name in ta.column_names:
+        x = ta[name].to_numpy(zero_copy_only=False)
+        y = tb[name].to_numpy(zero_copy_only=False)
+        same = (
+            np.allclose(x, y, rtol=1e-9, atol=0.0, equal_nan=True)
+            if x.dtype.kind == "f"
+            else bool((x == y).all())
+        )
+        if not same:
+            return False
+    return True
+
+
+def both(cfg: ReplicaConfig, requests: Requests, label: str, python: bool = True) -> float:
+    """Time the fast engine (and the Python one); returns the fast rate."""
+    fast, fast_result = timed(cfg, requests, label, "fast", repeat=5)
+    if python:
+        slow, slow_result = timed(cfg, requests, label, "python")
+        print(f"{label}: fast/python={fast / slow:.0f}x tables_equal={same_table(fast_result, slow_result)}")
+    return fast
+
+
+def warm_up(cfg: ReplicaConfig) -> None:
+    """Compile (or load from the on-disk cache) the fast kernel, and say how long it took."""
+    start = time.perf_counter()
+    simulate(cfg, vidur_workload(20, seed=99), engine="fast")
+    print(f"fast engine first call (compile or cache load): {time.perf_counter() - start:.2f} s")
 
 
 def vidur_rate() -> float:
@@ -100,11 +144,12 @@ def main() -> None:
     args = parser.parse_args()
 
     a100 = replica("a100-8", "llama-3-8b", budget=512, max_seqs=128)
-    ours = timed(a100, vidur_workload(10_000), "(a) vidur workload, 10k")
+    warm_up(a100)
+    ours = both(a100, vidur_workload(10_000), "(a) vidur workload, 10k")
     if args.big:
-        timed(a100, vidur_workload(100_000, seed=1), "(a) vidur workload, 100k")
+        both(a100, vidur_workload(100_000, seed=1), "(a) vidur workload, 100k", python=False)
     conv = time_scaled(builtin_trace("azure-conv-2023"), 10.0)
-    timed(
+    both(
         replica("dgx-h100", "llama-3.1-8b", budget=8192, max_seqs=256),
         conv,
         "(b) azure conv 2023 at 10x, 1x H100",

@@ -268,5 +268,8 @@ def test_stretches_agree_with_step_by_step_on_the_roofline_model(model_id: str) 
     )
     cfg = ReplicaConfig.of(deployment)
     requests = random_requests(5, 40, rate_per_s=30, max_prompt=3000, max_output=300)
-    stretched, steps = simulate(cfg, requests), stepwise(simulate, cfg, requests)
-    assert_same_run(stretched, steps)
+
+    def python(c: ReplicaConfig, r: Requests) -> RunResult:
+        return simulate(c, r, engine="python")  # auto would take the compiled engine
+
+    assert_same_run(python(cfg, requests), stepwise(python, cfg, requests))

@@ -1,5 +1,6 @@
 """The serving simulator: a replica doing iteration-level continuous batching on the event kernel,
-scheduler policies, MLPerf-style drivers and the per-request metrics."""
+scheduler policies, MLPerf-style drivers and the per-request metrics. Open-loop runs take a
+compiled copy of the replica (`serving.fast`) when the step model exports its coefficients."""
 
 from megawatt.serving.drivers import (
     Capacity,

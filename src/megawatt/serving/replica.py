@@ -374,6 +374,7 @@ class Replica:
         k = min(k_done + 1, len(ends))
         if k >= len(ends):
             return
+        self._stretch = (ends[:k], self._stretch[1][:k], self._stretch[2])
         self._token += 1
         self.env.schedule_at(float(ends[k - 1]), self._end_stretch, self._token, k)
 
@@ -400,6 +401,34 @@ class Replica:
         finished = [i for i in decodes if self.generated[i] >= self.output[i]]
         self._finish(finished, self.env.now)
         self._start_step()
+
+    def settle(self) -> None:
+        """Account a decode stretch still in progress when the run stops (`run(until=)`) as
+        step-by-step simulation does: every step begun by now counts in the stats and ITL
+        samples (a step's stats are taken when it begins; its tokens arrive at its end, which
+        lies after the run). Call once, when the run is over."""
+        if self._stretch is None:
+            return
+        ends, all_dts, decodes = self._stretch
+        self._stretch = None
+        self._token += 1  # the stretch's end event, after the run, is void
+        # Step j (from 0) begins at ends[j - 1]; step 0 began when the stretch did.
+        k = min(int(np.searchsorted(ends[:-1], self.env.now, side="right")) + 1, len(ends))
+        dts = all_dts[:k]
+        elapsed = float(dts.sum())
+        st = self.stats
+        st.kv_byte_seconds += float(self._stretch_kv_bytes(decodes, k) @ dts)
+        peak = self.kv_used
+        for i in decodes:  # the cache while step k runs: its tokens reserved
+            peak += self.kv.sequence_bytes(self.ctx[i] + k) - self.kv_bytes[i]
+        st.n_steps += k
+        st.n_stretches += 1
+        st.busy_s += elapsed
+        st.seq_seconds += len(decodes) * elapsed
+        st.peak_kv_bytes = max(st.peak_kv_bytes, peak)
+        st.decode_tokens += k * len(decodes)
+        self.itl_s.append(dts)
+        self.itl_n.append(np.full(k, len(decodes)))
 
     def _stretch_kv_bytes(self, decodes: list[int], k: int) -> np.ndarray:
         """KV bytes in use during each of the next `k` decode steps of `decodes`, as

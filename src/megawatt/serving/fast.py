@@ -1,0 +1,512 @@
+"""The open-loop replica compiled (numba): the same scheduling as `Replica`, one step at a time
+over columnar arrays, with the roofline step model evaluated from its coefficients.
+
+It mirrors `replica.py` literally (decode first, preemption of the newest, chunked prefill,
+admission, KV growth, the idle start after every arrival of an instant, backlog at the last
+arrival, `until`), so a run gives the same per-request table, stats and ITL samples as the
+Python replica simulated step by step. The first call compiles the kernel (seconds; cached on
+disk after that).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from megawatt.errors import InputError
+from megawatt.perf.step import StepCoefficients
+from megawatt.serving.metrics import RunResult
+from megawatt.serving.replica import KvBudget, ReplicaStats
+from megawatt.serving.scheduler import SchedulerPolicy, scheduler
+from megawatt.workload import Requests
+
+# Request states, as in replica.py.
+_WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3
+# Stats slots of the kernel's output, in ReplicaStats order.
+_BUSY, _N_STEPS, _SEQ_S, _KV_S, _PREFILL, _DECODE, _PEAK = range(7)
+
+
+@njit(cache=True)
+def _seq_bytes(ctx: float, bpt: float, bptw: float, window: int, half_block: float) -> float:
+    """KvBudget.sequence_bytes."""
+    if ctx <= 0:
+        return 0.0
+    out = bpt * (ctx + half_block)
+    if window > 0:
+        out += bptw * min(ctx, window)
+    return out
+
+
+@njit(cache=True)
+def _run(
+    arrival: np.ndarray,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    cached: np.ndarray,
+    chunked: bool,
+    admit_while_running: bool,
+    max_num_seqs: int,
+    max_tokens: int,
+    capacity: float,
+    bpt: float,
+    bptw: float,
+    kv_window: int,
+    block_tokens: int,
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    rate: np.ndarray,
+    bw: np.ndarray,
+    comm: np.ndarray,
+    latency: float,
+    step_overhead: float,
+    seq_overhead: float,
+    depth: float,
+    model_window: int,
+    n_experts: float,
+    top_k: float,
+    prefill_unit: float,
+    start_s: float,
+    has_until: bool,
+    until_s: float,
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    int, float,
+]:
+    n = arrival.shape[0]
+    half_block = block_tokens / 2.0
+    n_ops = flops.shape[0]
+    n_feat = flops.shape[1]
+
+    state = np.zeros(n, np.int64)
+    target = prompt.copy()
+    done = np.zeros(n, np.int64)
+    ctx = np.zeros(n, np.int64)
+    generated = np.zeros(n, np.int64)
+    kv_bytes = np.zeros(n, np.float64)
+    first_token = np.full(n, np.nan)
+    finish = np.full(n, np.nan)
+    preemptions = np.zeros(n, np.int64)
+    cache_hits = np.zeros(n, np.int64)
+    stats = np.zeros(7, np.float64)
+
+    cap = n + 1
+    waiting = np.zeros(cap, np.int64)  # a ring buffer: head, count
+    w_head = 0
+    w_count = 0
+    running = np.zeros(n + 1, np.int64)
+    n_run = 0
+    decodes = np.zeros(n + 1, np.int64)
+    partial = np.zeros(n + 1, np.int64)
+    chunk_i = np.zeros(n + 1, np.int64)
+    chunk_c = np.zeros(n + 1, np.int64)
+    finished = np.zeros(n + 1, np.int64)
+    x = np.zeros(n_feat, np.float64)
+
+    itl_cap = 1024
+    itl_s = np.zeros(itl_cap, np.float64)
+    itl_n = np.zeros(itl_cap, np.int64)
+    n_itl = 0
+
+    kv_used = 0.0
+    busy = False
+    now = start_s
+    ai = 0
+    backlog = 0
+    pending = False  # a step is in progress, ending at t_end
+    t_end = 0.0
+    n_dec = 0
+    n_chunks = 0
+    start_now = False  # run _start_step now
+
+    while True:
+        if start_now:
+            start_now = False
+            pending = False
+            # ---- _start_step ------------------------------------------------------------
+            while True:
+                if n_run == 0 and w_count == 0:
+                    busy = False
+                    break
+                busy = True
+                n_dec = 0
+                n_part = 0
+                for r in range(n_run):
+                    i = running[r]
+                    if done[i] >= target[i]:
+                        decodes[n_dec] = i
+                        n_dec += 1
+                    else:
+                        partial[n_part] = i
+                        n_part += 1
+                need = 0.0
+                for d in range(n_dec):
+                    i = decodes[d]
+                    need += _seq_bytes(ctx[i] + 1, bpt, bptw, kv_window, half_block) - kv_bytes[i]
+                while need > (capacity - kv_used) + 1e-6 and n_run > 0:
+                    victim = running[n_run - 1]
+                    if n_dec > 0 and decodes[n_dec - 1] == victim:
+                        need -= (
+                            _seq_bytes(ctx[victim] + 1, bpt, bptw, kv_window, half_block)
+                            - kv_bytes[victim]
+                        )
+                        n_dec -= 1
+                    else:
+                        n_part -= 1
+                    # _preempt
+                    n_run -= 1
+                    kv_used -= kv_bytes[victim]
+                    kv_bytes[victim] = 0.0
+                    ctx[victim] = 0
+                    target[victim] = prompt[victim] + generated[victim]
+                    done[victim] = 0
+                    state[victim] = _WAITING
+                    preemptions[victim] += 1
+                    w_head = (w_head - 1) % cap
+                    waiting[w_head] = victim
+                    w_count += 1
+                budget = max_tokens - n_dec
+                free = (capacity - kv_used) - need
+                n_chunks = 0
+                for p in range(n_part):
+                    i = partial[p]
+                    left = target[i] - done[i]
+                    c = min(left, budget) if chunked else left
+                    if c <= 0 or (not chunked and c > budget and (n_chunks > 0 or n_dec > 0)):
+                        break
+                    grow = _seq_bytes(done[i] + c, bpt, bptw, kv_window, half_block) - kv_bytes[i]
+                    if grow > free:
+                        break
+                    free -= grow
+                    budget -= c
+                    chunk_i[n_chunks] = i
+                    chunk_c[n_chunks] = c
+                    n_chunks += 1
+                if admit_while_running or n_run == 0:
+                    while w_count > 0 and n_run < max_num_seqs:
+                        i = waiting[w_head]
+                        start = min(cached[i], target[i] - 1)
+                        left = target[i] - start
+                        if chunked:
+                            c = min(left, budget)
+                            if c <= 0:
+                                break
+                        elif not admit_while_running:
+                            c = left
+                        else:
+                            c = left
+                            if c > budget and (n_chunks > 0 or n_dec > 0):
+                                break
+                        if not admit_while_running:
+                            reserve = prompt[i] + output[i] - 1
+                        else:
+                            reserve = start + c
+                        grow = _seq_bytes(reserve, bpt, bptw, kv_window, half_block)
+                        if grow > free:
+                            break
+                        w_head = (w_head + 1) % cap
+                        w_count -= 1
+                        running[n_run] = i
+                        n_run += 1
+                        state[i] = _RUNNING
+                        done[i] = start
+                        cache_hits[i] = start
+                        new = _seq_bytes(start, bpt, bptw, kv_window, half_block)
+                        kv_used += new - kv_bytes[i]
+                        kv_bytes[i] = new
+                        ctx[i] = start
+                        free -= grow
+                        budget -= c
+                        chunk_i[n_chunks] = i
+                        chunk_c[n_chunks] = c
+                        n_chunks += 1
+                if n_dec == 0 and n_chunks == 0:
+                    if n_run > 0:
+                        # Nothing fits (the cache is held by partial prefills): preempt the newest.
+                        victim = running[n_run - 1]
+                        n_run -= 1
+                        kv_used -= kv_bytes[victim]
+                        kv_bytes[victim] = 0.0
+                        ctx[victim] = 0
+                        target[victim] = prompt[victim] + generated[victim]
+                        done[victim] = 0
+                        state[victim] = _WAITING
+                        preemptions[victim] += 1
+                        w_head = (w_head - 1) % cap
+                        waiting[w_head] = victim
+                        w_count += 1
+                        continue
+                    busy = False
+                    break
+                # ---- _run_step: the batch's aggregates (BatchShape.of) ------------------
+                dctx = 0.0
+                dwin = 0.0
+                dmax = 0.0
+                for d in range(n_dec):
+                    cx = float(ctx[decodes[d]] + 1)
+                    dctx += cx
+                    if kv_window > 0:
+                        dwin += min(cx, float(kv_window))
+                    if cx > dmax:
+                        dmax = cx
+                p_att = 0.0
+                p_win = 0.0
+                p_tok = 0
+                n_logits = n_dec
+                for q in range(n_chunks):
+                    i = chunk_i[q]
+                    c = chunk_c[q]
+                    span = done[i] + (c + 1) / 2.0
+                    p_att += c * span
+                    p_win += c * min(span, float(kv_window)) if kv_window > 0 else 0.0
+                    p_tok += c
+                    if done[i] + c >= target[i]:
+                        n_logits += 1
+                n_seqs = n_dec + n_chunks
+                tokens = float(n_dec + p_tok)
+                units = n_dec + max(float(n_chunks), p_tok / prefill_unit)
+                # ---- RooflineStepModel._features and _times ------------------------------
+                mb = max(min(units, depth), 1.0)
+                fdec = float(n_dec)
+                x[0] = 1.0
+                x[1] = tokens / mb
+                x[2] = n_logits / mb
+                others = max(fdec - 1.0, 1.0)
+                extra = max(fdec / mb - 1.0, 0.0)
+                x[3] = max(dctx / mb, dmax + extra * (dctx - dmax) / others)
+                if model_window > 0:
+                    wmax = min(dmax, float(model_window))
+                    x[4] = max(dwin / mb, wmax + extra * (dwin - wmax) / others)
+                else:
+                    x[4] = dwin / mb
+                x[5] = p_att / mb
+                x[6] = p_win / mb
+                x[8] = p_tok / mb
+                if n_experts > 0:
+                    x[7] = n_experts * (1.0 - (1.0 - top_k / n_experts) ** x[1])
+                else:
+                    x[7] = 0.0
+                ops = 0.0
+                for j in range(n_ops):
+                    fl = 0.0
+                    by = 0.0
+                    for f in range(n_feat):
+                        fl += flops[j, f] * x[f]
+                        by += nbytes[j, f] * x[f]
+                    ops += max(fl / rate[j], by / bw[j])
+                cm = 0.0
+                for f in range(n_feat):
+                    cm += comm[f] * x[f]
+                dt = ops + cm + latency + step_overhead + seq_overhead * n_seqs
+                # Reserve the KV the step writes now, so arrivals during the step see it taken.
+                for d in range(n_dec):
+                    i = decodes[d]
+                    new = _seq_bytes(ctx[i] + 1, bpt, bptw, kv_window, half_block)
+                    kv_used += new - kv_bytes[i]
+                    kv_bytes[i] = new
+                    ctx[i] = ctx[i] + 1
+                for q in range(n_chunks):
+                    i = chunk_i[q]
+                    cx = done[i] + chunk_c[q]
+                    new = _seq_bytes(cx, bpt, bptw, kv_window, half_block)
+                    kv_used += new - kv_bytes[i]
+                    kv_bytes[i] = new
+                    ctx[i] = cx
+                stats[_N_STEPS] += 1.0
+                stats[_BUSY] += dt
+                stats[_SEQ_S] += n_run * dt
+                stats[_KV_S] += kv_used * dt
+                stats[_PEAK] = max(stats[_PEAK], kv_used)
+                stats[_PREFILL] += p_tok
+                stats[_DECODE] += n_dec
+                if n_dec > 0:
+                    if n_itl == itl_cap:
+                        itl_cap *= 2
+                        grown_s = np.zeros(itl_cap, np.float64)
+                        grown_n = np.zeros(itl_cap, np.int64)
+                        grown_s[:n_itl] = itl_s
+                        grown_n[:n_itl] = itl_n
+                        itl_s = grown_s
+                        itl_n = grown_n
+                    itl_s[n_itl] = dt
+                    itl_n[n_itl] = n_dec
+                    n_itl += 1
+                pending = True
+                t_end = now + dt
+                break
+            continue
+
+        if pending:
+            # Arrivals up to the step's end come first (they run before a step end that ties).
+            while ai < n and arrival[ai] <= t_end and (not has_until or arrival[ai] <= until_s):
+                now = arrival[ai]
+                if ai == n - 1:
+                    backlog = w_count
+                if _seq_bytes(prompt[ai] + output[ai] - 1, bpt, bptw, kv_window, half_block) > capacity:
+                    state[ai] = _REJECTED
+                    finish[ai] = now
+                else:
+                    waiting[(w_head + w_count) % cap] = ai
+                    w_count += 1
+                ai += 1
+            if has_until and t_end > until_s:
+                break
+            now = t_end
+            pending = False
+            # ---- _end_step ----------------------------------------------------------------
+            n_fin = 0
+            for d in range(n_dec):
+                i = decodes[d]
+                generated[i] += 1
+                if generated[i] >= output[i]:
+                    finished[n_fin] = i
+                    n_fin += 1
+            for q in range(n_chunks):
+                i = chunk_i[q]
+                done[i] += chunk_c[q]
+                if done[i] >= target[i]:
+                    generated[i] += 1
+                    if math.isnan(first_token[i]):
+                        first_token[i] = now
+                    if generated[i] >= output[i]:
+                        finished[n_fin] = i
+                        n_fin += 1
+            if n_fin > 0:
+                for f in range(n_fin):
+                    state[finished[f]] = _DONE
+                kept = 0
+                for r in range(n_run):
+                    i = running[r]
+                    if state[i] != _DONE:
+                        running[kept] = i
+                        kept += 1
+                n_run = kept
+                for f in range(n_fin):
+                    i = finished[f]
+                    kv_used -= kv_bytes[i]
+                    kv_bytes[i] = 0.0
+                    ctx[i] = 0
+                    finish[i] = now
+            start_now = True
+            continue
+
+        # Idle: the next instant with arrivals; the step starts after all of them.
+        if ai >= n:
+            break
+        t = arrival[ai]
+        if has_until and t > until_s:
+            break
+        now = t
+        while ai < n and arrival[ai] == t:
+            if ai == n - 1:
+                backlog = w_count
+            if _seq_bytes(prompt[ai] + output[ai] - 1, bpt, bptw, kv_window, half_block) > capacity:
+                state[ai] = _REJECTED
+                finish[ai] = now
+            else:
+                waiting[(w_head + w_count) % cap] = ai
+                w_count += 1
+                if not busy:
+                    busy = True
+                    start_now = True
+            ai += 1
+
+    end_s = until_s if has_until else now
+    return (
+        state,
+        first_token,
+        finish,
+        cache_hits,
+        preemptions,
+        stats,
+        itl_s[:n_itl].copy(),
+        itl_n[:n_itl].copy(),
+        backlog,
+        end_s,
+    )
+
+
+def simulate_fast(
+    coefficients: StepCoefficients,
+    kv: KvBudget,
+    requests: Requests,
+    *,
+    policy: str | SchedulerPolicy = "vllm",
+    max_num_seqs: int = 256,
+    max_num_batched_tokens: int = 8192,
+    until_s: float | None = None,
+) -> RunResult:
+    """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
+    model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
+    time, so `stats.n_stretches` is 0."""
+    if max_num_seqs < 1 or max_num_batched_tokens < 1:
+        raise InputError(
+            "max_num_seqs and max_num_batched_tokens must be >= 1; got "
+            f"{max_num_seqs} and {max_num_batched_tokens}."
+        )
+    pol = scheduler(policy) if isinstance(policy, str) else policy
+    n = len(requests)
+    start_s = min(0.0, float(requests.arrival_s[0])) if n else 0.0
+    if until_s is not None and not until_s >= start_s:
+        raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
+    c = coefficients
+    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s = _run(
+        np.array(requests.arrival_s, dtype=np.float64),
+        np.array(requests.prompt_tokens, dtype=np.int64),
+        np.array(requests.output_tokens, dtype=np.int64),
+        np.array(requests.cached_tokens, dtype=np.int64),
+        bool(pol.chunked_prefill),
+        bool(pol.admit_while_running),
+        int(max_num_seqs),
+        int(max_num_batched_tokens),
+        float(kv.capacity_bytes),
+        float(kv.bytes_per_token),
+        float(kv.bytes_per_token_windowed),
+        int(kv.window_tokens or 0),
+        int(kv.block_tokens),
+        np.array(c.flops, dtype=np.float64, order="C"),
+        np.array(c.bytes, dtype=np.float64, order="C"),
+        np.array(c.rate_flops_per_s, dtype=np.float64),
+        np.array(c.bandwidth_bytes_per_s, dtype=np.float64),
+        np.array(c.comm_s, dtype=np.float64),
+        float(c.latency_s),
+        float(c.step_overhead_s),
+        float(c.seq_overhead_s),
+        float(c.pipeline_depth),
+        int(c.window_tokens or 0),
+        float(c.n_experts),
+        float(c.top_k),
+        float(c.prefill_unit_tokens),
+        float(start_s),
+        until_s is not None,
+        float(until_s) if until_s is not None else math.inf,
+    )
+    stats = ReplicaStats(
+        busy_s=float(st[_BUSY]),
+        n_steps=int(st[_N_STEPS]),
+        n_stretches=0,
+        seq_seconds=float(st[_SEQ_S]),
+        kv_byte_seconds=float(st[_KV_S]),
+        prefill_tokens=int(st[_PREFILL]),
+        decode_tokens=int(st[_DECODE]),
+        peak_kv_bytes=float(st[_PEAK]),
+    )
+    rejected = state == _REJECTED
+    return RunResult(
+        arrival_s=np.asarray(requests.arrival_s),
+        first_token_s=first,
+        finish_s=np.where((state == _DONE) | rejected, finish, np.nan),
+        prompt_tokens=np.asarray(requests.prompt_tokens),
+        output_tokens=np.asarray(requests.output_tokens),
+        cached_tokens=hits,
+        preemptions=preempt,
+        rejected=rejected,
+        class_id=np.asarray(requests.class_id),
+        class_names=requests.class_names,
+        stats=stats,
+        end_s=float(end_s),
+        itl_s=itl_s,
+        itl_n=itl_n if itl_n.size else np.zeros(0),
+        backlog=int(backlog),
+    )
