@@ -102,8 +102,55 @@ def _figures(study: StudyResult) -> list[go.Figure]:
     per_class.update_layout(
         title="p99 TTFT per request class at capacity", yaxis_title="seconds", barmode="group"
     )
-    figs += [tput, trade, lat, per_class, cost, energy]
+    figs += [tput, trade, lat, per_class, cost, energy, _power_breakdown(study), _power_day(study)]
     return figs
+
+
+def _power_breakdown(study: StudyResult) -> go.Figure:
+    """Mean facility power per option at the mean load: IT idle, IT above idle, facility
+    overhead (PUE - 1)."""
+    fig = go.Figure()
+    labels = [f"{o.name} / {o.model_id}" for o in study.options]
+    idle, dynamic, overhead = [], [], []
+    for o in study.options:
+        it_idle = sum(p.size.n_systems * p.system.idle_power_w for p in o.pools)
+        it_mean = o.facility_mean_w / o.pue
+        idle.append(it_idle / 1e6)
+        dynamic.append((it_mean - it_idle) / 1e6)
+        overhead.append(it_mean * (o.pue - 1.0) / 1e6)
+    fig.add_bar(name="IT at idle", x=labels, y=idle)
+    fig.add_bar(name="IT above idle (load)", x=labels, y=dynamic)
+    fig.add_bar(name="facility overhead (PUE - 1)", x=labels, y=overhead)
+    fig.update_layout(title="Mean facility power at the mean load (MW)", barmode="stack", yaxis_title="MW")
+    return fig
+
+
+def _power_day(study: StudyResult) -> go.Figure:
+    """Facility power over a day of demand: the traffic's diurnal swing (peak-to-mean of the
+    scenario, cosine profile peaking at 14:00) against each option's capacity; power rises from
+    idle to peak with load as a share of capacity (the report's stated assumption)."""
+    sc = study.scenario
+    mean_rate = sc.traffic.demand_prompts_per_day / 86_400.0
+    a = min(sc.traffic.peak_to_mean - 1.0, 0.999)  # rate = mean * (1 + a cos): peak/mean = 1 + a
+    hours = [h / 4 for h in range(97)]
+    fig = go.Figure()
+    for o in study.options:
+        if o.rate_per_s <= 0:
+            continue
+        idle = sum(p.size.n_systems * p.system.idle_power_w for p in o.pools)
+        span = o.it_peak_w - idle
+        power = []
+        for h in hours:
+            rate = mean_rate * (1.0 + a * math.cos(2 * math.pi * (h - 14.0) / 24.0))
+            u = min(rate / o.rate_per_s, 1.0)
+            power.append((idle + span * u) * o.pue / 1e6)
+        fig.add_scatter(name=f"{o.name} / {o.model_id}", x=hours, y=power, mode="lines")
+    fig.update_layout(
+        title=f"Facility power over a day at {sc.traffic.demand_prompts_per_day / 1e9:g}B prompts/day (MW)",
+        xaxis_title="hour",
+        yaxis_title="MW",
+    )
+    return fig
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
