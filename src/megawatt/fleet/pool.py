@@ -216,6 +216,12 @@ class OptionResult:
         )
 
     @property
+    def usd_per_request(self) -> float:
+        """Cost per request at the mean load (USD)."""
+        per_year = self.rate_per_s * self.load_fraction * SECONDS_PER_YEAR
+        return self.annual_cost.total / per_year if per_year > 0 else math.inf
+
+    @property
     def usd_per_million_tokens(self) -> float:
         """Cost per million output tokens at the mean load (USD)."""
         tokens_per_year = self.output_tokens_per_s * self.load_fraction * SECONDS_PER_YEAR
