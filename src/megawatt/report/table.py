@@ -45,6 +45,7 @@ def option_rows(study: StudyResult) -> list[dict[str, Any]]:
                 "concurrent_requests": o.concurrent_requests,
                 "joules_per_output_token": o.joules_per_token,
                 "usd_per_million_output_tokens": o.usd_per_million_tokens,
+                "usd_per_request": o.usd_per_request,
                 "annual_cost_usd": o.annual_cost.total,
                 "limited_by": sorted({v for p in o.pools for v in p.capacity.limited_by}),
                 "per_class": o.class_latency(),
