@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from megawatt.perf import BatchShape
-from megawatt.serving import KvBudget, ReplicaConfig
+from megawatt.serving import KvBudget, ReplicaConfig, RunResult
 from megawatt.workload import Requests
 
 
@@ -141,3 +141,15 @@ def small_requests() -> Requests:
 def config(linear_step: LinearStep, tiny_kv: KvBudget) -> ReplicaConfig:
     """The linear fake with the tiny cache, at most 8 sequences and 256 tokens a step."""
     return ReplicaConfig(linear_step, tiny_kv, max_num_seqs=8, max_num_batched_tokens=256)
+
+
+def assert_same_timeline(a: RunResult, b: RunResult, rtol: float = 1e-9) -> None:
+    """The same bins (width, count) holding the same busy time, batch, KV use and tokens."""
+    assert a.bins is not None and b.bins is not None
+    assert a.bins.bin_s == b.bins.bin_s
+    ta, tb = a.timeline(), b.timeline()
+    assert ta.num_rows == tb.num_rows
+    for name in ta.column_names:
+        np.testing.assert_allclose(
+            ta[name].to_numpy(), tb[name].to_numpy(), rtol=rtol, atol=1e-9, err_msg=name
+        )

@@ -22,7 +22,7 @@ from megawatt.perf.step import PREFILL_UNIT_TOKENS, BatchShape
 from megawatt.serving import SCHEDULERS, Replica, ReplicaConfig, RunResult, offline, simulate
 from megawatt.workload import Requests
 
-from .conftest import LinearStep, kv_for_tokens, make_requests, random_requests
+from .conftest import LinearStep, assert_same_timeline, kv_for_tokens, make_requests, random_requests
 
 POLICIES = sorted(SCHEDULERS)
 
@@ -92,6 +92,8 @@ def assert_same_run(fast: RunResult, slow: RunResult, rtol: float = 1e-9) -> Non
     np.testing.assert_array_equal(fast.itl_n, slow.itl_n)
     assert fast.backlog == slow.backlog
     assert math.isclose(fast.end_s, slow.end_s, rel_tol=rtol)
+    assert_same_timeline(fast, slow, rtol)
+
 
 
 # -- the step model's coefficients ------------------------------------------------------------

@@ -29,7 +29,14 @@ from megawatt.serving import (
 from megawatt.sim import Environment
 from megawatt.workload import Requests
 
-from .conftest import ConstantStep, LinearStep, kv_for_tokens, make_requests, random_requests
+from .conftest import (
+    ConstantStep,
+    LinearStep,
+    assert_same_timeline,
+    kv_for_tokens,
+    make_requests,
+    random_requests,
+)
 
 Driver = Callable[[ReplicaConfig, Requests], RunResult]
 
@@ -136,6 +143,7 @@ def assert_same_run(stretched: RunResult, steps: RunResult, rtol: float = 1e-9) 
         assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=rtol), name
     np.testing.assert_allclose(np.sort(stretched.itl_s), np.sort(steps.itl_s), rtol=rtol)
     assert stretched.itl_n.sum() == steps.itl_n.sum()
+    assert_same_timeline(stretched, steps, rtol)
 
 
 WINDOWED = ReplicaConfig(
@@ -251,6 +259,7 @@ def test_stretches_agree_with_step_by_step_for_any_small_workload(
     np.testing.assert_allclose(stretched.finish_s, steps.finish_s, rtol=1e-9)
     assert stretched.stats.n_steps == steps.stats.n_steps
     assert math.isclose(stretched.stats.kv_byte_seconds, steps.stats.kv_byte_seconds, rel_tol=1e-9)
+    assert_same_timeline(stretched, steps)
 
 
 @pytest.mark.parametrize("model_id", ["llama-3.1-8b", "gpt-oss-20b"])

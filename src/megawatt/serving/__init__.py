@@ -1,7 +1,10 @@
 """The serving simulator: a replica doing iteration-level continuous batching on the event kernel,
-scheduler policies, MLPerf-style drivers and the per-request metrics. Open-loop runs take a
-compiled copy of the replica (`serving.fast`) when the step model exports its coefficients."""
+scheduler policies, MLPerf-style drivers, prefill/decode disaggregation (`serving.disagg`), the
+per-request metrics and timelines. Open-loop runs take a compiled copy of the replica
+(`serving.fast`) when the step model exports its coefficients and no prefix-block hashes are
+given."""
 
+from megawatt.serving.disagg import ROUTERS, DisaggResult, KvLink, disaggregated
 from megawatt.serving.drivers import (
     Capacity,
     ReplicaConfig,
@@ -14,21 +17,30 @@ from megawatt.serving.drivers import (
     unit_poisson,
 )
 from megawatt.serving.metrics import RunResult, Slo
-from megawatt.serving.replica import KvBudget, Replica, ReplicaStats
+from megawatt.serving.prefix import PrefixCache
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica, ReplicaStats
 from megawatt.serving.scheduler import SCHEDULERS, SchedulerPolicy, scheduler
+from megawatt.serving.timeline import Timeline
 
 __all__ = [
+    "PREFIX_BLOCK_TOKENS",
+    "ROUTERS",
     "SCHEDULERS",
     "Capacity",
+    "DisaggResult",
     "KvBudget",
+    "KvLink",
+    "PrefixCache",
     "Replica",
     "ReplicaConfig",
     "ReplicaStats",
     "RunResult",
     "SchedulerPolicy",
     "Slo",
+    "Timeline",
     "capacity",
     "concurrency",
+    "disaggregated",
     "offline",
     "offline_rate_hint",
     "scheduler",

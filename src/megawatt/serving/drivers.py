@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -20,20 +20,23 @@ from megawatt.errors import InputError
 from megawatt.perf import Deployment, RooflineStepModel, StepModel, plan_memory
 from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult, Slo
-from megawatt.serving.replica import KvBudget, Replica
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
+from megawatt.serving.timeline import DEFAULT_BIN_S
 from megawatt.sim import Environment
 from megawatt.workload import Requests
 
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    """Everything needed to build a replica: the step-time seam, the KV budget, the policy."""
+    """Everything needed to build a replica: the step-time seam, the KV budget, the policy, and
+    the narrowest bin of its timeline (seconds)."""
 
     step_model: StepModel
     kv: KvBudget
     policy: str = "vllm"
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    timeline_bin_s: float = DEFAULT_BIN_S
 
     @staticmethod
     def of(deployment: Deployment, policy: str = "vllm") -> ReplicaConfig:
@@ -53,6 +56,8 @@ def _replica(
     cfg: ReplicaConfig,
     requests: Requests,
     on_finish: Callable[[int], None] | None = None,
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
 ) -> Replica:
     return Replica(
         env,
@@ -63,12 +68,16 @@ def _replica(
         max_num_seqs=cfg.max_num_seqs,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
         on_finish=on_finish,
+        prefix_blocks=prefix_blocks,
+        prefix_block_tokens=prefix_block_tokens,
+        timeline_bin_s=cfg.timeline_bin_s,
     )
 
 
 ENGINES = ("auto", "fast", "python")
 """How `simulate` runs a replica: `python` (the event-driven `Replica`), `fast` (the compiled
-kernel of `serving.fast`; needs a step model with `coefficients()`), `auto` (fast when it can)."""
+kernel of `serving.fast`; needs a step model with `coefficients()` and no prefix-block hashes),
+`auto` (fast when it can, else python)."""
 
 
 def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
@@ -92,17 +101,31 @@ def simulate(
     *,
     until_s: float | None = None,
     engine: str = "auto",
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
 ) -> RunResult:
     """Open loop: each request arrives at its `arrival_s`. Stops when all are done, or at
     `until_s` (requests unfinished then have no finish time). Records the queue the last request
     finds waiting when it arrives (`backlog`), the sign of an overloaded replica.
 
+    `prefix_blocks` (per request, the hash ids of its prompt's blocks of `prefix_block_tokens`
+    tokens, e.g. from `workload.load_trace_with_prefixes`) gives the replica a prefix cache over
+    those blocks in its KV memory, in place of the idealised `cached_tokens` column (see
+    `Replica`).
+
     `engine` (see `ENGINES`): the compiled kernel and the Python replica give the same run; the
-    compiled one is ~100x faster and is used whenever the step model exports `coefficients()`.
+    compiled one is ~100x faster and is used whenever the step model exports `coefficients()`
+    and no `prefix_blocks` are given (the kernel has no hashed prefix cache: `auto` then takes
+    the Python replica).
     """
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-    coefficients = _coefficients(cfg) if engine != "python" else None
+    if engine == "fast" and prefix_blocks is not None:
+        raise InputError(
+            "engine 'fast' has no hashed prefix cache; got prefix_blocks. Use engine='python' or "
+            "'auto' (which takes the Python replica), or drop the hashes to use cached_tokens."
+        )
+    coefficients = _coefficients(cfg) if engine != "python" and prefix_blocks is None else None
     if engine == "fast" and coefficients is None:
         raise InputError(
             f"engine 'fast' needs a step model with coefficients(); "
@@ -119,12 +142,13 @@ def simulate(
             max_num_seqs=cfg.max_num_seqs,
             max_num_batched_tokens=cfg.max_num_batched_tokens,
             until_s=until_s,
+            timeline_bin_s=cfg.timeline_bin_s,
         )
     arrivals = requests.arrival_s
     n = len(requests)
     # The clock starts at 0, or at the first arrival when that is earlier (shifted traces).
     env = Environment(min(0.0, float(arrivals[0])) if n else 0.0)
-    rep = _replica(env, cfg, requests)
+    rep = _replica(env, cfg, requests, None, prefix_blocks, prefix_block_tokens)
     backlog = [0]
 
     def arrive(i: int) -> None:
@@ -143,13 +167,35 @@ def simulate(
     return result
 
 
-def offline(cfg: ReplicaConfig, requests: Requests, *, engine: str = "auto") -> RunResult:
-    """MLPerf offline: all requests queued at t=0."""
-    return simulate(cfg, requests.with_arrivals(np.zeros(len(requests))), engine=engine)
+def offline(
+    cfg: ReplicaConfig,
+    requests: Requests,
+    *,
+    engine: str = "auto",
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+) -> RunResult:
+    """MLPerf offline: all requests queued at t=0 (in their table order, which `prefix_blocks`
+    follows)."""
+    return simulate(
+        cfg,
+        requests.with_arrivals(np.zeros(len(requests))),
+        engine=engine,
+        prefix_blocks=prefix_blocks,
+        prefix_block_tokens=prefix_block_tokens,
+    )
 
 
-def concurrency(cfg: ReplicaConfig, requests: Requests, n_in_flight: int) -> RunResult:
-    """Closed loop: `n_in_flight` requests at a time; each completion starts the next request."""
+def concurrency(
+    cfg: ReplicaConfig,
+    requests: Requests,
+    n_in_flight: int,
+    *,
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+) -> RunResult:
+    """Closed loop: `n_in_flight` requests at a time; each completion starts the next request.
+    `prefix_blocks` as in `simulate`."""
     if n_in_flight < 1:
         raise InputError(f"concurrency must be >= 1; got {n_in_flight}.")
     env = Environment()
@@ -166,7 +212,7 @@ def concurrency(cfg: ReplicaConfig, requests: Requests, n_in_flight: int) -> Run
             env.schedule(0.0, rep.submit, i)
 
     reqs = requests.with_arrivals(np.zeros(n))
-    rep = _replica(env, cfg, reqs, on_finish)
+    rep = _replica(env, cfg, reqs, on_finish, prefix_blocks, prefix_block_tokens)
     for _ in range(min(n_in_flight, n)):
         i = issued[0]
         issued[0] += 1

@@ -3,9 +3,10 @@ over columnar arrays, with the roofline step model evaluated from its coefficien
 
 It mirrors `replica.py` literally (decode first, preemption of the newest, chunked prefill,
 admission, KV growth, the idle start after every arrival of an instant, backlog at the last
-arrival, `until`), so a run gives the same per-request table, stats and ITL samples as the
-Python replica simulated step by step. The first call compiles the kernel (seconds; cached on
-disk after that).
+arrival, `until`), so a run gives the same per-request table, stats, ITL samples and timeline as
+the Python replica simulated step by step. It has no hashed prefix cache (only the idealised
+`cached_tokens` column) and no requests prefilled elsewhere: those runs take the Python replica.
+The first call compiles the kernel (seconds; cached on disk after that).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import KvBudget, ReplicaStats
 from megawatt.serving.scheduler import SchedulerPolicy, scheduler
+from megawatt.serving.timeline import DEFAULT_BIN_S, DEFAULT_MAX_BINS, Timeline
 from megawatt.workload import Requests
 
 # Request states, as in replica.py.
 _WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3
 # Stats slots of the kernel's output, in ReplicaStats order.
 _BUSY, _N_STEPS, _SEQ_S, _KV_S, _PREFILL, _DECODE, _PEAK = range(7)
+# Timeline rows (Timeline's arrays) and its scalars.
+_TL_BUSY, _TL_SEQ, _TL_KV, _TL_TOKENS = range(4)
+_TL_BIN_S, _TL_N_BINS, _TL_LAST = range(3)
 
 
 @njit(cache=True)
@@ -37,6 +42,45 @@ def _seq_bytes(ctx: float, bpt: float, bptw: float, window: int, half_block: flo
     if window > 0:
         out += bptw * min(ctx, window)
     return out
+
+
+@njit(cache=True, inline="always")  # a call per step: inlined, it costs little
+def _timeline_add(
+    bins: np.ndarray,
+    meta: np.ndarray,
+    origin: float,
+    start: float,
+    end: float,
+    batch: float,
+    kv: float,
+    tokens: float,
+) -> None:
+    """Timeline.add_step over the kernel's arrays (`bins`: 4 x max_bins; `meta`: bin_s,
+    n_bins, last_s)."""
+    m = bins.shape[1]
+    w = meta[_TL_BIN_S]
+    while math.ceil((end - origin) / w) > m:
+        half = m // 2
+        for r in range(4):
+            for b in range(half):  # reads 2b, 2b + 1 >= b: not yet overwritten
+                bins[r, b] = bins[r, 2 * b] + bins[r, 2 * b + 1]
+            for b in range(half, m):
+                bins[r, b] = 0.0
+        w *= 2.0
+        meta[_TL_N_BINS] = math.floor((meta[_TL_N_BINS] + 1.0) / 2.0)
+    meta[_TL_BIN_S] = w
+    first = math.floor((start - origin) / w)
+    last = max(math.ceil((end - origin) / w) - 1, first)
+    for b in range(first, last + 1):
+        lo = max(start, origin + b * w)
+        hi = min(end, origin + (b + 1) * w)
+        if hi > lo:
+            bins[_TL_BUSY, b] += hi - lo
+            bins[_TL_SEQ, b] += batch * (hi - lo)
+            bins[_TL_KV, b] += kv * (hi - lo)
+    bins[_TL_TOKENS, last] += tokens
+    meta[_TL_N_BINS] = max(meta[_TL_N_BINS], last + 1.0)
+    meta[_TL_LAST] = max(meta[_TL_LAST], end)
 
 
 @njit(cache=True)
@@ -70,9 +114,11 @@ def _run(
     start_s: float,
     has_until: bool,
     until_s: float,
+    bin_s: float,
+    max_bins: int,
 ) -> tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-    int, float,
+    int, float, np.ndarray, np.ndarray,
 ]:
     n = arrival.shape[0]
     half_block = block_tokens / 2.0
@@ -108,6 +154,8 @@ def _run(
     itl_s = np.zeros(itl_cap, np.float64)
     itl_n = np.zeros(itl_cap, np.int64)
     n_itl = 0
+    bins = np.zeros((4, max_bins), np.float64)
+    meta = np.array([bin_s, 0.0, start_s])
 
     kv_used = 0.0
     busy = False
@@ -320,6 +368,7 @@ def _run(
                 stats[_PEAK] = max(stats[_PEAK], kv_used)
                 stats[_PREFILL] += p_tok
                 stats[_DECODE] += n_dec
+                _timeline_add(bins, meta, start_s, now, now + dt, n_run, kv_used, n_logits)
                 if n_dec > 0:
                     if n_itl == itl_cap:
                         itl_cap *= 2
@@ -424,6 +473,8 @@ def _run(
         itl_n[:n_itl].copy(),
         backlog,
         end_s,
+        bins,
+        meta,
     )
 
 
@@ -436,6 +487,7 @@ def simulate_fast(
     max_num_seqs: int = 256,
     max_num_batched_tokens: int = 8192,
     until_s: float | None = None,
+    timeline_bin_s: float = DEFAULT_BIN_S,
 ) -> RunResult:
     """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
     model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
@@ -451,7 +503,8 @@ def simulate_fast(
     if until_s is not None and not until_s >= start_s:
         raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
     c = coefficients
-    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s = _run(
+    timeline = Timeline(start_s, kv.capacity_bytes, timeline_bin_s, DEFAULT_MAX_BINS)  # validates
+    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta = _run(
         np.array(requests.arrival_s, dtype=np.float64),
         np.array(requests.prompt_tokens, dtype=np.int64),
         np.array(requests.output_tokens, dtype=np.int64),
@@ -481,7 +534,15 @@ def simulate_fast(
         float(start_s),
         until_s is not None,
         float(until_s) if until_s is not None else math.inf,
+        float(timeline_bin_s),
+        DEFAULT_MAX_BINS,
     )
+    timeline.busy_s, timeline.seq_s, timeline.kv_s, timeline.tokens = (
+        bins[_TL_BUSY], bins[_TL_SEQ], bins[_TL_KV], bins[_TL_TOKENS]
+    )
+    timeline.bin_s = float(meta[_TL_BIN_S])
+    timeline.n_bins = int(meta[_TL_N_BINS])
+    timeline.last_s = float(meta[_TL_LAST])
     stats = ReplicaStats(
         busy_s=float(st[_BUSY]),
         n_steps=int(st[_N_STEPS]),
@@ -509,4 +570,5 @@ def simulate_fast(
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
         backlog=int(backlog),
+        bins=timeline,
     )

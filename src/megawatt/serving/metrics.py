@@ -1,5 +1,6 @@
 """What a serving run measured: the per-request table and its summaries (percentiles of TTFT,
-TPOT, inter-token latency, end-to-end latency; throughput; goodput under SLOs; utilisation)."""
+TPOT, inter-token latency, end-to-end latency; throughput; goodput under SLOs; utilisation), and
+batch size and KV utilisation over time (`RunResult.timeline`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from megawatt.errors import InputError
 from megawatt.serving.replica import Replica, ReplicaStats
+from megawatt.serving.timeline import Timeline
 
 PERCENTILES = (50, 90, 99)
 
@@ -60,12 +63,15 @@ class RunResult:
     itl_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     itl_n: np.ndarray = field(default_factory=lambda: np.zeros(0))
     backlog: int = 0  # requests still waiting for admission when the last one arrived
+    bins: Timeline | None = None  # what `timeline()` reads (None: the run kept none)
 
     @staticmethod
     def of(replica: Replica, end_s: float) -> RunResult:
         """Collect a finished replica's records."""
         r = replica.requests
         done = np.array(replica.state) == 2
+        if replica.cache is not None:
+            replica.stats.prefix_evicted_blocks = replica.cache.n_evicted
         return RunResult(
             arrival_s=np.asarray(r.arrival_s),
             first_token_s=np.array(replica.first_token_s),
@@ -83,6 +89,7 @@ class RunResult:
             end_s=end_s,
             itl_s=np.concatenate(replica.itl_s) if replica.itl_s else np.zeros(0),
             itl_n=np.concatenate(replica.itl_n) if replica.itl_n else np.zeros(0),
+            bins=replica.timeline,
         )
 
     # -- per request --------------------------------------------------------------------------
@@ -117,6 +124,18 @@ class RunResult:
         """End-to-end latency per request (inf when unfinished)."""
         t = self.finish_s - self.arrival_s
         return np.where(np.isfinite(t), t, np.inf)
+
+    def timeline(self) -> pa.Table:
+        """Batch size, KV use and output tokens over time, one row per bin (see
+        `Timeline.table`: `start_s`, `span_s`, `busy_fraction`, `mean_batch`, `mean_kv_bytes`,
+        `kv_utilisation`, `output_tokens`, `output_tokens_per_s`); at most a few thousand rows
+        whatever the length of the run."""
+        if self.bins is None:
+            raise InputError(
+                "this run kept no timeline (it was assembled from other runs); use the "
+                "timelines of its replicas."
+            )
+        return self.bins.table(self.end_s)
 
     def table(self) -> pa.Table:
         """The per-request table as Arrow (write it with `pyarrow.parquet.write_table`)."""

@@ -1,5 +1,8 @@
 """One serving replica on the event kernel: iteration-level continuous batching over a paged KV
-cache, with chunked prefill, preemption by recompute and prefix-cache hits.
+cache, with chunked prefill, preemption by recompute and prefix caching, either idealised (the
+`cached_tokens` column: tokens already cached on arrival) or over hashed prompt blocks (a
+`PrefixCache` in the replica's KV memory, LRU, as vLLM's automatic prefix caching). A replica can
+also take requests prefilled elsewhere (`submit_decode`: the decode side of a disaggregated pair).
 
 Speed: there is no Python object per token. While the batch is pure decode and nothing can join
 it, many decode steps are timed at once (vectorised) and applied in one event; an arrival that
@@ -10,19 +13,23 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.perf import BatchShape, MemoryPlan, StepModel
+from megawatt.serving.prefix import PrefixCache
 from megawatt.serving.scheduler import SchedulerPolicy, scheduler
+from megawatt.serving.timeline import DEFAULT_BIN_S, Timeline
 from megawatt.sim import Environment
 from megawatt.workload import Requests
 
 _WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3
 _MAX_STRETCH = 4096
+PREFIX_BLOCK_TOKENS = 512
+"""Tokens per hashed prefix block by default: Mooncake's (`workload.MOONCAKE_BLOCK_TOKENS`)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class ReplicaStats:
     prefill_tokens: int = 0
     decode_tokens: int = 0
     peak_kv_bytes: float = 0.0
+    prefix_evicted_blocks: int = 0  # hashed prefix blocks evicted to make room (0 without hashes)
 
 
 class Replica:
@@ -86,6 +94,16 @@ class Replica:
 
     `on_finish(i)` is called when request i completes or is rejected (closed-loop drivers and
     routers use it).
+
+    `prefix_blocks`, when given, holds per request the hash ids of its prompt's blocks of
+    `prefix_block_tokens` tokens (Mooncake's `hash_ids`): the replica then keeps a `PrefixCache`
+    and a request admitted skips the prefill of its leading blocks found there (whole blocks, at
+    most `target - 1` tokens, as vLLM); the `cached_tokens` column is then ignored (it is an
+    idealised, infinite cache derived from the same ids). Cached blocks count against the KV
+    capacity only while a running sequence references them, once however many share them;
+    unreferenced ones fill free memory until it is needed (see `serving.prefix`).
+
+    `timeline_bin_s` is the narrowest bin of the replica's `Timeline` (seconds).
     """
 
     def __init__(
@@ -99,6 +117,9 @@ class Replica:
         max_num_seqs: int = 256,
         max_num_batched_tokens: int = 8192,
         on_finish: Callable[[int], None] | None = None,
+        prefix_blocks: Sequence[np.ndarray] | None = None,
+        prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+        timeline_bin_s: float = DEFAULT_BIN_S,
     ) -> None:
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise InputError(
@@ -118,7 +139,7 @@ class Replica:
         self.output: list[int] = requests.output_tokens.tolist()
         self.cached: list[int] = requests.cached_tokens.tolist()
         self.state = [_WAITING] * n
-        self.target = list(self.prompt)  # tokens the prefill must cover (grows on recompute)
+        self.target: list[int] = list(self.prompt)  # tokens the prefill must cover (grows on recompute)
         self.done = [0] * n  # prompt tokens in cache (cached prefix included)
         self.ctx = [0] * n  # tokens in the KV cache
         self.generated = [0] * n
@@ -135,8 +156,38 @@ class Replica:
         self.itl_s: list[np.ndarray] = []  # step times of decode steps ...
         self.itl_n: list[np.ndarray] = []  # ... and how many tokens each delivered
         self._token = 0
-        self._stretch: tuple[np.ndarray, np.ndarray, list[int]] | None = None
+        # (start, step ends, step times, sequences) of the decode stretch in progress
+        self._stretch: tuple[float, np.ndarray, np.ndarray, list[int]] | None = None
         self._window = kv.window_tokens
+        self.timeline = Timeline(env.now, kv.capacity_bytes, timeline_bin_s)
+        # Requests prefilled elsewhere, whose KV has arrived (`submit_decode`), and those of
+        # them admitted in the step being formed (their first gap is not a step time).
+        self.kv_arrived: deque[int] = deque()
+        self._fresh: list[int] = []
+        # The hashed prefix cache: per request its whole prompt blocks, the blocks it
+        # references and how many leading blocks it has hit or computed.
+        self.cache: PrefixCache | None = None
+        self.block_tokens = prefix_block_tokens
+        self.blocks: list[list[int]] = []
+        self.refs: list[list[int]] = []
+        self.n_seen: list[int] = []
+        if prefix_blocks is not None:
+            if len(prefix_blocks) != n:
+                raise InputError(
+                    f"prefix_blocks must hold one id array per request ({n}); got "
+                    f"{len(prefix_blocks)}. Pass the ids from load_trace_with_prefixes."
+                )
+            if prefix_block_tokens < 1:
+                raise InputError(
+                    f"prefix_block_tokens must be >= 1; got {prefix_block_tokens}."
+                )
+            self.cache = PrefixCache(kv.bytes_per_token * prefix_block_tokens)
+            self.blocks = [
+                [int(h) for h in np.asarray(ids)[: p // prefix_block_tokens]]
+                for ids, p in zip(prefix_blocks, self.prompt, strict=True)
+            ]
+            self.refs = [[] for _ in range(n)]
+            self.n_seen = [0] * n
 
     # -- arrivals -----------------------------------------------------------------------------
     def submit(self, i: int) -> None:
@@ -149,6 +200,28 @@ class Replica:
                 self.on_finish(i)
             return
         self.waiting.append(i)
+        self._wake()
+
+    def submit_decode(self, i: int, first_token_s: float) -> None:
+        """Request `i` arrives now with its prompt's KV cache and its first token (at
+        `first_token_s`), computed elsewhere: the decode side of a disaggregated pair. It joins
+        the batch as a decode, `output - 1` tokens to go, when its KV fits (before new prompts,
+        after requests preempted here); if preempted, it is recomputed here."""
+        need = self.kv.sequence_bytes(self.prompt[i] + self.output[i] - 1)
+        self.first_token_s[i] = first_token_s
+        if need > self.kv.capacity_bytes or self.output[i] <= 1:
+            self.state[i] = _REJECTED if need > self.kv.capacity_bytes else _DONE
+            self.generated[i] = 1
+            self.finish_s[i] = self.env.now
+            if self.on_finish:
+                self.on_finish(i)
+            return
+        self.generated[i] = 1
+        self.done[i] = self.target[i] = self.prompt[i]
+        self.kv_arrived.append(i)
+        self._wake()
+
+    def _wake(self) -> None:
         if not self.busy:
             # An idle replica starts its step once every arrival of this instant is queued
             # (priority 1 runs after them), so requests that arrive together batch together.
@@ -164,7 +237,7 @@ class Replica:
     @property
     def outstanding(self) -> int:
         """Requests waiting or running (a router's measure of load)."""
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.running) + len(self.kv_arrived)
 
     # -- KV helpers ---------------------------------------------------------------------------
     def _set_ctx(self, i: int, ctx: int) -> None:
@@ -183,6 +256,36 @@ class Replica:
         self.kv_used -= self.kv_bytes[i]
         self.kv_bytes[i] = 0.0
         self.ctx[i] = 0
+        if self.cache is not None and self.refs[i]:
+            # Blocks others still use stay counted, now against them.
+            self.kv_used += self.cache.release(self.refs[i])
+            self.refs[i] = []
+        if self.cache is not None:
+            self.n_seen[i] = 0
+
+    # -- prefix hits --------------------------------------------------------------------------
+    def _hit_tokens(self, i: int) -> int:
+        """Prompt tokens of `i` already cached, were it admitted now (at most target - 1)."""
+        if self.cache is None:
+            return min(self.cached[i], self.target[i] - 1)
+        b = self.block_tokens
+        return b * self.cache.leading_hits(self.blocks[i], (self.target[i] - 1) // b)
+
+    def _shared_bytes(self, i: int, start: int) -> float:
+        """Bytes of `i`'s first `start` tokens that running sequences already hold."""
+        if self.cache is None or not start:
+            return 0.0
+        return self.cache.shared_bytes(self.blocks[i][: start // self.block_tokens])
+
+    def _register_blocks(self, i: int) -> None:
+        """Cache the whole prompt blocks `i` has computed by now."""
+        assert self.cache is not None
+        ids, b, n = self.blocks[i], self.block_tokens, self.n_seen[i]
+        while n < len(ids) and (n + 1) * b <= self.done[i]:
+            if self.cache.register(ids[n]):
+                self.refs[i].append(ids[n])
+            n += 1
+        self.n_seen[i] = n
 
     def _preempt(self, i: int) -> None:
         """Evict `i` (recompute): free its cache, put it at the head of the queue."""
@@ -196,7 +299,7 @@ class Replica:
 
     # -- one step -----------------------------------------------------------------------------
     def _start_step(self) -> None:
-        if not self.running and not self.waiting:
+        if not self.running and not self.waiting and not self.kv_arrived:
             self.busy = False
             return
         self.busy = True
@@ -215,8 +318,23 @@ class Replica:
             else:
                 partial.remove(victim)
             self._preempt(victim)
-        budget = self.max_tokens - len(decodes)
         free = self._free() - need
+        if self.kv_arrived and not self.waiting and (pol.admit_while_running or not self.running):
+            # Requests whose KV arrived join as decodes of this very step.
+            while self.kv_arrived and len(self.running) < self.max_num_seqs:
+                i = self.kv_arrived[0]
+                grow = self._arrival_bytes(i)
+                if grow > free:
+                    break
+                self.kv_arrived.popleft()
+                self.running.append(i)
+                self.state[i] = _RUNNING
+                self._set_ctx(i, self.prompt[i])
+                need += self._grow_bytes(i, 1)
+                free -= grow
+                decodes.append(i)
+                self._fresh.append(i)
+        budget = self.max_tokens - len(decodes)
         chunks: list[tuple[int, int]] = []
         for i in partial:
             left = self.target[i] - self.done[i]
@@ -229,10 +347,13 @@ class Replica:
             free -= grow
             budget -= c
             chunks.append((i, c))
+        cache = self.cache
         if pol.admit_while_running or not self.running:
             while self.waiting and len(self.running) < self.max_num_seqs:
                 i = self.waiting[0]
-                start = min(self.cached[i], self.target[i] - 1)
+                if cache is not None:
+                    cache.evict_to(free)  # the lookup sees what the steps so far left
+                start = self._hit_tokens(i)
                 left = self.target[i] - start
                 if pol.chunked_prefill:
                     c = min(left, budget)
@@ -249,7 +370,8 @@ class Replica:
                     if not pol.admit_while_running
                     else start + c
                 )
-                grow = self.kv.sequence_bytes(reserve)
+                shared = self._shared_bytes(i, start)
+                grow = self.kv.sequence_bytes(reserve) - shared
                 if grow > free:
                     break
                 self.waiting.popleft()
@@ -258,6 +380,12 @@ class Replica:
                 self.done[i] = start
                 self.cache_hits[i] = start
                 self._set_ctx(i, start)
+                if cache is not None and start:
+                    hits = self.blocks[i][: start // self.block_tokens]
+                    cache.acquire(hits)
+                    self.kv_used -= shared
+                    self.refs[i] = list(hits)
+                    self.n_seen[i] = len(hits)
                 free -= grow
                 budget -= c
                 chunks.append((i, c))
@@ -270,20 +398,41 @@ class Replica:
                     return
             self.busy = False
             return
-        if not chunks and len(decodes) == len(self.running) and self._can_stretch():
+        if cache is not None:
+            cache.evict_to(free)
+        if (
+            not chunks
+            and not self._fresh
+            and len(decodes) == len(self.running)
+            and self._can_stretch()
+        ):
             self._start_stretch(decodes)
             return
         self._run_step(decodes, chunks)
 
+    def _arrival_bytes(self, i: int) -> float:
+        """KV a request prefilled elsewhere needs to join: its prompt and the token its first
+        decode writes (static batching reserves the whole sequence)."""
+        if not self.policy.admit_while_running:
+            return self.kv.sequence_bytes(self.prompt[i] + self.output[i] - 1)
+        return self.kv.sequence_bytes(self.prompt[i] + 1)
+
     def _can_stretch(self) -> bool:
         """True when no waiting request can join the batch until something changes."""
-        if not self.waiting:
+        if not self.waiting and not self.kv_arrived:
             return True
         if not self.policy.admit_while_running or len(self.running) >= self.max_num_seqs:
             return True
+        if not self.waiting:
+            return self._arrival_bytes(self.kv_arrived[0]) > self._free()
         i = self.waiting[0]
-        first = min(self.cached[i], self.target[i] - 1) + 1
-        return self.kv.sequence_bytes(first) > self._free()
+        start = self._hit_tokens(i)
+        if self.cache is not None and start:
+            refs = self.cache.refs
+            if any(refs[h] == 0 for h in self.blocks[i][: start // self.block_tokens]):
+                # The stretch's growth could evict these hits and so shrink what it needs.
+                return False
+        return self.kv.sequence_bytes(start + 1) - self._shared_bytes(i, start) > self._free()
 
     def _run_step(self, decodes: list[int], chunks: list[tuple[int, int]]) -> None:
         window = self._window
@@ -304,7 +453,18 @@ class Replica:
         st.peak_kv_bytes = max(st.peak_kv_bytes, self.kv_used)
         st.prefill_tokens += batch.prefill_tokens
         st.decode_tokens += len(decodes)
-        if decodes:
+        now = self.env.now
+        self.timeline.add_step(now, now + dt, len(self.running), self.kv_used, n_logits)
+        if self._fresh:
+            # A request prefilled elsewhere: its first gap runs from its first token there.
+            for i in self._fresh:
+                self.itl_s.append(np.array([now + dt - self.first_token_s[i]]))
+                self.itl_n.append(np.array([1]))
+            if len(decodes) > len(self._fresh):
+                self.itl_s.append(np.array([dt]))
+                self.itl_n.append(np.array([len(decodes) - len(self._fresh)]))
+            self._fresh = []
+        elif decodes:
             self.itl_s.append(np.array([dt]))
             self.itl_n.append(np.array([len(decodes)]))
         self._token += 1
@@ -321,6 +481,8 @@ class Replica:
                 finished.append(i)
         for i, c in chunks:
             self.done[i] += c
+            if self.cache is not None:
+                self._register_blocks(i)
             if self.done[i] >= self.target[i]:
                 self.generated[i] += 1
                 if math.isnan(self.first_token_s[i]):
@@ -360,36 +522,40 @@ class Replica:
         # The clock at the end of each step, summed one step at a time as step-by-step runs
         # sum it, so an arrival that ties with a step's end ties here too (cumsum is sequential).
         ends = np.cumsum(np.concatenate(([self.env.now], dts)))[1:]
-        self._stretch = (ends, dts, decodes)
+        self._stretch = (self.env.now, ends, dts, decodes)
         self._token += 1
         self.env.schedule_at(float(ends[-1]), self._end_stretch, self._token, k)
 
     def _cut_stretch(self) -> None:
         """An arrival that could join: end the stretch after the step now in progress."""
         assert self._stretch is not None
-        ends, _, _ = self._stretch
+        start, ends, dts, decodes = self._stretch
         # Steps ended strictly before now; one ending exactly now has not run yet (arrivals
         # run before step ends at the same time), so the arrival joins right after it.
         k_done = int(np.searchsorted(ends, self.env.now, side="left"))
         k = min(k_done + 1, len(ends))
         if k >= len(ends):
             return
-        self._stretch = (ends[:k], self._stretch[1][:k], self._stretch[2])
+        self._stretch = (start, ends[:k], dts[:k], decodes)
         self._token += 1
         self.env.schedule_at(float(ends[k - 1]), self._end_stretch, self._token, k)
 
     def _end_stretch(self, token: int, k: int) -> None:
         if token != self._token or self._stretch is None:
             return
-        _, all_dts, decodes = self._stretch
+        start, ends, all_dts, decodes = self._stretch
         self._stretch = None
         dts = all_dts[:k]
         elapsed = float(dts.sum())
         st = self.stats
-        st.kv_byte_seconds += float(self._stretch_kv_bytes(decodes, k) @ dts)
+        kv_steps = self._stretch_kv_bytes(decodes, k)
+        st.kv_byte_seconds += float(kv_steps @ dts)
+        self.timeline.add_steps(start, ends[:k], len(decodes), kv_steps, len(decodes))
         for i in decodes:
             self.generated[i] += k
             self._set_ctx(i, self.ctx[i] + k)
+        if self.cache is not None:
+            self.cache.evict_to(self._free())
         st.n_steps += k
         st.n_stretches += 1
         st.busy_s += elapsed
@@ -409,7 +575,7 @@ class Replica:
         lies after the run). Call once, when the run is over."""
         if self._stretch is None:
             return
-        ends, all_dts, decodes = self._stretch
+        start, ends, all_dts, decodes = self._stretch
         self._stretch = None
         self._token += 1  # the stretch's end event, after the run, is void
         # Step j (from 0) begins at ends[j - 1]; step 0 began when the stretch did.
@@ -417,7 +583,9 @@ class Replica:
         dts = all_dts[:k]
         elapsed = float(dts.sum())
         st = self.stats
-        st.kv_byte_seconds += float(self._stretch_kv_bytes(decodes, k) @ dts)
+        kv_steps = self._stretch_kv_bytes(decodes, k)
+        st.kv_byte_seconds += float(kv_steps @ dts)
+        self.timeline.add_steps(start, ends[:k], len(decodes), kv_steps, len(decodes))
         peak = self.kv_used
         for i in decodes:  # the cache while step k runs: its tokens reserved
             peak += self.kv.sequence_bytes(self.ctx[i] + k) - self.kv_bytes[i]

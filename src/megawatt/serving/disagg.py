@@ -1,0 +1,309 @@
+"""Prefill/decode disaggregation (Splitwise, DistServe, Mooncake): a pool of prefill replicas hands
+each prompt's KV cache to a pool of decode replicas over a link.
+
+A request arriving is sent by the router to a prefill replica. Its prefill there ends with the
+first token, so its TTFT is set by the prefill pool alone (no decode queueing in it), and its KV
+is then freed there. The prompt's KV (`transfer_bytes`: full-attention KV per token x prompt
+tokens, plus the windowed layers' window) crosses that prefill replica's link: transfers from
+one replica go one at a time (bytes / bandwidth each, in the order their prefills ended), then
+take the link's latency. The router picks the decode replica when the transfer starts; the
+request joins that replica's batch as a decode once its KV has arrived and fits
+(`Replica.submit_decode`), and it generates the rest of its tokens there. So TPOT (and the first
+inter-token gap: the transfer, any wait for room, one decode step) is set by the decode side.
+
+Simplifications: the prefill side frees the prompt's KV when its prefill ends (not when the
+transfer does); a link carries one transfer at a time at full bandwidth (no fabric contention
+between links); a request whose whole sequence can never fit a decode replica is rejected on
+arrival, one whose prompt cannot fit a prefill replica is rejected by it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from functools import partial
+
+import numpy as np
+
+from megawatt.errors import InputError
+from megawatt.serving.drivers import ReplicaConfig
+from megawatt.serving.metrics import RunResult
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica, ReplicaStats
+from megawatt.serving.timeline import Timeline
+from megawatt.sim import Environment
+from megawatt.workload import Requests
+
+Router = Callable[[Sequence[int], int], int]
+"""Picks a replica: `(outstanding requests per replica, how many picks before this one)` -> index."""
+
+
+def _round_robin(loads: Sequence[int], k: int) -> int:
+    return k % len(loads)
+
+
+def _least_outstanding(loads: Sequence[int], k: int) -> int:
+    return min(range(len(loads)), key=loads.__getitem__)  # ties: the lowest index
+
+
+ROUTERS: dict[str, Router] = {
+    "round_robin": _round_robin,
+    "least_outstanding": _least_outstanding,
+}
+"""Replica routers of a disaggregated pair: `round_robin` (in turn) and `least_outstanding`
+(fewest requests waiting, running or, for decode replicas, on their way)."""
+
+
+def router(name: str) -> Router:
+    """The router registered under `name`; an unknown name lists the known ones."""
+    try:
+        return ROUTERS[name]
+    except KeyError:
+        raise InputError(
+            f"router must be one of {', '.join(sorted(ROUTERS))}; got {name!r}."
+        ) from None
+
+
+@dataclass(frozen=True)
+class KvLink:
+    """The link a prefill replica sends KV caches over: bandwidth (bytes/s) and latency (s)."""
+
+    bandwidth_bytes_per_s: float
+    latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.bandwidth_bytes_per_s) and self.bandwidth_bytes_per_s > 0):
+            raise InputError(
+                f"KvLink bandwidth_bytes_per_s must be > 0; got {self.bandwidth_bytes_per_s}."
+            )
+        if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
+            raise InputError(f"KvLink latency_s must be >= 0; got {self.latency_s}.")
+
+    def transfer_s(self, n_bytes: float) -> float:
+        """Seconds to move `n_bytes` over an idle link: bytes / bandwidth + latency."""
+        return n_bytes / self.bandwidth_bytes_per_s + self.latency_s
+
+
+def transfer_bytes(kv: KvBudget, prompt_tokens: int) -> float:
+    """KV bytes of a prompt of `prompt_tokens` tokens (no fragmentation: the data moved)."""
+    windowed = min(prompt_tokens, kv.window_tokens) if kv.window_tokens else 0
+    return kv.bytes_per_token * prompt_tokens + kv.bytes_per_token_windowed * windowed
+
+
+@dataclass
+class DisaggResult:
+    """A disaggregated run: `result` is the per-request view of the whole pair (first token from
+    the prefill side, finish from the decode side, preemptions of both, ITL samples of the decode
+    side with each request's first gap; stats summed over every replica, `peak_kv_bytes` the
+    largest replica peak; its timeline merges every replica's). Per request: the replicas it
+    used (-1: none), when its KV was ready on the decode side, the bytes moved and how many
+    times each side finished it (1 for every request that completed; a check)."""
+
+    result: RunResult
+    prefill_replica: np.ndarray
+    decode_replica: np.ndarray
+    kv_ready_s: np.ndarray
+    transfer_bytes: np.ndarray
+    n_prefill_finishes: np.ndarray
+    n_decode_finishes: np.ndarray
+    prefill_stats: tuple[ReplicaStats, ...]
+    decode_stats: tuple[ReplicaStats, ...]
+    prefill_timeline: Timeline
+    decode_timeline: Timeline
+
+    @property
+    def transfer_s(self) -> np.ndarray:
+        """Seconds from the first token to the KV ready on the decode side (queueing on the
+        link included; NaN where nothing was sent)."""
+        out: np.ndarray = self.kv_ready_s - self.result.first_token_s
+        return out
+
+
+def _summed(stats: Sequence[ReplicaStats]) -> ReplicaStats:
+    out = ReplicaStats()
+    for f in fields(ReplicaStats):
+        values = [getattr(s, f.name) for s in stats]
+        setattr(out, f.name, max(values) if f.name == "peak_kv_bytes" else sum(values))
+    return out
+
+
+def _replica(
+    env: Environment,
+    cfg: ReplicaConfig,
+    requests: Requests,
+    on_finish: Callable[[int], None],
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+) -> Replica:
+    return Replica(
+        env,
+        cfg.step_model,
+        cfg.kv,
+        requests,
+        policy=cfg.policy,
+        max_num_seqs=cfg.max_num_seqs,
+        max_num_batched_tokens=cfg.max_num_batched_tokens,
+        on_finish=on_finish,
+        prefix_blocks=prefix_blocks,
+        prefix_block_tokens=prefix_block_tokens,
+        timeline_bin_s=cfg.timeline_bin_s,
+    )
+
+
+def disaggregated(
+    prefill: ReplicaConfig,
+    decode: ReplicaConfig,
+    requests: Requests,
+    link: KvLink,
+    *,
+    n_prefill: int = 1,
+    n_decode: int = 1,
+    router_name: str = "least_outstanding",
+    until_s: float | None = None,
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+) -> DisaggResult:
+    """Open loop on a P:D pair: `n_prefill` replicas of `prefill` and `n_decode` of `decode`,
+    KV over `link` (one per prefill replica), replicas picked by `router_name` (see `ROUTERS`).
+    Stops when all requests are done, or at `until_s`. `prefix_blocks` gives the prefill
+    replicas hashed prefix caches (see `simulate`). Runs on the Python `Replica`."""
+    if n_prefill < 1 or n_decode < 1:
+        raise InputError(
+            f"a disaggregated pair needs n_prefill >= 1 and n_decode >= 1; got {n_prefill} and "
+            f"{n_decode}."
+        )
+    pick = router(router_name)
+    n = len(requests)
+    arrival = requests.arrival_s
+    prompt = requests.prompt_tokens.tolist()
+    output = requests.output_tokens.tolist()
+    env = Environment(min(0.0, float(arrival[0])) if n else 0.0)
+    prefill_requests = Requests(
+        arrival_s=arrival,
+        prompt_tokens=requests.prompt_tokens,
+        output_tokens=np.ones(n, dtype=np.int64),  # a prefill replica stops at the first token
+        cached_tokens=requests.cached_tokens,
+        class_id=requests.class_id,
+        class_names=requests.class_names,
+    )
+    first = np.full(n, np.nan)
+    finish = np.full(n, np.nan)
+    rejected = np.zeros(n, dtype=bool)
+    kv_ready = np.full(n, np.nan)
+    moved = np.zeros(n)
+    prefill_of = np.full(n, -1, dtype=np.int64)
+    decode_of = np.full(n, -1, dtype=np.int64)
+    n_prefilled = np.zeros(n, dtype=np.int64)
+    n_decoded = np.zeros(n, dtype=np.int64)
+    link_free = [env.now] * n_prefill
+    inbound = [0] * n_decode
+    picks = [0, 0]
+
+    def prefilled(p: int, i: int) -> None:
+        n_prefilled[i] += 1
+        rep = prefill_reps[p]
+        if math.isnan(rep.first_token_s[i]):  # turned away: the prompt can never fit
+            rejected[i] = True
+            finish[i] = env.now
+            return
+        first[i] = rep.first_token_s[i]
+        if output[i] <= 1:
+            finish[i] = env.now
+            return
+        moved[i] = transfer_bytes(prefill.kv, prompt[i])
+        start = max(env.now, link_free[p])
+        link_free[p] = start + moved[i] / link.bandwidth_bytes_per_s
+        d = pick([r.outstanding + inbound[k] for k, r in enumerate(decode_reps)], picks[1])
+        picks[1] += 1
+        decode_of[i] = d
+        inbound[d] += 1
+        env.schedule_at(link_free[p] + link.latency_s, deliver, d, i, priority=-1)
+
+    def deliver(d: int, i: int) -> None:
+        inbound[d] -= 1
+        kv_ready[i] = env.now
+        decode_reps[d].submit_decode(i, float(first[i]))
+
+    def decoded(d: int, i: int) -> None:
+        n_decoded[i] += 1
+        finish[i] = env.now
+
+    prefill_reps = [
+        _replica(
+            env,
+            prefill,
+            prefill_requests,
+            partial(prefilled, p),
+            prefix_blocks,
+            prefix_block_tokens,
+        )
+        for p in range(n_prefill)
+    ]
+    decode_reps = [
+        _replica(env, decode, requests, partial(decoded, d)) for d in range(n_decode)
+    ]
+
+    def arrive(i: int) -> None:
+        if i + 1 < n:
+            env.schedule_at(float(arrival[i + 1]), arrive, i + 1, priority=-1)
+        if decode.kv.sequence_bytes(prompt[i] + output[i] - 1) > decode.kv.capacity_bytes:
+            rejected[i] = True
+            finish[i] = env.now
+            return
+        p = pick([r.outstanding for r in prefill_reps], picks[0])
+        picks[0] += 1
+        prefill_of[i] = p
+        prefill_reps[p].submit(i)
+
+    if n:
+        env.schedule_at(float(arrival[0]), arrive, 0, priority=-1)
+    env.run(until=until_s)
+    for rep in (*prefill_reps, *decode_reps):
+        rep.settle()
+
+    preemptions = np.zeros(n, dtype=np.int64)
+    cached = np.zeros(n, dtype=np.int64)
+    for rep in prefill_reps:
+        preemptions += np.array(rep.preemptions, dtype=np.int64)
+        cached += np.array(rep.cache_hits, dtype=np.int64)
+    for rep in decode_reps:
+        preemptions += np.array(rep.preemptions, dtype=np.int64)
+    itl_s = [a for rep in decode_reps for a in rep.itl_s]
+    itl_n = [a for rep in decode_reps for a in rep.itl_n]
+    for rep in prefill_reps:
+        if rep.cache is not None:
+            rep.stats.prefix_evicted_blocks = rep.cache.n_evicted
+    prefill_stats = tuple(rep.stats for rep in prefill_reps)
+    decode_stats = tuple(rep.stats for rep in decode_reps)
+    prefill_timeline = Timeline.merged([rep.timeline for rep in prefill_reps])
+    decode_timeline = Timeline.merged([rep.timeline for rep in decode_reps])
+    result = RunResult(
+        arrival_s=np.asarray(arrival),
+        first_token_s=first,
+        finish_s=finish,
+        prompt_tokens=np.asarray(requests.prompt_tokens),
+        output_tokens=np.asarray(requests.output_tokens),
+        cached_tokens=cached,
+        preemptions=preemptions,
+        rejected=rejected,
+        class_id=np.asarray(requests.class_id),
+        class_names=requests.class_names,
+        stats=_summed(prefill_stats + decode_stats),
+        end_s=env.now,
+        itl_s=np.concatenate(itl_s) if itl_s else np.zeros(0),
+        itl_n=np.concatenate(itl_n) if itl_n else np.zeros(0),
+        bins=Timeline.merged([prefill_timeline, decode_timeline]),
+    )
+    return DisaggResult(
+        result=result,
+        prefill_replica=prefill_of,
+        decode_replica=decode_of,
+        kv_ready_s=kv_ready,
+        transfer_bytes=moved,
+        n_prefill_finishes=n_prefilled,
+        n_decode_finishes=n_decoded,
+        prefill_stats=prefill_stats,
+        decode_stats=decode_stats,
+        prefill_timeline=prefill_timeline,
+        decode_timeline=decode_timeline,
+    )

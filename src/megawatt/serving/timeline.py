@@ -1,0 +1,193 @@
+"""What a replica did over time, in bounded memory: per bin of time, the time-weighted batch size
+and KV bytes in use, and the output tokens delivered. Bins double in width (neighbours merged in
+pairs) whenever a run outgrows them, so a run of any length keeps at most `max_bins` bins."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from megawatt.errors import InputError
+
+DEFAULT_BIN_S = 2.0**-10
+"""The narrowest bin (seconds; a power of two, so bin edges are exact): about a millisecond."""
+
+DEFAULT_MAX_BINS = 2048
+"""Bins kept at most: a run longer than `DEFAULT_MAX_BINS x bin_s` widens its bins to fit, so
+with the default bin every run longer than about two seconds ends with 1,024 to 2,048 bins."""
+
+
+class Timeline:
+    """Time-binned counters of one replica (or a pool: see `merged`).
+
+    Bin b covers `[origin_s + b * bin_s, origin_s + (b + 1) * bin_s)`. Each engine step adds,
+    to every bin its interval `[start, end)` overlaps (split at the bin edges), the seconds it
+    overlaps (`busy_s`), times the batch size (`seq_s`) and times the KV bytes in use during the
+    step (`kv_s`); its output tokens (decodes plus first tokens of prompts that finish) go to the
+    last bin it overlaps, the one holding the instant just before its end (`tokens`). Idle time
+    adds nothing, so means taken over a bin count it as batch 0 and no KV in use. A step ending
+    past `origin_s + max_bins * bin_s` first doubles `bin_s` (as often as needed), merging bins
+    in pairs. Both engines of `simulate` fill a timeline step by step in the same way, so their
+    timelines agree (up to the rounding of sums taken in another order).
+
+    Memory: `4 x max_bins` floats, whatever the length of the run.
+    """
+
+    __slots__ = ("bin_s", "busy_s", "capacity_bytes", "kv_s", "last_s", "max_bins", "n_bins",
+                 "origin_s", "seq_s", "tokens")
+
+    def __init__(
+        self,
+        origin_s: float,
+        capacity_bytes: float,
+        bin_s: float = DEFAULT_BIN_S,
+        max_bins: int = DEFAULT_MAX_BINS,
+    ) -> None:
+        if not (math.isfinite(bin_s) and bin_s > 0):
+            raise InputError(f"timeline bin_s must be a positive number of seconds; got {bin_s}.")
+        if max_bins < 2 or max_bins % 2:
+            raise InputError(f"timeline max_bins must be even and >= 2; got {max_bins}.")
+        self.origin_s = float(origin_s)
+        self.capacity_bytes = float(capacity_bytes)
+        self.bin_s = float(bin_s)
+        self.max_bins = int(max_bins)
+        self.busy_s = np.zeros(max_bins)
+        self.seq_s = np.zeros(max_bins)
+        self.kv_s = np.zeros(max_bins)
+        self.tokens = np.zeros(max_bins)
+        self.n_bins = 0  # bins up to the last one a step touched
+        self.last_s = self.origin_s  # the latest step end recorded
+
+    # -- recording ----------------------------------------------------------------------------
+    def _coarsen(self) -> None:
+        half = self.max_bins // 2
+        for arr in (self.busy_s, self.seq_s, self.kv_s, self.tokens):
+            arr[:half] = arr[0::2] + arr[1::2]
+            arr[half:] = 0.0
+        self.bin_s *= 2.0
+        self.n_bins = (self.n_bins + 1) // 2
+
+    def _fit(self, end_s: float) -> None:
+        while math.ceil((end_s - self.origin_s) / self.bin_s) > self.max_bins:
+            self._coarsen()
+
+    def add_step(
+        self, start_s: float, end_s: float, batch: float, kv_bytes: float, tokens: float
+    ) -> None:
+        """One step over `[start_s, end_s)` with `batch` sequences, `kv_bytes` in use and
+        `tokens` output tokens delivered at its end."""
+        self._fit(end_s)
+        origin, w = self.origin_s, self.bin_s
+        first = math.floor((start_s - origin) / w)
+        last = max(math.ceil((end_s - origin) / w) - 1, first)
+        for b in range(first, last + 1):
+            lo = max(start_s, origin + b * w)
+            hi = min(end_s, origin + (b + 1) * w)
+            if hi > lo:
+                self.busy_s[b] += hi - lo
+                self.seq_s[b] += batch * (hi - lo)
+                self.kv_s[b] += kv_bytes * (hi - lo)
+        self.tokens[last] += tokens
+        self.n_bins = max(self.n_bins, last + 1)
+        self.last_s = max(self.last_s, end_s)
+
+    def add_steps(
+        self,
+        start_s: float,
+        ends_s: np.ndarray,
+        batch: float,
+        kv_bytes: np.ndarray,
+        tokens: float,
+    ) -> None:
+        """Consecutive steps (a decode stretch): the first starts at `start_s`, step j ends at
+        `ends_s[j]` with `kv_bytes[j]` in use; each has `batch` sequences and delivers `tokens`."""
+        k = ends_s.size
+        if k == 0:
+            return
+        self._fit(float(ends_s[-1]))
+        starts = np.empty(k)
+        starts[0] = start_s
+        starts[1:] = ends_s[:-1]
+        origin, w = self.origin_s, self.bin_s
+        first = np.floor((starts - origin) / w).astype(np.int64)
+        last = np.maximum(np.ceil((ends_s - origin) / w).astype(np.int64) - 1, first)
+        inside = first == last
+        if inside.any():
+            b, span = last[inside], (ends_s - starts)[inside]
+            m = self.max_bins
+            self.busy_s += np.bincount(b, span, m)
+            self.seq_s += np.bincount(b, batch * span, m)
+            self.kv_s += np.bincount(b, kv_bytes[inside] * span, m)
+        for j in np.flatnonzero(~inside):
+            self.add_step(float(starts[j]), float(ends_s[j]), batch, float(kv_bytes[j]), 0.0)
+        self.tokens += np.bincount(last, np.full(k, float(tokens)), self.max_bins)
+        self.n_bins = max(self.n_bins, int(last[-1]) + 1)
+        self.last_s = max(self.last_s, float(ends_s[-1]))
+
+    # -- reading ------------------------------------------------------------------------------
+    def table(self, end_s: float | None = None) -> pa.Table:
+        """One row per bin, from the first to the last one touched (or to `end_s`, the end of
+        the run, when that is later): `start_s`, `span_s` (the part of the bin inside the run),
+        `busy_fraction`, `mean_batch`, `mean_kv_bytes`, `kv_utilisation` (of capacity),
+        `output_tokens` and `output_tokens_per_s`. Means are over the span, idle time included."""
+        stop = self.last_s if end_s is None else max(self.last_s, float(end_s))
+        n = self.n_bins
+        if stop > self.origin_s:
+            n = max(n, min(math.ceil((stop - self.origin_s) / self.bin_s), self.max_bins))
+        starts = self.origin_s + np.arange(n) * self.bin_s
+        span = np.minimum(starts + self.bin_s, max(stop, self.origin_s)) - starts
+        safe = np.where(span > 0, span, 1.0)
+        kv = self.kv_s[:n] / safe
+        return pa.table(
+            {
+                "start_s": starts,
+                "span_s": span,
+                "busy_fraction": self.busy_s[:n] / safe,
+                "mean_batch": self.seq_s[:n] / safe,
+                "mean_kv_bytes": kv,
+                "kv_utilisation": kv / self.capacity_bytes,
+                "output_tokens": self.tokens[:n].astype(np.int64),
+                "output_tokens_per_s": self.tokens[:n] / safe,
+            }
+        )
+
+    @staticmethod
+    def merged(timelines: Sequence[Timeline]) -> Timeline:
+        """A pool's timeline: the sum of its replicas' (same origin and bin grid), on the widest
+        bins any of them reached; capacity is the pool's total."""
+        if not timelines:
+            raise InputError("Timeline.merged needs at least one timeline; got none.")
+        base = timelines[0]
+        out = Timeline(
+            base.origin_s,
+            sum(t.capacity_bytes for t in timelines),
+            min(t.bin_s for t in timelines),
+            base.max_bins,
+        )
+        for t in timelines:
+            if t.origin_s != base.origin_s or t.max_bins != base.max_bins:
+                raise InputError(
+                    "Timeline.merged needs timelines on one grid (origin and max_bins); got "
+                    f"origins {base.origin_s} and {t.origin_s}, max_bins {base.max_bins} and "
+                    f"{t.max_bins}. Build the replicas on one Environment with one bin_s."
+                )
+            ratio = t.bin_s / out.bin_s
+            if ratio != 2.0 ** round(math.log2(ratio)):
+                raise InputError(
+                    f"Timeline.merged needs bin widths a power of two apart; got {out.bin_s} s "
+                    f"and {t.bin_s} s. Use one bin_s for every replica."
+                )
+        while out.bin_s < max(t.bin_s for t in timelines):
+            out._coarsen()
+        for t in timelines:
+            step = round(out.bin_s / t.bin_s)
+            n = t.max_bins // step
+            for mine, theirs in ((out.busy_s, t.busy_s), (out.seq_s, t.seq_s),
+                                 (out.kv_s, t.kv_s), (out.tokens, t.tokens)):
+                mine[:n] += theirs.reshape(n, step).sum(axis=1)
+            out.n_bins = max(out.n_bins, -(-t.n_bins // step))
+            out.last_s = max(out.last_s, t.last_s)
+        return out
