@@ -14,13 +14,14 @@ from megawatt.cli import main
 from megawatt.errors import NotFittedError
 from megawatt.hardware import load_catalog
 from megawatt.perf import efficiencies_for, efficiency_key, prior
-from megawatt.perf.efficiency import FITTED_FIELDS, fitted_from
+from megawatt.perf.efficiency import FITTED_FIELDS, WAFER_FITTED_FIELDS, fitted_from
 from megawatt.validate import COLUMNS, parse_measurements, validate
 
 CATALOG = load_catalog()
 HEADER = ",".join([*COLUMNS, "date", "notes"])
 # Four H200/H100 TRT-LLM rows (one group, gpu/nvidia-fp8/trtllm) that are quick to replay, one
-# vLLM row (a group with too few rows to fit) and a wafer row (never fitted here).
+# vLLM row (a group with too few rows to fit) and a wafer row (its group, Cerebras's launch
+# software by its date, has one row: fewer than the two a wafer group needs).
 LINES = [
     "C1,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,128,128,fixed,,40,,,no,"
     "output_tokens_per_s,9000,2025-01,TP1",
@@ -87,7 +88,7 @@ def test_fitting_moves_predictions_towards_the_measurements(fitted: Calibrator) 
     assert set(values) == set(FITTED_FIELDS)
     assert 0.05 <= values["compute"] <= 0.9 and 0.05 <= values["memory"] <= 0.95
     # Leave-one-out predictions exist for every fitted row and differ from the fit.
-    assert [r.id for r in fitted.residuals_] == ["C1", "C2", "C3", "C4", "C5"]
+    assert [r.id for r in fitted.residuals_] == ["C1", "C2", "C3", "C4", "C5", "C6"]
     assert fitted.cv_mape_ is not None and fitted.cv_mape_ >= fitted.fit_mape_ * 0.5
 
 
@@ -95,13 +96,34 @@ def test_groups_with_too_few_rows_or_wafers_keep_their_prior(fitted: Calibrator)
     vllm = fitted.groups_[efficiency_key(CATALOG.device("h100-sxm"), "vllm")]
     assert vllm.status == "prior" and "fewer than 3" in vllm.reason
     assert vllm.values["compute"] == prior("gpu", "vllm").compute
-    wafer = fitted.groups_[efficiency_key(CATALOG.device("wse3"), "cerebras")]
-    assert wafer.status == "prior" and "wafer" in wafer.reason
+    wafer = fitted.groups_[efficiency_key(CATALOG.device("wse3"), "cerebras-2024-08")]
+    assert wafer.status == "prior" and "fewer than 2" in wafer.reason
+    assert set(wafer.values) == set(WAFER_FITTED_FIELDS)
 
 
-def test_fit_rows_leave_out_speculative_cloud_and_wafer_rows(fitted: Calibrator) -> None:
+def test_fit_rows_take_gpu_rows_with_stated_lengths_and_wafer_speed_rows(fitted: Calibrator) -> None:
     index = fit_rows(ROWS, fitted.validation_.rows)
-    assert [ROWS[i].id for i in index] == ["C1", "C2", "C3", "C4", "C5"]
+    assert [ROWS[i].id for i in index] == ["C1", "C2", "C3", "C4", "C5", "C6"]
+
+
+def test_wafer_groups_fit_their_mesh_parameters_from_two_rows() -> None:
+    lines = [
+        "W1,wse3,1,llama-3.1-8b,bf16,cerebras,single_user,,,unknown,,,,,unknown,"
+        "output_tokens_per_s_per_user,1800,2024-08-27,",
+        "W2,wse3,4,llama-3.1-70b,bf16,cerebras,single_user,,,unknown,,,,,unknown,"
+        "output_tokens_per_s_per_user,446,2024-08,",
+        "W3,wse3,4,llama-3.1-70b,bf16,cerebras,single_user,,,unknown,,,,,unknown,"
+        "ttft_ms,170,2024-08,",
+    ]
+    rows = parse_measurements("\n".join([HEADER, *lines]) + "\n", "w.csv", CATALOG)
+    cal = Calibrator(workers=1, catalog=CATALOG, iterations=2).fit(rows)
+    key = efficiency_key(CATALOG.device("wse3"), "cerebras-2024-08")
+    group = cal.groups_[key]
+    assert group.status == "fitted" and group.n_rows == 3  # speeds and the TTFT row
+    assert set(group.values) == set(WAFER_FITTED_FIELDS)
+    assert group.fit_mape is not None and group.fit_mape < 0.1
+    before = validate(rows, efficiencies={key: prior("wafer", "cerebras")}, catalog=CATALOG)
+    assert group.fit_mape < before.summary()["mape"]
 
 
 def test_the_document_reads_back_as_the_fitted_efficiencies(fitted: Calibrator) -> None:
@@ -116,7 +138,7 @@ def test_the_document_reads_back_as_the_fitted_efficiencies(fitted: Calibrator) 
 
 def test_groups_without_a_fitted_value_use_the_documented_prior() -> None:
     wafer = CATALOG.device("wse3")
-    assert efficiencies_for(wafer, "cerebras") == prior("wafer", "cerebras")
+    assert efficiencies_for(wafer, "other") == prior("wafer", "other")
 
 
 # -- the file -----------------------------------------------------------------------------------------
@@ -132,6 +154,6 @@ def test_calibrate_regenerates_its_file_bit_for_bit(tmp_path: Path) -> None:
     assert doc["input"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert doc["input"]["file"] == "small.csv"
     assert doc["groups"][KEY]["status"] == "fitted"
-    assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4", "C5"}
+    assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4", "C5", "C6"}
     for value in doc["groups"][KEY]["values"].values():
         assert float(f"{value:.6g}") == value  # saved to 6 significant digits

@@ -56,6 +56,25 @@ def test_explain_shows_the_wafer_mapping(capsys: pytest.CaptureFixture[str]) -> 
     code, out, _ = _run(capsys, "explain", "cs-3", "llama-3.1-70b", "--context", "4096")
     assert code == 0
     assert "4 wafer" in out and "cores per layer" in out and "latency" in out
+    for needle in ("layers per wafer", "SRAM per wafer", "KV cache", "reduction hops (alpha)",
+                   "wafer hand-offs", "weight streaming (MemoryX)", "throughput per wafer"):
+        assert needle in out, needle
+
+
+@pytest.mark.parametrize(("model_id", "wafers"), [("llama-3.1-405b", 22), ("gpt-oss-120b", 2)])
+def test_explain_prints_the_wafer_count_and_kv_budget(
+    capsys: pytest.CaptureFixture[str], model_id: str, wafers: int
+) -> None:
+    code, out, _ = _run(capsys, "explain", "cs-3", model_id, "--context", "8192")
+    assert code == 0
+    assert f"{wafers} wafer(s)" in out and "KV cache" in out and "fit in the KV cache" in out
+
+
+def test_explain_speculative_decoding_and_weight_streaming(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "explain", "cs-3", "llama-3.1-70b", "--draft", "llama-3.1-8b")
+    assert code == 0 and "speculative decoding (draft llama-3.1-8b" in out
+    code, out, _ = _run(capsys, "explain", "cs-3", "llama-3.1-70b", "--weight-streaming")
+    assert code == 0 and "streaming mapping" in out and "streamed from MemoryX" in out
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

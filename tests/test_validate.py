@@ -144,6 +144,44 @@ def test_speculative_rows_are_faster_per_user_than_plain_ones() -> None:
     assert "spec-decode" in b.plan
 
 
+# -- wafer rows (the wafer-scale issue's acceptance) --------------------------------------------
+
+
+def test_every_wafer_row_is_predicted_within_the_acceptance_bounds() -> None:
+    wafer_rows = [m for m in load_measurements() if m.hardware in ("wse2", "wse3")]
+    v = validate(wafer_rows, catalog=CATALOG)
+    summary = v.summary()["wafer"]
+    assert summary["n_predicted"] == summary["n"] == 9  # P146/P147 are GEMV ratios
+    assert summary["median"] <= 0.20
+    assert summary["max"] <= 0.40
+
+
+def test_a_cerebras_row_after_october_2024_runs_the_new_release_with_speculation() -> None:
+    launch, later = rows(
+        "W1,wse3,4,llama-3.1-70b,bf16,cerebras,single_user,,,unknown,,,,,unknown,"
+        "output_tokens_per_s_per_user,446,",
+        "W2,wse3,,llama-3.1-70b,,cerebras,single_user,,,unknown,,,,,unknown,"
+        "output_tokens_per_s_per_user,2148,",
+    )
+    launch = Measurement(**{**launch.__dict__, "date": "2024-08"})
+    a = predict_row(launch, CATALOG)
+    b = predict_row(later, CATALOG)  # undated: the newest release
+    assert a.group.endswith("/cerebras-2024-08") and "spec-decode" not in a.plan
+    assert b.group.endswith("/cerebras") and "spec-decode" in b.plan
+    assert "5 wafers" in b.plan  # the 8B draft's SRAM pushes 70B onto a fifth wafer
+    assert b.predicted is not None and a.predicted is not None and b.predicted > 2 * a.predicted
+
+
+def test_a_wafer_row_whose_stated_wafers_cannot_hold_the_model_uses_enough() -> None:
+    (m,) = rows(
+        "W3,wse2,1,qwen2-72b,bf16,waferllm,single_user,,,unknown,1,,,,unknown,"
+        "output_tokens_per_s_per_user,840,"
+    )
+    got = predict_row(m, CATALOG)
+    assert got.predicted is not None
+    assert "cannot hold the model: 5 assumed" in got.plan
+
+
 # -- the summary and the JSON schema --------------------------------------------------------------
 def test_the_json_has_exactly_the_issue_schema() -> None:
     v = validate(rows(SOLO, MICRO), efficiencies=PRIORS, catalog=CATALOG)

@@ -31,8 +31,14 @@ from scipy.optimize import minimize
 from megawatt.errors import InputError, NotFittedError
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.perf import Efficiencies, efficiency_key
-from megawatt.perf.efficiency import CALIBRATION_FORMAT, FITTED_FIELDS, PRIORS, prior
-from megawatt.validate import TERMS, Measurement, RowResult, Validation, validate
+from megawatt.perf.efficiency import (
+    CALIBRATION_FORMAT,
+    FITTED_FIELDS,
+    PRIORS,
+    WAFER_FITTED_FIELDS,
+    prior,
+)
+from megawatt.validate import TERMS, Measurement, RowResult, Validation, row_engine, validate
 
 __all__ = [
     "FIT_BOUNDS",
@@ -54,6 +60,33 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
 }
 """Physical bounds of each fitted parameter (fractions of peak; seconds): tensor-core GEMMs and
 flash attention top out near 90% of dense peak, HBM streaming and collectives near 95%."""
+
+WAFER_FIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "compute": (0.05, 0.9),
+    "memory": (0.02, 0.95),
+    "prefill_compute": (0.02, 0.9),
+    "layer_fixed_cycles": (100.0, 30_000.0),
+    "reduce_stage_cycles": (1.0, 60.0),
+    "handoff_s": (1e-6, 1e-4),
+}
+"""Bounds of the fitted wafer parameters: fractions of the core's SIMD peak and SRAM port;
+fixed cycles per layer from a few task switches to twice WaferLLM's whole layer; one cycle per
+routing stage (pure pass-through) to a slow software relay; a hand-off from 1 to 100 us."""
+
+WAFER_PRIOR_SIGMA: dict[str, float] = {
+    "compute": 0.5,
+    "memory": 1.0,
+    "prefill_compute": 1.0,
+    "layer_fixed_cycles": 1.0,
+    "reduce_stage_cycles": 0.7,
+    "handoff_s": 1.0,
+}
+"""Prior widths (natural-log units) of the wafer parameters: wide, because the prior comes from
+a research engine on WSE-2 and the fitted groups are production software on WSE-3."""
+
+WAFER_MIN_ROWS = 2
+"""Wafer groups are fitted from two rows up: each group has only a handful of published
+figures, and the prior (WaferLLM) holds the directions two rows cannot pin down."""
 
 PRIOR_SIGMA: dict[str, float] = {
     "compute": 0.4,
@@ -85,10 +118,17 @@ def _round(x: float) -> float:
 def fit_rows(measurements: Sequence[Measurement], results: Sequence[RowResult]) -> list[int]:
     """Indices of the rows calibration fits: GPU rows with a prediction and a published system
     size, without speculative decoding (its acceptance rate is assumed, README caveat 2), whose
-    lengths are stated or sourced (not the 1k/1k stand-in for unknown lengths)."""
+    lengths are stated or sourced (not the 1k/1k stand-in for unknown lengths); and wafer rows
+    (`wafer_fit_row`)."""
     out = []
     for i, (m, r) in enumerate(zip(measurements, results, strict=True)):
-        if r.predicted is None or r.family != "gpu" or r.time_terms is None:
+        if r.predicted is None or r.time_terms is None:
+            continue
+        if r.family == "wafer":
+            if wafer_fit_row(m):
+                out.append(i)
+            continue
+        if r.family != "gpu":
             continue
         if m.n_devices is None or m.spec_decode == "yes":
             continue
@@ -98,6 +138,32 @@ def fit_rows(measurements: Sequence[Measurement], results: Sequence[RowResult]) 
             continue
         out.append(i)
     return out
+
+
+def wafer_fit_row(m: Measurement) -> bool:
+    """Whether calibration fits a wafer row: single-stream rows (per-user decode speed, nearly
+    independent of the unstated lengths; TTFT with the 1,000-token prompt assumed for unstated
+    lengths, the only prefill evidence for production wafers), vendor and paper figures
+    included - they are all the wafers have (README caveat 7 calls them sanity bounds; here
+    they are the fit, and the leave-one-out error says how far each is predicted without it) -
+    and speculative rows with the stated draft and acceptance."""
+    return m.scenario == "single_user" and m.metric in (
+        "output_tokens_per_s_per_user",
+        "ttft_ms",
+    )
+
+
+def fields_of(key: str) -> tuple[str, ...]:
+    """The fitted parameters of a calibration group (by its family)."""
+    return WAFER_FITTED_FIELDS if key.split("/")[0] == "wafer" else FITTED_FIELDS
+
+
+def _bounds(fields: Sequence[str]) -> dict[str, tuple[float, float]]:
+    return WAFER_FIT_BOUNDS if tuple(fields) == WAFER_FITTED_FIELDS else FIT_BOUNDS
+
+
+def _sigmas(fields: Sequence[str]) -> dict[str, float]:
+    return WAFER_PRIOR_SIGMA if tuple(fields) == WAFER_FITTED_FIELDS else PRIOR_SIGMA
 
 
 @dataclass(frozen=True)
@@ -144,7 +210,7 @@ class GroupFit:
 @dataclass(frozen=True)
 class _Linearised:
     """Rows of one group linearised at `at` (log-parameters): `terms[i, k]` seconds of row i's
-    probe scale with parameter k (efficiencies inversely, overheads directly), `fixed[i]` with
+    probe scale with parameter k (efficiencies inversely, costs directly), `fixed[i]` with
     nothing; `sign[i]` is -1 when the metric is a rate (1/time), +1 for a latency."""
 
     at: np.ndarray
@@ -153,35 +219,39 @@ class _Linearised:
     log_value: np.ndarray
     log_measured: np.ndarray
     sign: np.ndarray
+    inverse: np.ndarray
 
     def log_predict(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Log predictions at log-parameters `phi` and their gradient (rows x parameters)."""
         d = phi - self.at
-        scale = np.exp(np.where(_INVERSE, -d, d))  # efficiencies: old/new; overheads: new/old
+        scale = np.exp(np.where(self.inverse, -d, d))  # efficiencies: old/new; costs: new/old
         parts = self.terms * scale[None, :]
         busy = parts.sum(axis=1) + self.fixed
         base = self.terms.sum(axis=1) + self.fixed
         pred = self.log_value + self.sign * (np.log(busy) - np.log(base))
-        dparts = np.where(_INVERSE, -1.0, 1.0)[None, :] * parts
+        dparts = np.where(self.inverse, -1.0, 1.0)[None, :] * parts
         grad = self.sign[:, None] * dparts / busy[:, None]
         return pred, grad
 
 
-_INVERSE = np.array([p in ("compute", "attention", "memory", "link") for p in FITTED_FIELDS])
+_INVERSE_FIELDS = ("compute", "attention", "memory", "link", "prefill_compute")
 _TERM_NAME = {"step_overhead_s": "step", "seq_overhead_s": "seq"}
-_TERM_INDEX = [TERMS.index(_TERM_NAME.get(p, p)) for p in FITTED_FIELDS]
 
 
-def _log_params(eff: Efficiencies) -> np.ndarray:
-    values = [max(float(getattr(eff, p)), FIT_BOUNDS[p][0]) for p in FITTED_FIELDS]
+def _log_params(eff: Efficiencies, fields: Sequence[str] = FITTED_FIELDS) -> np.ndarray:
+    bounds = _bounds(fields)
+    values = [max(float(getattr(eff, p)), bounds[p][0]) for p in fields]
     return np.asarray(np.log(values), dtype=np.float64)
 
 
-def _solve(lin: _Linearised, prior_phi: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _solve(
+    lin: _Linearised, prior_phi: np.ndarray, rows: np.ndarray, fields: Sequence[str] = FITTED_FIELDS
+) -> np.ndarray:
     """MAP log-parameters from the rows selected by `rows` (a boolean mask)."""
-    sigma = np.array([PRIOR_SIGMA[p] for p in FITTED_FIELDS])
-    lo = np.log([FIT_BOUNDS[p][0] for p in FITTED_FIELDS])
-    hi = np.log([FIT_BOUNDS[p][1] for p in FITTED_FIELDS])
+    bounds, sigmas = _bounds(fields), _sigmas(fields)
+    sigma = np.array([sigmas[p] for p in fields])
+    lo = np.log([bounds[p][0] for p in fields])
+    hi = np.log([bounds[p][1] for p in fields])
 
     weight = (ROBUST_SCALE / RESIDUAL_SIGMA) ** 2
 
@@ -209,9 +279,13 @@ def _solve(lin: _Linearised, prior_phi: np.ndarray, rows: np.ndarray) -> np.ndar
 
 
 def _linearise(
-    results: Sequence[RowResult], index: Sequence[int], eff: Efficiencies
+    results: Sequence[RowResult],
+    index: Sequence[int],
+    eff: Efficiencies,
+    fields: Sequence[str] = FITTED_FIELDS,
 ) -> _Linearised:
-    terms = np.zeros((len(index), len(FITTED_FIELDS)))
+    term_index = [TERMS.index(_TERM_NAME.get(p, p)) for p in fields]
+    terms = np.zeros((len(index), len(fields)))
     fixed = np.zeros(len(index))
     log_value = np.zeros(len(index))
     log_measured = np.zeros(len(index))
@@ -220,16 +294,24 @@ def _linearise(
         r = results[i]
         assert r.time_terms is not None and r.predicted is not None
         t = np.array(r.time_terms)
-        terms[row] = np.maximum(t[_TERM_INDEX], 0.0)
-        fixed[row] = max(float(t.sum() - terms[row].sum()), 0.0)
+        terms[row] = np.maximum(t[term_index], 0.0)
+        total = 0.0
+        for v in r.time_terms:  # in order, like numpy's sum of a short vector
+            total += v
+        fixed[row] = max(float(total - terms[row].sum()), 0.0)
         log_value[row] = math.log(r.predicted)
         log_measured[row] = math.log(r.measured)
         sign[row] = 1.0 if r.kind == "ttft" else -1.0
-    return _Linearised(_log_params(eff), terms, fixed, log_value, log_measured, sign)
+    inverse = np.array([p in _INVERSE_FIELDS for p in fields])
+    return _Linearised(
+        _log_params(eff, fields), terms, fixed, log_value, log_measured, sign, inverse
+    )
 
 
-def _efficiencies(base: Efficiencies, phi: np.ndarray) -> Efficiencies:
-    values = {p: _round(float(math.exp(v))) for p, v in zip(FITTED_FIELDS, phi, strict=True)}
+def _efficiencies(
+    base: Efficiencies, phi: np.ndarray, fields: Sequence[str] = FITTED_FIELDS
+) -> Efficiencies:
+    values = {p: _round(float(math.exp(v))) for p, v in zip(fields, phi, strict=True)}
     return base.with_values(**values)
 
 
@@ -289,7 +371,7 @@ class Calibrator:
             )
         catalog = self.catalog or load_catalog()
         rows = list(measurements)
-        keys = sorted({efficiency_key(catalog.device(m.hardware), m.engine) for m in rows})
+        keys = sorted({efficiency_key(catalog.device(m.hardware), row_engine(m)) for m in rows})
         table: dict[str, Efficiencies] = {}
         for key in keys:
             family, engine = key.split("/")[0], key.split("/")[-1]
@@ -321,15 +403,21 @@ class Calibrator:
                 by_group.setdefault(validation.rows[i].group, []).append(i)
             fitted_keys = []
             for key, members in sorted(by_group.items()):
-                if key not in table or len(members) < self.min_rows:
+                if key not in table or len(members) < self._min_rows(key):
                     continue
-                lin = _linearise(validation.rows, members, table[key])
-                phi = _solve(lin, _log_params(priors[key]), np.ones(len(members), dtype=bool))
-                table[key] = _efficiencies(priors[key], phi)
+                fields = fields_of(key)
+                lin = _linearise(validation.rows, members, table[key], fields)
+                phi = _solve(
+                    lin, _log_params(priors[key], fields), np.ones(len(members), dtype=bool), fields
+                )
+                table[key] = _efficiencies(priors[key], phi, fields)
                 fitted_keys.append(key)
         assert validation is not None
         self._finish(rows, validation, table, priors, fitted_keys)
         return self
+
+    def _min_rows(self, key: str) -> int:
+        return min(self.min_rows, WAFER_MIN_ROWS) if key.startswith("wafer/") else self.min_rows
 
     def _finish(
         self,
@@ -346,12 +434,13 @@ class Calibrator:
         cv: dict[int, float] = {}
         for key in fitted_keys:
             members = by_group.get(key, [])
-            lin = _linearise(validation.rows, members, table[key])
-            prior_phi = _log_params(priors[key])
+            fields = fields_of(key)
+            lin = _linearise(validation.rows, members, table[key], fields)
+            prior_phi = _log_params(priors[key], fields)
             for j, i in enumerate(members):
                 keep = np.ones(len(members), dtype=bool)
                 keep[j] = False
-                phi = _solve(lin, prior_phi, keep)
+                phi = _solve(lin, prior_phi, keep, fields)
                 pred, _ = lin.log_predict(phi)
                 cv[i] = math.exp(float(pred[j]))
         residuals = []
@@ -368,28 +457,26 @@ class Calibrator:
         all_keys = sorted({r.group for r in validation.rows if r.group})
         for key in all_keys:
             mine = [res for res in residuals if res.group == key]
+            fields = fields_of(key)
             prior_values = (
-                {p: getattr(priors[key], p) for p in FITTED_FIELDS} if key in priors else {}
+                {p: getattr(priors[key], p) for p in fields} if key in priors else {}
             )
             if key in fitted_keys:
                 groups[key] = GroupFit(
                     key,
                     "fitted",
                     len(mine),
-                    {p: getattr(table[key], p) for p in FITTED_FIELDS},
+                    {p: getattr(table[key], p) for p in fields},
                     prior_values,
                     fit_mape=_mape([x.abs_pct_error for x in mine]),
                     cv_mape=_mape([x.cv_abs_pct_error for x in mine]),
                 )
             else:
-                family = key.split("/")[0]
                 if key not in priors:
                     reason = "no prior for this engine: rows are not predicted"
-                elif family != "gpu":
-                    reason = f"{family} rows are not fitted here (documented prior kept)"
                 else:
                     reason = (
-                        f"{len(mine)} fit row(s), fewer than {self.min_rows}: documented "
+                        f"{len(mine)} fit row(s), fewer than {self._min_rows(key)}: documented "
                         "prior kept"
                     )
                 groups[key] = GroupFit(
@@ -427,12 +514,29 @@ class Calibrator:
                 f"the log errors (scale {ROBUST_SCALE}, row sigma {RESIDUAL_SIGMA}), Gaussian "
                 "prior in log space around the documented prior (sigmas below); bounded "
                 "L-BFGS-B from the prior; "
-                f"{self.iterations} simulate-and-fit rounds; leave-one-out cross-validation"
+                f"{self.iterations} simulate-and-fit rounds; leave-one-out cross-validation. "
+                "Wafer groups (from two rows up): the same estimator over the mesh parameters "
+                "compute, memory, prefill_compute, layer_fixed_cycles, reduce_stage_cycles and "
+                "handoff_s (their "
+                "sigmas and bounds under wafer_*), on per-user decode-speed rows"
             ),
             "prior_sigma_log": dict(PRIOR_SIGMA),
             "bounds": {k: list(v) for k, v in FIT_BOUNDS.items()},
+            "wafer_prior_sigma_log": dict(WAFER_PRIOR_SIGMA),
+            "wafer_bounds": {k: list(v) for k, v in WAFER_FIT_BOUNDS.items()},
             "fit_mape": _opt(self.fit_mape_),
             "cv_mape": _opt(self.cv_mape_),
+            "by_family": {
+                family: {
+                    "n_rows": len(rows),
+                    "fit_mape": _opt(_mape([x.abs_pct_error for x in rows])),
+                    "cv_mape": _opt(_mape([x.cv_abs_pct_error for x in rows])),
+                }
+                for family in ("gpu", "wafer")
+                if (rows := [x for x in self.residuals_
+                             if x.group.split("/")[0] == family
+                             and self.groups_[x.group].status == "fitted"])
+            },
             "groups": {
                 key: {
                     "status": g.status,

@@ -372,11 +372,22 @@ def explain(
     tp: Annotated[int | None, typer.Option(help="tensor-parallel width")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline stages / wafers")] = None,
     engine: Annotated[str | None, typer.Option(help="engine (default: per family)")] = None,
+    weight_streaming: Annotated[
+        bool, typer.Option(help="wafers: stream weights from MemoryX instead of SRAM")
+    ] = False,
+    draft: Annotated[
+        str | None, typer.Option(help="wafers: speculative decoding with this draft model")
+    ] = None,
+    draft_tokens: Annotated[int, typer.Option(help="drafted tokens per verify step")] = 3,
+    acceptance: Annotated[float, typer.Option(help="acceptance rate per drafted token")] = 0.8,
     hardware: HardwareOpt = None,
 ) -> None:
     """Why a model runs at its speed on some hardware: the memory plan and a decode step's time
-    by operator and bound, alone and at the largest batch that fits at --context."""
+    by operator and bound, alone and at the largest batch that fits at --context. Wafers: the
+    SRAM of each wafer, a token's time by mesh component, and the alternatives (weight
+    streaming; speculative decoding with --draft)."""
     from megawatt.explain import explain_deployment
+    from megawatt.perf.speculative import Speculation
     from megawatt.report.explain import render_explanation
 
     cat = _catalog(hardware)
@@ -390,6 +401,9 @@ def explain(
             tp=tp,
             pp=pp,
             engine=engine,
+            weight_streaming=weight_streaming,
+            draft=draft,
+            speculation=Speculation(draft_tokens, acceptance),
         )
     )
     console.print(text)

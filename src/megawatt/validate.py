@@ -36,8 +36,13 @@ from megawatt.perf import (
     family_of,
     plan_memory,
 )
-from megawatt.perf.efficiency import PRIORS, calibration_document
-from megawatt.perf.speculative import Speculation, SpeculativeStepModel
+from megawatt.perf.efficiency import (
+    PRIORS,
+    SPECULATIVE_ENGINES,
+    calibration_document,
+    engine_release,
+)
+from megawatt.perf.speculative import Speculation, SpeculativeStepModel, wafer_speculation
 from megawatt.plan import resolve_weight_dtype
 from megawatt.serving import (
     ReplicaConfig,
@@ -198,6 +203,9 @@ UNKNOWN_LENGTHS = (1000, 1000)
 DECODE_ONLY_OUTPUT = 64
 
 SPECULATION = Speculation(draft_tokens=3, acceptance=0.8, draft_cost=0.1)
+WAFER_DRAFT_MODEL = "llama-3.1-8b"
+"""The draft model assumed for speculative decoding on wafers (Cerebras has not published its
+drafts; an 8B Llama is the smallest catalog model sharing Llama 3's tokenizer)."""
 
 ASSUMPTIONS: tuple[str, ...] = (
     *(f"{name}: {d.note}" for name, d in DATASETS.items()),
@@ -220,6 +228,15 @@ ASSUMPTIONS: tuple[str, ...] = (
     f"{SPECULATION.acceptance} per token (DeepSeek-V3 report: 85-90% for the first MTP token; "
     f"lower further out) -> {SPECULATION.tokens_per_step:.2f} tokens per verify step; each "
     f"drafted token costs {SPECULATION.draft_cost:.0%} of a decode step",
+    "spec_decode on wafers: the same k and acceptance; the draft is "
+    f"{WAFER_DRAFT_MODEL}, kept on the same wafers (its weights and KV take SRAM) and timed on "
+    "its own core regions",
+    "engine releases: a row's date picks its engine's release (cerebras before 2024-10: the "
+    "launch software `cerebras-2024-08`, its own calibration group; from 2024-10: rewritten "
+    "kernels and speculative decoding); rows of a speculative release whose spec_decode is "
+    "unknown are replayed with speculative decoding",
+    "wafer rows whose stated wafer count cannot hold the model (WaferLLM timed a subset of "
+    "layers and scaled by the layer count) are predicted on the fewest wafers that do",
     "decode-only rows: the prompt is already cached (prefill assumed unlimited), "
     f"{DECODE_ONLY_OUTPUT} output tokens per request",
     "offline rows without n_requests: the steady state between the first completion and the "
@@ -532,11 +549,31 @@ def _requests(m: Measurement, n: int, seed: int = 0) -> Requests:
 
 # -- sensitivities for calibration ------------------------------------------------------------
 
-TERMS = ("compute", "attention", "memory", "link", "step", "seq", "fixed")
+TERMS = (
+    "compute",
+    "attention",
+    "memory",
+    "link",
+    "prefill_compute",
+    "step",
+    "seq",
+    "layer_fixed_cycles",
+    "reduce_stage_cycles",
+    "handoff_s",
+    "fixed",
+)
 """What the seconds of a run scale with: 1/compute, 1/attention, 1/memory and 1/link
-efficiency, the per-step overhead, the per-sequence overhead, nothing (fabric latency)."""
-_EFF_TERMS = ("compute", "attention", "memory", "link")
-_OVERHEAD_TERMS = ("step_overhead_s", "seq_overhead_s")
+efficiency, (wafers) 1/prefill_compute, the per-step overhead, the per-sequence overhead, and
+(wafers) the fixed cycles per layer, the cycles per reduction stage and the wafer hand-off
+latency; the rest (`fixed`, e.g. mesh hops) with nothing."""
+_EFF_TERMS = ("compute", "attention", "memory", "link", "prefill_compute")
+_OVERHEAD_TERMS = (
+    "step_overhead_s",
+    "seq_overhead_s",
+    "layer_fixed_cycles",
+    "reduce_stage_cycles",
+    "handoff_s",
+)
 _DELTA = 1e-4
 
 
@@ -549,18 +586,36 @@ class _Probe:
 
     requests: Requests
     max_num_seqs: int
+    measure: str = "duration"  # what the metric scales with: the run's duration, or (wafer
+    # single-user rows) its decode time only ("decode") or its first request's TTFT ("ttft")
+
+
+def speculation_for(dep: Deployment) -> Speculation:
+    """The speculative-decoding settings a row's deployment is replayed with: `SPECULATION`, or
+    on a wafer with a draft model its measured draft cost (`wafer_speculation`)."""
+    if dep.family == "wafer" and dep.draft_model is not None:
+        return wafer_speculation(dep, SPECULATION.draft_tokens, SPECULATION.acceptance)
+    return SPECULATION
 
 
 def _config(dep: Deployment, spec: bool) -> ReplicaConfig:
     cfg = ReplicaConfig.of(dep)
     if spec:
-        cfg = replace(cfg, step_model=SpeculativeStepModel(cfg.step_model, SPECULATION))
+        model = SpeculativeStepModel(
+            cfg.step_model, speculation_for(dep), pipelined_verify=dep.family == "wafer"
+        )
+        cfg = replace(cfg, step_model=model)
     return cfg
 
 
 def _duration(dep: Deployment, probe: _Probe, spec: bool) -> float:
     cfg = replace(_config(dep, spec), max_num_seqs=probe.max_num_seqs)
-    return offline(cfg, probe.requests).duration_s
+    res = offline(cfg, probe.requests)
+    if probe.measure == "decode":
+        return float((res.finish_s - res.first_token_s).sum())
+    if probe.measure == "ttft":
+        return float(res.ttft_s[0])
+    return res.duration_s
 
 
 def _sensitivities(dep: Deployment, probe: _Probe, spec: bool) -> tuple[float, ...]:
@@ -569,6 +624,9 @@ def _sensitivities(dep: Deployment, probe: _Probe, spec: bool) -> tuple[float, .
     base = _duration(dep, probe, spec)
     out: list[float] = []
     for name in _EFF_TERMS:
+        if getattr(eff, name) <= 0:  # a parameter this family does not use
+            out.append(0.0)
+            continue
         e = eff.with_values(**{name: getattr(eff, name) * (1.0 - _DELTA)})
         # d(1/e) = 1/(e(1 - d)) - 1/e: the part T that scales with 1/e grows by T d/(1 - d).
         grown = _duration(replace(dep, efficiencies=e), probe, spec) - base
@@ -625,7 +683,12 @@ def _replay(
     plan = plan_memory(dep)
     if m.scenario == "single_user":
         # One request at a time: a closed loop of one is an offline run with a batch of one.
-        probe = _Probe(_requests(m, 3), 1)
+        measure = "duration"
+        if dep.family == "wafer":
+            # The metric is a decode speed or a TTFT: split only those seconds into terms, so
+            # prefill-only parameters are not pulled by decode rows and the other way round.
+            measure = "ttft" if m.metric == "ttft_ms" else "decode"
+        probe = _Probe(_requests(m, 3), 1, measure)
         res = offline(replace(cfg, max_num_seqs=1), probe.requests)
         if m.metric == "ttft_ms":
             return _Replay(float(res.ttft_s[0]) * 1e3, "ttft", probe)
@@ -717,14 +780,15 @@ def predict_row(
     catalog = catalog or load_catalog()
     device = catalog.device(m.hardware)
     family = family_of(device.kind)
-    group = efficiency_key(device, m.engine)
+    engine = row_engine(m)
+    group = efficiency_key(device, engine)
     if m.scenario == "microbenchmark" or m.metric == "ratio":
         return _skip(m, "microbenchmark: not an end-to-end inference run", group, family)
     if not m.model:
         return _skip(m, "no model", group, family)
-    if (family, m.engine) not in PRIORS:
+    if (family, engine) not in PRIORS:
         return _skip(
-            m, f"no performance model for engine '{m.engine}' on {device.kind} devices "
+            m, f"no performance model for engine '{engine}' on {device.kind} devices "
             "(no prior and no rows to fit)", group, family,
         )
     if m.metric == "ttft_ms" and m.scenario != "single_user":
@@ -737,7 +801,7 @@ def predict_row(
         return _skip(m, "system size not published (n_devices blank)", group, family)
     model = load_model(m.model)
     system = _system_for(catalog, device)
-    eff = _eff(efficiencies, device, m.engine)
+    eff = _eff(efficiencies, device, engine)
     weight = m.weight_dtype or resolve_weight_dtype("auto", model, device)
     if family == "wafer" and weight == "bf16":
         weight = "native" if "fp" not in "".join(model.native_weight_dtype.values()) else "bf16"
@@ -747,12 +811,16 @@ def predict_row(
         device=device,
         weight_dtype=weight,
         kv_dtype=_kv_dtype(m, weight, device) if family == "gpu" else "bf16",
-        engine=m.engine,
+        engine=engine,
         max_num_seqs=MAX_BATCH,
         max_num_batched_tokens=TOKEN_BUDGET,
         efficiencies=eff,
     )
-    spec = m.spec_decode == "yes"
+    spec = m.spec_decode == "yes" or (
+        m.spec_decode == "unknown" and engine in SPECULATIVE_ENGINES
+    )
+    if spec and family == "wafer":
+        base = replace(base, draft_model=load_model(WAFER_DRAFT_MODEL))
     try:
         choice = _choose(m, base, system, spec)
     except (FitError, InputError) as exc:
@@ -789,6 +857,12 @@ def predict_row(
     )
 
 
+def row_engine(m: Measurement) -> str:
+    """The engine (release) a row ran on: its `engine`, resolved by its date for engines with
+    several releases (`engine_release`)."""
+    return engine_release(m.engine, m.date)
+
+
 def _choose(
     m: Measurement, base: Deployment, system: System, spec: bool
 ) -> tuple[Deployment, int, str] | None:
@@ -814,6 +888,18 @@ def _choose(
         if n_dev is None:
             return None
         assumed = f" (n_devices assumed {n_dev})"
+    elif wafer and not _holds(replace(base, pp=n_dev, max_num_seqs=16), longest):
+        # WaferLLM times a subset of a large model's layers on one wafer and scales by the
+        # layer count: predict the pipeline the whole model needs.
+        stated_n = n_dev
+        n_dev = next(
+            (k for k in range(n_dev + 1, 257)
+             if _holds(replace(base, pp=k, max_num_seqs=16), longest)),
+            None,
+        )
+        if n_dev is None:
+            return None
+        assumed = f" ({stated_n} wafer(s) stated cannot hold the model: {n_dev} assumed)"
     stated = _stated_plan(m)
     conc_cap = MAX_BATCH
     if m.scenario == "max_throughput_concurrency" and m.concurrency:
@@ -981,6 +1067,7 @@ def summarize(
             sum(1 for r in countable if r.predicted is not None),
             len(countable),
         ),
+        "wafer": _wafer_summary(rows, cv_predicted),
         "skipped": [(r.id, r.skipped_reason) for r in rows if r.predicted is None],
     }
 
@@ -1000,6 +1087,35 @@ def _cv(
     errors = [abs(p - r.measured) / r.measured for r, p in hit]
     fit = [r.abs_pct_error or 0.0 for r, _ in hit]
     return {"cv_n": len(hit), "cv_mape": float(np.mean(errors)), "cv_fit_mape": float(np.mean(fit))}
+
+
+def _wafer_summary(
+    rows: Sequence[RowResult], cv_predicted: Mapping[tuple[str, float], float] | None
+) -> dict[str, Any]:
+    """The wafer-scale acceptance figures: per-user speed and TTFT rows of wafers, their median
+    and largest absolute error (fractions), and the same for the calibration's leave-one-out
+    predictions where the calibration file has them."""
+    mine = [r for r in rows if r.family == "wafer" and r.metric != "ratio"]
+    done = [r for r in mine if r.abs_pct_error is not None]
+    out: dict[str, Any] = {"n": len(mine), "n_predicted": len(done)}
+    if done:
+        errors = [r.abs_pct_error or 0.0 for r in done]
+        worst = max(done, key=lambda r: r.abs_pct_error or 0.0)
+        out |= {
+            "median": float(np.median(errors)),
+            "max": float(max(errors)),
+            "max_id": worst.id,
+            "mape": float(np.mean(errors)),
+        }
+    if cv_predicted:
+        cv = [
+            abs(cv_predicted[key] - r.measured) / r.measured
+            for r in done
+            if (key := (r.id, _sig6(r.measured))) in cv_predicted
+        ]
+        if cv:
+            out |= {"cv_n": len(cv), "cv_median": float(np.median(cv)), "cv_max": float(max(cv))}
+    return out
 
 
 def _sig6(x: float) -> float:

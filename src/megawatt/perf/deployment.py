@@ -27,6 +27,13 @@ class Deployment:
     weight and the KV cache of its own 1/tp of the sequences, as DeepSeek-style engines do for
     MLA, whose latent cache tensor parallelism would replicate); MLPs stay tp/ep-sharded.
     max_num_seqs / max_num_batched_tokens: the engine's batch cap and per-step token budget.
+    weight_streaming: wafers only: weights stay in external memory (MemoryX) and stream over the
+    system I/O every pass instead of living in SRAM, for models that do not fit; one wafer per
+    replica, much slower per token, but nearly all of the SRAM holds KV cache.
+    draft_model: wafers only: a speculative-decoding draft model kept on the same wafers (its
+    weights take SRAM; its passes are timed on its own core regions).
+    grid_side: wafers with a layer-grid engine (WaferLLM) only: the side of the square core grid
+    each layer is timed on (None: autotuned for decode).
     """
 
     model: ModelSpec
@@ -44,6 +51,9 @@ class Deployment:
     gpu_memory_utilization: float = 0.90
     efficiencies: Efficiencies | None = None
     notes: tuple[str, ...] = field(default=())
+    weight_streaming: bool = False
+    draft_model: ModelSpec | None = None
+    grid_side: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "ep", "max_num_seqs", "max_num_batched_tokens"):
@@ -70,6 +80,23 @@ class Deployment:
             raise InputError(
                 "deployment.tp must be 1 on wafer-scale engines (each wafer holds "
                 f"whole layers); got tp={self.tp}. Use pp = number of wafers."
+            )
+        if self.family != "wafer" and (self.weight_streaming or self.draft_model is not None):
+            what = "weight_streaming" if self.weight_streaming else "draft_model"
+            raise InputError(
+                f"deployment.{what} applies to wafer-scale engines only; got it on "
+                f"{self.device.id} ({self.device.kind}). GPU speculative decoding takes a "
+                "Speculation with a draft_cost instead."
+            )
+        if self.grid_side is not None and (self.family != "wafer" or self.grid_side < 1):
+            raise InputError(
+                "deployment.grid_side is a wafer core-grid side >= 1 (layer-grid engines); got "
+                f"{self.grid_side!r} on {self.device.id}."
+            )
+        if self.weight_streaming and self.pp != 1:
+            raise InputError(
+                "deployment.pp must be 1 with weight_streaming (each streaming wafer is its own "
+                f"replica: every layer streams through the whole wafer); got pp={self.pp}."
             )
         if not 0.1 <= self.gpu_memory_utilization <= 1.0:
             raise InputError(
@@ -101,6 +128,8 @@ class Deployment:
         plan += " attention-dp" if self.attention_dp else ""
         if self.family == "wafer":
             plan = f"{self.pp} wafer" + ("s" if self.pp > 1 else "")
+            plan += " weight-streaming" if self.weight_streaming else ""
+            plan += f" +draft {self.draft_model.id}" if self.draft_model is not None else ""
         return f"{self.model.id} on {self.device.id} x{self.n_devices} {plan} {self.weight_dtype}"
 
     @property

@@ -6,6 +6,7 @@ achieved ones, per hardware family and engine. `PRIORS` are documented estimates
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields, replace
 from functools import cache
 from importlib import resources
@@ -19,17 +20,29 @@ from megawatt.hardware import Device
 class Efficiencies:
     """Achieved fractions of peak and fixed costs for one hardware family and engine.
 
-    compute:      fraction of dense peak FLOP/s reached by large GEMMs.
+    compute:      fraction of dense peak FLOP/s reached by large GEMMs (wafers: the MACs of
+                  decode tokens in the cores' weight tiles, one or a few tokens per pass).
     attention:    fraction of dense peak reached by attention math (flash-style kernels).
-    memory:       fraction of peak memory bandwidth reached by streaming reads.
-    link:         fraction of peak scale-up / scale-out bandwidth reached by collectives.
+    memory:       fraction of peak memory bandwidth reached by streaming reads (wafers: the
+                  per-core SRAM bandwidth a decode GEMV tile reaches, i.e. the effective per-core
+                  GEMV throughput).
+    link:         fraction of peak scale-up / scale-out bandwidth reached by collectives (wafers:
+                  of the system I/O, for hand-offs and weight streaming).
+    prefill_compute:         wafers only: fraction of SIMD peak reached by prefill GEMMs end to
+                             end (MeshGEMM-like: tiles shift through the mesh every step).
     step_overhead_s:         fixed cost of one engine step (scheduling, launch, sampling).
     seq_overhead_s:          extra per sequence in the step (sampling, bookkeeping).
-    layer_fixed_cycles:      wafers only: fixed cycles per layer per step (reductions,
-                             broadcasts, norms, softmax across the layer's core region).
-    layer_cycles_per_side:   wafers only: extra cycles per core on the region's side
-                             (reduction depth grows with the region).
-    sram_reserved_fraction:  wafers only: share of SRAM kept for code, buffers, activations.
+    layer_fixed_cycles:      wafers only: fixed cycles per layer per pass (task switches, norms,
+                             RoPE, softmax, residuals; everything but the reductions).
+    reduce_stage_cycles:     wafers only: beta, cycles per software routing stage of a
+                             MeshGEMV reduction (a core takes a wavelet off the fabric, adds,
+                             re-sends); the K=2 tree has ~sqrt(side) such stages.
+    reduce_rounds_per_layer: wafers only: reduce-plus-broadcast rounds per layer (2 norms,
+                             fused QKV, score, softmax max and sum, score x V, O, fused up/gate,
+                             down: NOTES d.2 counts 8 to 10).
+    handoff_s:               wafers only: latency of one wafer-to-wafer hand-off of the hidden
+                             state (NIC, switch, host software), on top of its serialisation.
+    sram_reserved_fraction:  wafers only: share of SRAM kept for code, stacks, routing buffers.
     source:       where the numbers come from.
     """
 
@@ -40,7 +53,10 @@ class Efficiencies:
     step_overhead_s: float
     seq_overhead_s: float
     layer_fixed_cycles: float = 0.0
-    layer_cycles_per_side: float = 0.0
+    prefill_compute: float = 0.0
+    reduce_stage_cycles: float = 0.0
+    reduce_rounds_per_layer: float = 0.0
+    handoff_s: float = 0.0
     sram_reserved_fraction: float = 0.0
     source: str = ""
 
@@ -57,35 +73,96 @@ _GPU_SOURCE = (
 )
 
 _WAFER_SOURCE = (
-    "prior (estimate) from WaferLLM (OSDI 2025) Table 4 on WSE-2, LLaMA3-8B decode: per-layer "
-    "cycles 12.7k / 13.7k / 15.3k on 420^2 / 540^2 / 660^2 regions (shared/data/wafer/NOTES.md e.3) "
-    "-> ~8.2k fixed + ~10.8 cycles per core on the region side; compute efficiency ~25% of SIMD "
-    "peak (WaferLLM prefill reached ~11%, production kernels are assumed better); 10% of SRAM "
-    "reserved for code, buffers and activations. To be replaced by calibration (wafer issue)."
+    "prior (estimate) from WaferLLM (OSDI 2025) on WSE-2 (shared/data/wafer/NOTES.md): with 10 "
+    "reduce-plus-broadcast rounds per layer (NOTES d.2), alpha = 1 cycle per hop and beta = 5 "
+    "cycles per software stage (the HPDC'24 floor 2 T_R + 1 with T_R ~ 2, NOTES a.4), a least-"
+    "squares fit of megawatt's mesh formulas to Table 4 (decode cycles per layer of LLaMA3-8B and "
+    "QWen2-72B on 420^2/540^2/660^2 grids) and Table 6 (16K and 32K GEMV on 720^2) gives GEMV "
+    "tiles that read their weights at 17.5% of the 24 B/cycle SRAM port (memory: ~2 weights per "
+    "cycle per core; WSE-2 cores cannot fully overlap access and compute, NOTES e.4) and ~5,000 "
+    "fixed cycles per layer, every point within 12% (tests/perf/test_wafer.py); the MACs of a "
+    "decode token at 60% of SIMD peak (the GEMV stays bound by its weight reads); prefill "
+    "GEMMs at 15% of SIMD peak end to end, fitted to Table 3 (4,096-token prefill of LLaMA3-8B "
+    "and QWen2-72B on 480^2/600^2/720^2 grids; NOTES e.2 derives ~11% for 8B at 720^2; the "
+    "measured speed-up with cores is sub-linear, 1.4-1.6x for 2.25x, which this model does not "
+    "capture); attention math 25% (estimate); 10 us per wafer-to-wafer hand-off "
+    "(estimate, as systems.yaml); 20 us of host work per step; 10% of SRAM reserved for code, "
+    "stacks and routing buffers (estimate)."
+)
+
+_WAFER_PRIOR = Efficiencies(
+    compute=0.60,
+    attention=0.25,
+    memory=0.175,
+    link=0.70,
+    step_overhead_s=20e-6,
+    seq_overhead_s=0.0,
+    layer_fixed_cycles=5_000.0,
+    prefill_compute=0.15,
+    reduce_stage_cycles=5.0,
+    reduce_rounds_per_layer=10.0,
+    handoff_s=10e-6,
+    sram_reserved_fraction=0.10,
+    source=_WAFER_SOURCE,
 )
 
 PRIORS: dict[tuple[str, str], Efficiencies] = {
     ("gpu", "vllm"): Efficiencies(0.60, 0.50, 0.80, 0.70, 3.0e-3, 10e-6, source=_GPU_SOURCE),
     ("gpu", "sglang"): Efficiencies(0.60, 0.50, 0.80, 0.70, 2.5e-3, 8e-6, source=_GPU_SOURCE),
     ("gpu", "trtllm"): Efficiencies(0.65, 0.55, 0.82, 0.75, 1.5e-3, 5e-6, source=_GPU_SOURCE),
-    ("wafer", "cerebras"): Efficiencies(
-        0.25,
-        0.25,
-        0.50,
-        0.70,
-        50e-6,
-        0.0,
-        layer_fixed_cycles=8_200.0,
-        layer_cycles_per_side=10.8,
-        sram_reserved_fraction=0.10,
-        source=_WAFER_SOURCE,
-    ),
+    ("wafer", "cerebras"): _WAFER_PRIOR,
 }
 PRIORS[("gpu", "other")] = PRIORS[("gpu", "vllm")]
-PRIORS[("wafer", "waferllm")] = PRIORS[("wafer", "cerebras")]
-PRIORS[("wafer", "other")] = PRIORS[("wafer", "cerebras")]
+PRIORS[("wafer", "cerebras-2024-08")] = _WAFER_PRIOR
+PRIORS[("wafer", "waferllm")] = _WAFER_PRIOR
+PRIORS[("wafer", "other")] = _WAFER_PRIOR
 
-ENGINES: tuple[str, ...] = ("cerebras", "other", "sglang", "trtllm", "vllm", "waferllm")
+ENGINES: tuple[str, ...] = (
+    "cerebras",
+    "cerebras-2024-08",
+    "other",
+    "sglang",
+    "trtllm",
+    "vllm",
+    "waferllm",
+)
+
+
+ENGINE_RELEASES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "cerebras": (
+        (
+            "2024-10",
+            "cerebras",
+            "Cerebras inference software from Oct 2024: rewritten kernels (MatMul, reduce/"
+            "broadcast, element-wise), wafer I/O asynchronous to compute, speculative decoding "
+            "(NOTES f; validation README caveat 8: 70B 450 -> ~2,100 tok/s)",
+        ),
+        ("", "cerebras-2024-08", "Cerebras inference at launch, Aug 2024 (NOTES f)"),
+    ),
+}
+"""Engines whose software changed enough to be separate calibration groups: name as
+measurements give it -> (first month of the release, engine id of the release, what changed),
+newest first. A measurement's date picks its release (`engine_release`)."""
+
+SPECULATIVE_ENGINES: frozenset[str] = frozenset({"cerebras"})
+"""Engine releases that serve with speculative decoding: measurements whose `spec_decode` is
+`unknown` are replayed with it."""
+
+
+def engine_release(engine: str, date: str = "") -> str:
+    """The engine id of the release a measurement dated `date` (`YYYY[-MM...]`; a year alone is
+    its first month) ran on; undated measurements get the newest release."""
+    releases = ENGINE_RELEASES.get(engine)
+    if not releases:
+        return engine
+    hit = re.match(r"\s*(\d{4})(?:-(\d{2}))?", date)
+    if not hit:
+        return releases[0][1]
+    month = f"{hit.group(1)}-{hit.group(2) or '01'}"
+    for start, release, _ in releases:
+        if month >= start:
+            return release
+    return releases[-1][1]
 
 
 def family_of(device_kind: str) -> str:
@@ -113,7 +190,18 @@ CALIBRATION_FILE = "data/calibration/efficiencies.json"
 CALIBRATION_FORMAT = 1
 """Version of the calibration file's layout; a file of another version is ignored."""
 FITTED_FIELDS = ("compute", "attention", "memory", "link", "step_overhead_s", "seq_overhead_s")
-"""The efficiency fields calibration may fit (the rest keep their prior)."""
+"""The efficiency fields calibration may fit for GPU-like groups (the rest keep their prior)."""
+WAFER_FITTED_FIELDS = (
+    "compute",
+    "memory",
+    "prefill_compute",
+    "layer_fixed_cycles",
+    "reduce_stage_cycles",
+    "handoff_s",
+)
+"""The mesh parameters calibration fits for wafer groups: per-core MAC rate (compute) and GEMV
+weight-read rate (memory), fixed cycles per layer, cycles per reduction stage (beta), and the
+wafer-to-wafer hand-off latency; the rest keep their prior."""
 
 
 def efficiency_key(device: Device, engine: str) -> str:
@@ -139,7 +227,8 @@ def fitted_from(document: dict[str, Any]) -> dict[str, Efficiencies]:
             continue
         family, engine = key.split("/")[0], key.split("/")[-1]
         base = prior(family, engine)
-        values = {k: float(v) for k, v in group["values"].items() if k in FITTED_FIELDS}
+        allowed = WAFER_FITTED_FIELDS if family == "wafer" else FITTED_FIELDS
+        values = {k: float(v) for k, v in group["values"].items() if k in allowed}
         source = (
             f"fitted by `megawatt calibrate` on {group.get('n_rows', '?')} published measurements "
             f"(input sha256 {str(document.get('input_sha256', ''))[:12]}); unfitted fields keep "

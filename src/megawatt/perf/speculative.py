@@ -9,16 +9,23 @@ target model's own token. The verify step runs the target over `k + 1` tokens pe
 token costs `draft_cost` of a plain decode step of the same batch (a one-layer MTP or EAGLE head
 plus the LM head and its launches). Steps without decodes (pure prefill) are unchanged; a step
 mixing decodes and prefill chunks is scaled as a whole, so exact for batch 1 and pure decode.
+
+On wafers the draft is a real model kept on the same wafers (`Deployment.draft_model`):
+`wafer_speculation` times a draft pass on its own core regions and states `draft_cost` as its
+ratio to a target pass. There a verify pass is far from free: each core does k+1 tokens' MACs on
+its weight tile, so speculation pays only where per-layer latency dominates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from megawatt.errors import InputError
-from megawatt.perf.step import BatchShape, FloatArray, StepModel
+from megawatt.perf.deployment import Deployment
+from megawatt.perf.memory import plan_memory
+from megawatt.perf.step import BatchShape, FloatArray, RooflineStepModel, StepModel
 
 _SAMPLES = 17  # decode stretches: exact verify times at this many points, linear in between
 
@@ -55,11 +62,20 @@ class Speculation:
 
 
 class SpeculativeStepModel:
-    """A `StepModel` whose decode steps are speculative: see the module docstring."""
+    """A `StepModel` whose decode steps are speculative: see the module docstring.
 
-    def __init__(self, inner: StepModel, speculation: Speculation) -> None:
+    `pipelined_verify` (layer pipelines, e.g. wafers): the engine may also send each sequence's
+    k extra tokens through the pipeline as micro-batches of their own, right behind its first
+    token (causal attention lets token j+1 enter a layer once token j has left it), and takes
+    whichever verify is faster - one micro-batch of k+1 tokens per sequence, or k+1 micro-batches.
+    """
+
+    def __init__(
+        self, inner: StepModel, speculation: Speculation, *, pipelined_verify: bool = False
+    ) -> None:
         self.inner = inner
         self.speculation = speculation
+        self.pipelined_verify = pipelined_verify
 
     @property
     def window_tokens(self) -> int | None:
@@ -86,6 +102,24 @@ class SpeculativeStepModel:
             n_logits=batch.n_logits + extra,
         )
 
+    def _pipelined_shape(self, batch: BatchShape) -> BatchShape:
+        """The verify pass with each sequence's k+1 tokens as separate pipeline units (decode
+        tokens at contexts c, c+1, ..., c+k)."""
+        k = self.speculation.draft_tokens
+        b = batch.n_decode
+        span = b * k * (k + 1) / 2.0
+        return BatchShape(
+            n_decode=b * (k + 1),
+            decode_context=(k + 1) * batch.decode_context + span,
+            decode_window=(k + 1) * batch.decode_window + (span if self.window_tokens else 0.0),
+            decode_context_max=batch.decode_context_max + k,
+            n_prefill=batch.n_prefill,
+            prefill_tokens=batch.prefill_tokens,
+            prefill_attention=batch.prefill_attention,
+            prefill_window=batch.prefill_window,
+            n_logits=batch.n_logits + b * k,
+        )
+
     def _decode_only(self, batch: BatchShape) -> BatchShape:
         return BatchShape(
             n_decode=batch.n_decode,
@@ -101,6 +135,8 @@ class SpeculativeStepModel:
             return self.inner.step_time(batch)
         spec = self.speculation
         verify = self.inner.step_time(self._verify_shape(batch))
+        if self.pipelined_verify:
+            verify = min(verify, self.inner.step_time(self._pipelined_shape(batch)))
         draft = spec.draft_cost * spec.draft_tokens * self.inner.step_time(self._decode_only(batch))
         return (verify + draft) / spec.tokens_per_step
 
@@ -116,3 +152,37 @@ class SpeculativeStepModel:
             values.append(self.step_time(BatchShape.of(ctx, [], window)))
         out: FloatArray = np.interp(np.arange(n_steps, dtype=np.float64), points, values)
         return out
+
+
+DRAFT_CONTEXT_TOKENS = 1024
+"""Context at which a wafer draft pass is compared with a target pass (both grow alike)."""
+
+
+def wafer_speculation(dep: Deployment, draft_tokens: int, acceptance: float) -> Speculation:
+    """Speculation for a wafer deployment with a `draft_model` on the same wafers: `draft_cost`
+    is the time of one draft pass (its layers on their own regions, sized by weights like the
+    target's; on the last wafer, or spread with hand-offs when it is too big) over one target
+    pass, both for one sequence."""
+    if dep.draft_model is None:
+        raise InputError(
+            "wafer_speculation needs deployment.draft_model (the draft kept on the wafers)."
+        )
+    plan = plan_memory(dep)
+    target = RooflineStepModel(dep, plan)
+    draft_dep = replace(dep, model=dep.draft_model, draft_model=None)
+    if plan.draft_on_last_device:
+        # The draft sits on the last wafer, beside the LM head: no hand-offs of its own.
+        last = plan.weight_bytes_by_device[-1]
+        draft_plan = replace(
+            plan,
+            weight_bytes_per_device=last,
+            layers_by_device=(dep.draft_model.n_layers,),
+            weight_bytes_by_device=(last,),
+        )
+    else:
+        draft_plan = plan
+    draft = RooflineStepModel(draft_dep, draft_plan)
+    window = target.window_tokens
+    t = target.step_time(BatchShape.of([DRAFT_CONTEXT_TOKENS], [], window))
+    d = draft.step_time(BatchShape.of([DRAFT_CONTEXT_TOKENS], [], draft.window_tokens))
+    return Speculation(draft_tokens, acceptance, min(1.0, d / t))

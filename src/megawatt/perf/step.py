@@ -7,6 +7,10 @@ of the parallel plan, plus a per-step engine overhead. Every operator's FLOPs an
 linear in a few batch aggregates (the *features*), so a step costs one small matrix product and
 many decode steps can be timed at once, vectorised.
 
+Wafers build the same arrays from their mesh layout (perf/wafer.py): each operator on its
+layer's core region, decode GEMVs and prefill GEMMs as separate rows (prefill rows carry
+`prefill_tokens` features), MeshGEMV reductions, fixed cycles and wafer hand-offs as latency.
+
 Pipelines (GPU pipeline parallelism, or a wafer whose layers sit in separate core regions)
 keep m = min(units, stages) micro-batches in flight, where a unit is a decode sequence or
 `PREFILL_UNIT_TOKENS` tokens of a prompt (causal attention lets a prompt's chunks follow one
@@ -25,6 +29,7 @@ from numpy.typing import NDArray
 
 from megawatt.perf.deployment import Deployment
 from megawatt.perf.memory import MemoryPlan, plan_memory
+from megawatt.perf.wafer import WaferLayout, wafer_layout
 
 FloatArray = NDArray[np.float64]
 
@@ -199,14 +204,17 @@ class RooflineStepModel:
     def __init__(self, deployment: Deployment, memory: MemoryPlan | None = None) -> None:
         self.deployment = deployment
         self.memory = memory or plan_memory(deployment)
+        self.layout: WaferLayout | None = None  # wafers: where the layers run (perf/wafer.py)
         self._build()
 
     # -- construction -----------------------------------------------------------------------
     def _build(self) -> None:
+        if self.deployment.family == "wafer":
+            self._build_wafer()
+            return
         dep, m, eff = self.deployment, self.deployment.model, self.deployment.eff
         dev = dep.device
         tp = dep.tp
-        wafer = dep.family == "wafer"
         h = m.hidden_size
         names: list[str] = []
         flops: list[list[float]] = []
@@ -214,9 +222,7 @@ class RooflineStepModel:
         rates: list[float] = []
         bws: list[float] = []
 
-        # On a wafer each layer runs in its own core region: 1/layers_per_stage of the wafer.
-        share = 1.0 / self.memory.layers_per_stage if wafer else 1.0
-        bw = dev.mem_bandwidth_bytes_per_s * eff.memory * share
+        bw = dev.mem_bandwidth_bytes_per_s * eff.memory
 
         def add(name: str, f: dict[int, float], b: dict[int, float], rate: float) -> None:
             fv = [0.0] * N_FEATURES
@@ -228,7 +234,7 @@ class RooflineStepModel:
             names.append(name)
             flops.append(fv)
             nbytes.append(bv)
-            rates.append(rate * share)
+            rates.append(rate)
             bws.append(bw)
 
         n_layers = m.n_layers
@@ -341,61 +347,175 @@ class RooflineStepModel:
         comm = [0.0] * N_FEATURES
         latency = 0.0
         sysm = dep.system
-        if wafer:
-            mesh = dev.mesh
-            cores = (mesh.width_cores * mesh.height_cores) if mesh else (dev.cores or 1)
-            side = math.sqrt(cores * share)
-            clock = mesh.clock_hz if mesh else (dev.clock_hz or 1e9)
-            latency += (
-                n_layers * (eff.layer_fixed_cycles + eff.layer_cycles_per_side * side) / clock
+        link = (
+            sysm.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s or 0.0
+        ) * eff.link
+        lat = sysm.scaleup_latency_s
+        if tp > 1:
+            if link <= 0:
+                link = (dev.scaleout_bandwidth_bytes_per_s or 1e10) * eff.link
+            n_allreduce = 2 * n_layers
+            if dep.ep > 1:
+                n_allreduce -= m.n_moe_layers
+            if dep.attention_dp:
+                n_allreduce -= n_layers  # no reduction after data-parallel attention
+            ring = 2.0 * (tp - 1) / tp
+            comm[_TOK] += n_allreduce * ring * h * act / link
+            # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
+            # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
+            latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * lat
+        if dep.ep > 1 and m.n_moe_layers:
+            frac = (dep.ep - 1) / dep.ep
+            # Dispatch and combine: each token's activation goes to its top-k experts, a
+            # share `frac` of them remote; every device sends for its 1/ep of the tokens.
+            comm[_TOK] += (
+                m.n_moe_layers * 2.0 * m.n_experts_per_token * h * act * frac / dep.ep
+            ) / max(link, 1.0)
+            latency += m.n_moe_layers * 2 * lat
+        if dep.pp > 1:
+            inside = dep.n_devices <= sysm.n_devices
+            hop_bw = (
+                link
+                if inside and link > 0
+                else (sysm.scaleout_bandwidth_bytes_per_s or 5e10) * eff.link
             )
-            if dep.pp > 1:
-                io = (
-                    sysm.scaleout_bandwidth_bytes_per_s
-                    or dev.scaleout_bandwidth_bytes_per_s
-                    or 1e11
-                ) * eff.link
-                comm[_TOK] += (dep.pp - 1) * h * act / io
-                latency += (dep.pp - 1) * sysm.scaleout_latency_s
-        else:
-            link = (
-                sysm.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s or 0.0
-            ) * eff.link
-            lat = sysm.scaleup_latency_s
-            if tp > 1:
-                if link <= 0:
-                    link = (dev.scaleout_bandwidth_bytes_per_s or 1e10) * eff.link
-                n_allreduce = 2 * n_layers
-                if dep.ep > 1:
-                    n_allreduce -= m.n_moe_layers
-                if dep.attention_dp:
-                    n_allreduce -= n_layers  # no reduction after data-parallel attention
-                ring = 2.0 * (tp - 1) / tp
-                comm[_TOK] += n_allreduce * ring * h * act / link
-                # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
-                # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
-                latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * lat
-            if dep.ep > 1 and m.n_moe_layers:
-                frac = (dep.ep - 1) / dep.ep
-                # Dispatch and combine: each token's activation goes to its top-k experts, a
-                # share `frac` of them remote; every device sends for its 1/ep of the tokens.
-                comm[_TOK] += (
-                    m.n_moe_layers * 2.0 * m.n_experts_per_token * h * act * frac / dep.ep
-                ) / max(link, 1.0)
-                latency += m.n_moe_layers * 2 * lat
-            if dep.pp > 1:
-                inside = dep.n_devices <= sysm.n_devices
-                hop_bw = (
-                    link
-                    if inside and link > 0
-                    else (sysm.scaleout_bandwidth_bytes_per_s or 5e10) * eff.link
-                )
-                hop_lat = lat if inside else sysm.scaleout_latency_s
-                comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
-                latency += (dep.pp - 1) * hop_lat
+            hop_lat = lat if inside else sysm.scaleout_latency_s
+            comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
+            latency += (dep.pp - 1) * hop_lat
         self._comm = np.array(comm, dtype=np.float64)
         self._latency = latency
-        self._depth = m.n_layers if wafer else dep.pp
+        self._depth = dep.pp
+        self._overhead = (eff.step_overhead_s, eff.seq_overhead_s)
+        self._window = self.memory.window_tokens
+        self._n_experts = m.n_experts
+        self._top_k = m.n_experts_per_token
+
+    def _build_wafer(self) -> None:
+        """Operator rows, per-token communication and per-pass latency of a wafer deployment
+        (perf/wafer.py): each operator runs on its layer's core region at the region's SIMD rate
+        (x compute, or attention) and SRAM bandwidth (x memory); the layout adds the reduction
+        rounds, fixed cycles and hand-offs."""
+        dep, m, eff = self.deployment, self.deployment.model, self.deployment.eff
+        lay = wafer_layout(dep, self.memory)
+        self.layout = lay
+        streaming = lay.mapping == "streaming"
+        names: list[str] = []
+        flops: list[list[float]] = []
+        nbytes: list[list[float]] = []
+        rates: list[float] = []
+        bws: list[float] = []
+
+        def add(
+            name: str, f: dict[int, float], b: dict[int, float], share: float, eff_rate: float,
+            weights: bool = True,
+        ) -> None:
+            fv = [0.0] * N_FEATURES
+            bv = [0.0] * N_FEATURES
+            for k, v in f.items():
+                fv[k] += v
+            for k, v in b.items():
+                bv[k] += v
+            names.append(name)
+            flops.append(fv)
+            nbytes.append(bv)
+            rates.append(lay.region_flops_per_s(share) * eff_rate)
+            if streaming and weights:
+                bws.append(lay.stream_bandwidth_bytes_per_s)
+            else:
+                bws.append(lay.region_sram_bytes_per_s(share) * eff.memory)
+
+        def add_weights(
+            name: str, token_flops: float, weight_bytes: float, share: float, scale: float = 1.0
+        ) -> None:
+            # Decode tokens multiply against the weight tiles where they sit (GEMV, at
+            # `compute`, weights read at `memory`); prefill tokens run MeshGEMM-like GEMMs,
+            # whose tiles shift through the mesh (`prefill_compute`, end to end).
+            add(name, {_TOK: token_flops, _PTOK: -token_flops}, {_ONE: weight_bytes}, share,
+                eff.compute * scale)
+            add(f"{name} (prefill)", {_PTOK: token_flops}, {}, share,
+                eff.prefill_compute * scale, weights=False)
+
+        n_layers = m.n_layers
+        n_win = len(m.windowed_layers())
+        n_full = n_layers - n_win
+        attn_share = lay.attention_share
+        p_attn = m.attention_params_per_layer()
+        add_weights(
+            "attention projections",
+            2.0 * p_attn * n_layers,
+            p_attn * dep.weight_bytes_per_param("attention") * n_layers,
+            attn_share,
+        )
+        if m.attention_type == "mla":
+            flops_per_ctx = 2.0 * m.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+        else:
+            flops_per_ctx = 4.0 * m.n_heads * m.head_dim
+        kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
+        for n, kind, dfeat, pfeat in (
+            (n_full, "attention", _DCTX, _PATT),
+            (n_win, "windowed attention", _DWIN, _PWIN),
+        ):
+            if not n:
+                continue
+            add(
+                f"{kind} (decode)",
+                {dfeat: flops_per_ctx * n},
+                {dfeat: kv_layer_bytes * n},
+                attn_share,
+                eff.attention,
+                weights=False,
+            )
+            add(
+                f"{kind} (prefill)",
+                {pfeat: flops_per_ctx * n},
+                {_PTOK: kv_layer_bytes * n},
+                attn_share,
+                eff.attention,
+                weights=False,
+            )
+        if m.n_dense_layers:
+            p = m.dense_mlp_params_per_layer() * m.n_dense_layers
+            add_weights("dense MLP", 2.0 * p, p * dep.weight_bytes_per_param("mlp"),
+                        lay.layer_share)
+        if m.n_moe_layers:
+            n_moe = m.n_moe_layers
+            p_exp = m.expert_params()
+            # Each expert's weights sit on their own cores: the experts a token is routed to
+            # read their weights in parallel (one expert's read time per pass), and the MACs
+            # of a micro-batch's tokens spread over every expert's cores.
+            add_weights(
+                "routed experts",
+                2.0 * m.n_experts_per_token * p_exp * n_moe,
+                p_exp * dep.weight_bytes_per_param("experts") * n_moe,
+                lay.expert_share,
+                float(m.n_experts),
+            )
+            if m.n_shared_experts:
+                p = m.shared_expert_params_per_layer() * n_moe
+                add_weights("shared experts", 2.0 * p, p * dep.weight_bytes_per_param("mlp"),
+                            lay.moe_dense_share)
+            p = m.router_params_per_layer() * n_moe
+            add("router", {_TOK: 2.0 * p}, {_ONE: 2.0 * p}, lay.moe_dense_share, eff.compute)
+        p_head = m.vocab_size * m.hidden_size
+        add(
+            "LM head",
+            {_LOG: 2.0 * p_head},
+            {_ONE: p_head * dep.weight_bytes_per_param("embedding")},
+            lay.head_share,
+            eff.compute,
+        )
+        self._names = tuple(names)
+        self._flops = np.array(flops, dtype=np.float64)
+        self._bytes = np.array(nbytes, dtype=np.float64)
+        self._rate = np.array(rates, dtype=np.float64)
+        self._bw = np.array(bws, dtype=np.float64)
+        comm = [0.0] * N_FEATURES
+        comm[_TOK] = lay.comm_s_per_token
+        self._comm = np.array(comm, dtype=np.float64)
+        self._latency = lay.latency_s
+        # Resident layers form a pipeline of n_layers regions; a streaming wafer runs the whole
+        # batch through one layer at a time, and so does a layer-grid engine's measurement.
+        self._depth = m.n_layers if lay.mapping == "resident" else 1
         self._overhead = (eff.step_overhead_s, eff.seq_overhead_s)
         self._window = self.memory.window_tokens
         self._n_experts = m.n_experts

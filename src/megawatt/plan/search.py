@@ -25,6 +25,7 @@ class PoolSettings:
 
     weight_dtype `auto`: the published format, except dense 16-bit models on GPUs with an FP8
     rate, which run FP8 (as production GPU engines do); wafers keep the published format.
+    weight_streaming: wafers only: one wafer per replica, weights streamed from MemoryX.
     """
 
     engine: str = "vllm"
@@ -38,6 +39,7 @@ class PoolSettings:
     max_tp: int = 8
     max_wafers: int = 64
     budgets: tuple[int, ...] = (2048,)
+    weight_streaming: bool = False
 
 
 def resolve_weight_dtype(setting: str, model: ModelSpec, device: Device) -> str:
@@ -80,7 +82,11 @@ def candidates(
         engine=settings.engine,
         max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens,
+        weight_streaming=settings.weight_streaming,
     )
+    if settings.weight_streaming:
+        plan_memory(base)  # raise the clear FitError if even one streamed layer does not fit
+        return [base]
     if settings.tp or settings.pp:
         dep = replace(base, tp=settings.tp or 1, pp=settings.pp or 1)
         plan_memory(dep)  # raise the clear FitError if it does not fit
@@ -171,7 +177,7 @@ def choose(
             best = (score, dep, cap)
         return score
 
-    if deps[0].family == "wafer" and not (settings.tp or settings.pp):
+    if deps[0].family == "wafer" and not (settings.tp or settings.pp or settings.weight_streaming):
         dep = deps[0]
         score = evaluate(dep)
         while dep.pp < settings.max_wafers:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from megawatt.calibrate import Calibrator
-from megawatt.perf.efficiency import FITTED_FIELDS
+from megawatt.perf.efficiency import FITTED_FIELDS, WAFER_FITTED_FIELDS
 from megawatt.validate import ASSUMPTIONS, Validation
 
 _UNITS = {
@@ -87,8 +87,8 @@ def validation_summary(v: Validation, cv_predicted: dict[tuple[str, float], floa
     lines.append(
         Text(
             f"Rows: {s['n_rows']}, predicted {s['n_predicted']}; throughput/TTFT rows "
-            f"predicted {n_ok}/{n_all} ({n_ok / max(n_all, 1):.0%}, wafer rows apart: the "
-            "wafer-scale issue calibrates them). MAPE over all predicted rows: "
+            f"predicted {n_ok}/{n_all} ({n_ok / max(n_all, 1):.0%}, wafer rows apart: see "
+            "below). MAPE over all predicted rows: "
             f"{_pct(s['mape'])}",
             style="bold",
         )
@@ -101,6 +101,22 @@ def validation_summary(v: Validation, cv_predicted: dict[tuple[str, float], floa
         else "; no calibration file: cross-validated MAPE unavailable"
     )
     lines.append(Text(f"GPU output_tokens_per_s rows: {g['n']}, MAPE {_pct(g['mape'])}{cv}", style="bold"))
+    w = s["wafer"]
+    if w.get("n_predicted"):
+        wcv = (
+            f"; cross-validated (leave-one-out) median {_pct(w['cv_median'])}, max "
+            f"{_pct(w['cv_max'])} over {w['cv_n']} fitted rows"
+            if "cv_median" in w
+            else ""
+        )
+        lines.append(
+            Text(
+                f"Wafer rows (per-user speed, TTFT): {w['n_predicted']}/{w['n']} predicted, median "
+                f"|error| {_pct(w['median'])}, max {_pct(w['max'])} ({w['max_id']}), MAPE "
+                f"{_pct(w['mape'])}{wcv}",
+                style="bold",
+            )
+        )
     t = Table(header_style="bold", title="MAPE by hardware (all metrics / GPU output tok/s)")
     for col in ("hardware", "MAPE", "GPU tok/s rows", "GPU tok/s MAPE"):
         t.add_column(col, justify="left" if col == "hardware" else "right")
@@ -149,9 +165,10 @@ def calibration_table(cal: Calibrator) -> Group:
     t.add_column("rows", justify="right")
     for p in FITTED_FIELDS:
         t.add_column(p, justify="right")
+    gpu_like = [(k, g) for k, g in cal.groups_.items() if not k.startswith("wafer/")]
     t.add_column("fit MAPE", justify="right")
     t.add_column("CV MAPE", justify="right")
-    for key, g in cal.groups_.items():
+    for key, g in gpu_like:
         cells = []
         for p in FITTED_FIELDS:
             if p not in g.values:
@@ -175,4 +192,37 @@ def calibration_table(cal: Calibrator) -> Group:
         f"cross-validated (leave-one-out) {_pct(cal.cv_mape_)} over the fitted groups' rows.",
         style="bold",
     )
-    return Group(head, t)
+    return Group(head, t, _wafer_calibration_table(cal))
+
+
+def _wafer_calibration_table(cal: Calibrator) -> Table:
+    """The mesh parameters of the wafer groups (value / prior) and every wafer row's fit and
+    leave-one-out prediction."""
+    t = Table(title="Wafer mesh parameters (value / prior)", header_style="bold")
+    t.add_column("group")
+    t.add_column("rows", justify="right")
+    units = {
+        "compute": ("MAC % of SIMD", 100.0),
+        "memory": ("GEMV % of SRAM port", 100.0),
+        "prefill_compute": ("prefill % of SIMD", 100.0),
+        "layer_fixed_cycles": ("fixed cycles/layer", 1.0),
+        "reduce_stage_cycles": ("beta cycles/stage", 1.0),
+        "handoff_s": ("hand-off us", 1e6),
+    }
+    for p in WAFER_FITTED_FIELDS:
+        t.add_column(units[p][0], justify="right")
+    t.add_column("rows: measured / fit / leave-one-out")
+    for key, g in cal.groups_.items():
+        if not key.startswith("wafer/") or not g.values:
+            continue
+        cells = [
+            f"{g.values[p] * units[p][1]:.3g} / {g.prior[p] * units[p][1]:.3g}"
+            for p in WAFER_FITTED_FIELDS
+        ]
+        rows = "; ".join(
+            f"{r.id} {_num(r.measured)} / {_num(r.predicted)} / {_num(r.cv_predicted)}"
+            for r in cal.residuals_
+            if r.group == key
+        )
+        t.add_row(f"{key} ({g.status})", str(g.n_rows), *cells, rows)
+    return t
