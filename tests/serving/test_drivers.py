@@ -382,3 +382,16 @@ def test_a_higher_rate_never_lowers_p99_ttft_at_saturation(
     busier = simulate(cfg, requests.with_arrivals(unit / (rate * more)))
     assert busier.percentile("ttft_s", 99) >= busy.percentile("ttft_s", 99) * (1 - 1e-12)
     assert math.isfinite(busier.percentile("ttft_s", 99))
+
+
+def test_capacity_keeps_the_throughput_latency_points_it_tried() -> None:
+    from .conftest import ConstantStep, kv_for_tokens, make_requests
+
+    cfg = ReplicaConfig(ConstantStep(0.015625), kv_for_tokens(10**7), max_num_seqs=8)
+    reqs = make_requests([100] * 400, [20] * 400)
+    unit = np.cumsum(np.random.default_rng(0).exponential(1.0, 400))
+    cap = capacity(cfg, reqs, unit, Slo(1.0, 0.05), rel_tol=0.05)
+    rates = [p[0] for p in cap.frontier]
+    assert rates == sorted(rates) and len(rates) == len(cap.evaluations)
+    assert all(tok == pytest.approx(rate * 20) for rate, tok, _, _ in cap.frontier)
+    assert cap.rate_per_s in rates

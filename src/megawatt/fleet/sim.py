@@ -19,7 +19,6 @@ from megawatt.errors import InputError
 from megawatt.fleet.routing import RoundRobin, check_replica_router
 from megawatt.serving import ReplicaConfig, RunResult, simulate
 from megawatt.serving.metrics import weighted_percentile
-from megawatt.serving.replica import Replica
 from megawatt.sim import Environment
 from megawatt.workload import ArrivalProcess, Mix, Requests
 
@@ -184,18 +183,7 @@ def _joint(config: ReplicaConfig, reqs: Requests, group: int) -> tuple[list[RunR
             f"jointly (limit {_JOINT_LIMIT:,} replica-requests); use mode='sampled' with a smaller k."
         )
     env = Environment()
-    replicas = [
-        Replica(
-            env,
-            config.step_model,
-            config.kv,
-            reqs,
-            policy=config.policy,
-            max_num_seqs=config.max_num_seqs,
-            max_num_batched_tokens=config.max_num_batched_tokens,
-        )
-        for _ in range(group)
-    ]
+    replicas = [config.build(env, reqs) for _ in range(group)]
     owner = np.full(n, -1, dtype=np.int64)
     arrivals = reqs.arrival_s
 

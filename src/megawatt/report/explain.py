@@ -47,25 +47,36 @@ def _speed(tokens_per_s: float | None) -> str:
 
 def _wafer_tables(e: Explanation, w: WaferExplanation) -> list[Table]:
     d, m, lay = e.deployment, e.memory, w.layout
-    sram = Table(
-        title="SRAM per wafer (GB): never above capacity", header_style="bold", title_justify="left"
-    )
-    for col in ("wafer", "layers", "weights", "KV cache (full)", "activations", "reserved",
-                "free", "capacity"):
+    sram = Table(title="SRAM per wafer (GB): never above capacity", header_style="bold", title_justify="left")
+    for col in (
+        "wafer",
+        "layers",
+        "weights",
+        "KV cache (full)",
+        "activations",
+        "reserved",
+        "free",
+        "capacity",
+    ):
         sram.add_column(col, justify="right")
     for i, weights in enumerate(m.weight_bytes_by_device):
         layers = m.layers_by_device[i] if i < len(m.layers_by_device) else 0
         kv = m.kv_bytes_by_device[i] if i < len(m.kv_bytes_by_device) else 0.0
         used = weights + kv + m.workspace_bytes_per_device + m.reserved_bytes_per_device
         sram.add_row(
-            str(i + 1), str(layers), f"{weights / GB:,.2f}", f"{kv / GB:,.2f}",
-            f"{m.workspace_bytes_per_device / GB:,.2f}", f"{m.reserved_bytes_per_device / GB:,.2f}",
+            str(i + 1),
+            str(layers),
+            f"{weights / GB:,.2f}",
+            f"{kv / GB:,.2f}",
+            f"{m.workspace_bytes_per_device / GB:,.2f}",
+            f"{m.reserved_bytes_per_device / GB:,.2f}",
             f"{(m.capacity_bytes_per_device - used) / GB:,.2f}",
             f"{m.capacity_bytes_per_device / GB:,.1f}",
         )
     comp = Table(
         title=f"One token of one sequence at {e.context_tokens:,} tokens, by mesh component",
-        header_style="bold", title_justify="left",
+        header_style="bold",
+        title_justify="left",
     )
     comp.add_column("component")
     comp.add_column("us", justify="right")
@@ -150,12 +161,14 @@ def render_explanation(e: Explanation) -> Group:
             f" x {lay.side_cores:,.0f} cores)"
         )
         if lay.expert_share and lay.mapping != "streaming":
-            region += (
-                f"; each routed expert {int(lay.expert_share * lay.cores_per_wafer):,} more"
-            )
+            region += f"; each routed expert {int(lay.expert_share * lay.cores_per_wafer):,} more"
         rows.append(("cores per layer", region))
-        rows.append(("throughput per wafer", f"{w.tokens_per_s_per_wafer:,.0f} tokens/s at the "
-                     f"largest batch; bounded by {w.batch_limit}"))
+        rows.append(
+            (
+                "throughput per wafer",
+                f"{w.tokens_per_s_per_wafer:,.0f} tokens/s at the largest batch; bounded by {w.batch_limit}",
+            )
+        )
     elif e.cores_per_layer:
         rows.append(
             (
@@ -169,9 +182,7 @@ def render_explanation(e: Explanation) -> Group:
     parts: list[Table] = [t]
     if w is not None:
         parts.extend(_wafer_tables(e, w))
-    parts.append(
-        _breakdown_table(f"One sequence at {e.context_tokens:,} tokens: decode step", e.single, 1)
-    )
+    parts.append(_breakdown_table(f"One sequence at {e.context_tokens:,} tokens: decode step", e.single, 1))
     if e.batched is not None:
         parts.append(
             _breakdown_table(

@@ -102,8 +102,45 @@ def _figures(study: StudyResult) -> list[go.Figure]:
     per_class.update_layout(
         title="p99 TTFT per request class at capacity", yaxis_title="seconds", barmode="group"
     )
-    figs += [tput, trade, lat, per_class, cost, energy, _power_breakdown(study), _power_day(study)]
+    figs += [
+        tput,
+        _frontier(study),
+        trade,
+        lat,
+        per_class,
+        cost,
+        energy,
+        _power_breakdown(study),
+        _power_day(study),
+    ]
     return figs
+
+
+def _frontier(study: StudyResult) -> go.Figure:
+    """Throughput-latency frontier per option and pool: the rates its capacity search tried,
+    as output tokens/s per system against p99 TTFT, with the SLO's TTFT limit."""
+    fig = go.Figure()
+    for o in study.options:
+        for p in o.pools:
+            pts = [pt for pt in p.capacity.frontier if math.isfinite(pt[2])]
+            if not pts:
+                continue
+            per_system = p.system.n_devices / p.deployment.n_devices
+            fig.add_scatter(
+                name=f"{o.model_id} on {p.name}",
+                mode="lines+markers",
+                x=[pt[1] * per_system for pt in pts],
+                y=[pt[2] for pt in pts],
+            )
+    fig.add_hline(y=study.scenario.slo.ttft_p99_s, line_dash="dot", annotation_text="TTFT limit")
+    fig.update_layout(
+        title="Throughput-latency frontier: output tokens/s per system against p99 TTFT",
+        xaxis_title="output tokens/s per system",
+        yaxis_title="p99 TTFT (s)",
+        yaxis_type="log",
+        xaxis_type="log",
+    )
+    return fig
 
 
 def _power_breakdown(study: StudyResult) -> go.Figure:

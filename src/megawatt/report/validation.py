@@ -216,8 +216,7 @@ def _wafer_calibration_table(cal: Calibrator) -> Table:
         if not key.startswith("wafer/") or not g.values:
             continue
         cells = [
-            f"{g.values[p] * units[p][1]:.3g} / {g.prior[p] * units[p][1]:.3g}"
-            for p in WAFER_FITTED_FIELDS
+            f"{g.values[p] * units[p][1]:.3g} / {g.prior[p] * units[p][1]:.3g}" for p in WAFER_FITTED_FIELDS
         ]
         rows = "; ".join(
             f"{r.id} {_num(r.measured)} / {_num(r.predicted)} / {_num(r.cv_predicted)}"

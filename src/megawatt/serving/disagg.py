@@ -29,7 +29,7 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.serving.drivers import ReplicaConfig
 from megawatt.serving.metrics import RunResult
-from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica, ReplicaStats
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, ReplicaStats
 from megawatt.serving.timeline import Timeline
 from megawatt.sim import Environment
 from megawatt.workload import Requests
@@ -59,9 +59,7 @@ def router(name: str) -> Router:
     try:
         return ROUTERS[name]
     except KeyError:
-        raise InputError(
-            f"router must be one of {', '.join(sorted(ROUTERS))}; got {name!r}."
-        ) from None
+        raise InputError(f"router must be one of {', '.join(sorted(ROUTERS))}; got {name!r}.") from None
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,7 @@ class KvLink:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.bandwidth_bytes_per_s) and self.bandwidth_bytes_per_s > 0):
-            raise InputError(
-                f"KvLink bandwidth_bytes_per_s must be > 0; got {self.bandwidth_bytes_per_s}."
-            )
+            raise InputError(f"KvLink bandwidth_bytes_per_s must be > 0; got {self.bandwidth_bytes_per_s}.")
         if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
             raise InputError(f"KvLink latency_s must be >= 0; got {self.latency_s}.")
 
@@ -127,29 +123,6 @@ def _summed(stats: Sequence[ReplicaStats]) -> ReplicaStats:
     return out
 
 
-def _replica(
-    env: Environment,
-    cfg: ReplicaConfig,
-    requests: Requests,
-    on_finish: Callable[[int], None],
-    prefix_blocks: Sequence[np.ndarray] | None = None,
-    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
-) -> Replica:
-    return Replica(
-        env,
-        cfg.step_model,
-        cfg.kv,
-        requests,
-        policy=cfg.policy,
-        max_num_seqs=cfg.max_num_seqs,
-        max_num_batched_tokens=cfg.max_num_batched_tokens,
-        on_finish=on_finish,
-        prefix_blocks=prefix_blocks,
-        prefix_block_tokens=prefix_block_tokens,
-        timeline_bin_s=cfg.timeline_bin_s,
-    )
-
-
 def disaggregated(
     prefill: ReplicaConfig,
     decode: ReplicaConfig,
@@ -169,8 +142,7 @@ def disaggregated(
     replicas hashed prefix caches (see `simulate`). Runs on the Python `Replica`."""
     if n_prefill < 1 or n_decode < 1:
         raise InputError(
-            f"a disaggregated pair needs n_prefill >= 1 and n_decode >= 1; got {n_prefill} and "
-            f"{n_decode}."
+            f"a disaggregated pair needs n_prefill >= 1 and n_decode >= 1; got {n_prefill} and {n_decode}."
         )
     pick = router(router_name)
     n = len(requests)
@@ -229,9 +201,8 @@ def disaggregated(
         finish[i] = env.now
 
     prefill_reps = [
-        _replica(
+        prefill.build(
             env,
-            prefill,
             prefill_requests,
             partial(prefilled, p),
             prefix_blocks,
@@ -239,9 +210,7 @@ def disaggregated(
         )
         for p in range(n_prefill)
     ]
-    decode_reps = [
-        _replica(env, decode, requests, partial(decoded, d)) for d in range(n_decode)
-    ]
+    decode_reps = [decode.build(env, requests, partial(decoded, d)) for d in range(n_decode)]
 
     def arrive(i: int) -> None:
         if i + 1 < n:

@@ -50,28 +50,28 @@ class ReplicaConfig:
             deployment.max_num_batched_tokens,
         )
 
-
-def _replica(
-    env: Environment,
-    cfg: ReplicaConfig,
-    requests: Requests,
-    on_finish: Callable[[int], None] | None = None,
-    prefix_blocks: Sequence[np.ndarray] | None = None,
-    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
-) -> Replica:
-    return Replica(
-        env,
-        cfg.step_model,
-        cfg.kv,
-        requests,
-        policy=cfg.policy,
-        max_num_seqs=cfg.max_num_seqs,
-        max_num_batched_tokens=cfg.max_num_batched_tokens,
-        on_finish=on_finish,
-        prefix_blocks=prefix_blocks,
-        prefix_block_tokens=prefix_block_tokens,
-        timeline_bin_s=cfg.timeline_bin_s,
-    )
+    def build(
+        self,
+        env: Environment,
+        requests: Requests,
+        on_finish: Callable[[int], None] | None = None,
+        prefix_blocks: Sequence[np.ndarray] | None = None,
+        prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+    ) -> Replica:
+        """A Python replica of this configuration serving `requests` on `env`."""
+        return Replica(
+            env,
+            self.step_model,
+            self.kv,
+            requests,
+            policy=self.policy,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            on_finish=on_finish,
+            prefix_blocks=prefix_blocks,
+            prefix_block_tokens=prefix_block_tokens,
+            timeline_bin_s=self.timeline_bin_s,
+        )
 
 
 ENGINES = ("auto", "fast", "python")
@@ -148,7 +148,7 @@ def simulate(
     n = len(requests)
     # The clock starts at 0, or at the first arrival when that is earlier (shifted traces).
     env = Environment(min(0.0, float(arrivals[0])) if n else 0.0)
-    rep = _replica(env, cfg, requests, None, prefix_blocks, prefix_block_tokens)
+    rep = cfg.build(env, requests, None, prefix_blocks, prefix_block_tokens)
     backlog = [0]
 
     def arrive(i: int) -> None:
@@ -212,7 +212,7 @@ def concurrency(
             env.schedule(0.0, rep.submit, i)
 
     reqs = requests.with_arrivals(np.zeros(n))
-    rep = _replica(env, cfg, reqs, on_finish, prefix_blocks, prefix_block_tokens)
+    rep = cfg.build(env, reqs, on_finish, prefix_blocks, prefix_block_tokens)
     for _ in range(min(n_in_flight, n)):
         i = issued[0]
         issued[0] += 1
@@ -243,6 +243,9 @@ class Capacity:
     evaluations: tuple[tuple[float, bool], ...] = field(default=())
     reason: str = ""
     limited_by: tuple[str, ...] = ()
+    frontier: tuple[tuple[float, float, float, float], ...] = ()
+    """Every rate tried, sorted: (rate per s, output tokens/s, p99 TTFT s, p99 TPOT s), the
+    throughput-latency curve of the replica."""
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -254,9 +257,7 @@ class Capacity:
         return self.rate_per_s * float(self.result.output_tokens[served].mean())
 
 
-def offline_rate_hint(
-    cfg: ReplicaConfig, requests: Requests, n: int = 400, *, engine: str = "auto"
-) -> float:
+def offline_rate_hint(cfg: ReplicaConfig, requests: Requests, n: int = 400, *, engine: str = "auto") -> float:
     """A first guess of a replica's request rate: offline output tokens/s of the first `n`
     requests over their mean output (the search brackets from there)."""
     probe = offline(cfg, requests.subset(np.arange(min(len(requests), n))), engine=engine)
@@ -290,17 +291,19 @@ def capacity(
     if not 0 < rel_tol < 1:
         raise InputError(f"rel_tol must be in (0, 1); got {rel_tol}.")
     evals: list[tuple[float, bool]] = []
+    points: list[tuple[float, float, float, float]] = []
     cache: dict[float, RunResult] = {}
 
     def run(rate: float) -> bool:
         arrivals = unit_arrivals / rate
         span = float(arrivals[-1])
-        res = simulate(
-            cfg, requests.with_arrivals(arrivals), until_s=50.0 * span + 86_400.0, engine=engine
-        )
+        res = simulate(cfg, requests.with_arrivals(arrivals), until_s=50.0 * span + 86_400.0, engine=engine)
         cache[rate] = res
         ok = res.meets(slo)
         evals.append((rate, ok))
+        served = ~res.rejected
+        mean_out = float(res.output_tokens[served].mean()) if served.any() else 0.0
+        points.append((rate, rate * mean_out, res.percentile("ttft_s", 99), res.percentile("tpot_s", 99)))
         return ok
 
     if rate_hint is None:
@@ -313,7 +316,9 @@ def capacity(
             if not run(hi):
                 break
         else:
-            return Capacity(hi, cache[hi], slo, rel_tol, tuple(evals), "not saturated")
+            return _with_frontier(
+                points, Capacity(hi, cache[hi], slo, rel_tol, tuple(evals), "not saturated")
+            )
     else:
         rate = hi
         while len(evals) < max_evaluations:
@@ -323,14 +328,17 @@ def capacity(
                 break
             hi = rate
         if lo is None:
-            return Capacity(
-                0.0,
-                None,
-                slo,
-                rel_tol,
-                tuple(evals),
-                "SLO not met even at low load (latency floor above the limit)",
-                limited_by=cache[rate].violations(slo),
+            return _with_frontier(
+                points,
+                Capacity(
+                    0.0,
+                    None,
+                    slo,
+                    rel_tol,
+                    tuple(evals),
+                    "SLO not met even at low load (latency floor above the limit)",
+                    limited_by=cache[rate].violations(slo),
+                ),
             )
     assert lo is not None
     while hi / lo > 1.0 + rel_tol and len(evals) < max_evaluations:
@@ -339,7 +347,14 @@ def capacity(
             lo = mid
         else:
             hi = mid
-    return Capacity(lo, cache[lo], slo, rel_tol, tuple(evals), limited_by=cache[hi].violations(slo))
+    return _with_frontier(
+        points, Capacity(lo, cache[lo], slo, rel_tol, tuple(evals), limited_by=cache[hi].violations(slo))
+    )
+
+
+def _with_frontier(points: list[tuple[float, float, float, float]], cap: Capacity) -> Capacity:
+    """The capacity with the throughput-latency points of its search, sorted by rate."""
+    return replace(cap, frontier=tuple(sorted(points)))
 
 
 def with_policy(cfg: ReplicaConfig, policy: str) -> ReplicaConfig:
