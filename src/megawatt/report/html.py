@@ -120,8 +120,12 @@ def _frontier(study: StudyResult) -> go.Figure:
     """Throughput-latency frontier per option and pool: the rates its capacity search tried,
     as output tokens/s per system against p99 TTFT, with the SLO's TTFT limit."""
     fig = go.Figure()
+    seen: set[tuple[str, str]] = set()
     for o in study.options:
         for p in o.pools:
+            if (o.model_id, p.name) in seen:  # a mixed option reuses its pools' searches
+                continue
+            seen.add((o.model_id, p.name))
             pts = [pt for pt in p.capacity.frontier if math.isfinite(pt[2])]
             if not pts:
                 continue
