@@ -195,6 +195,14 @@ class StepModel(Protocol):
         contexts start at `contexts` and grow by one token per step."""
 
 
+def _row(coefficients: dict[int, float]) -> list[float]:
+    """A feature-coefficient row from {feature index: coefficient}."""
+    row = [0.0] * N_FEATURES
+    for k, v in coefficients.items():
+        row[k] += v
+    return row
+
+
 class RooflineStepModel:
     """The per-operator roofline for any deployment (GPU-like or wafer-scale).
 
@@ -225,15 +233,9 @@ class RooflineStepModel:
         bw = dev.mem_bandwidth_bytes_per_s * eff.memory
 
         def add(name: str, f: dict[int, float], b: dict[int, float], rate: float) -> None:
-            fv = [0.0] * N_FEATURES
-            bv = [0.0] * N_FEATURES
-            for k, v in f.items():
-                fv[k] += v
-            for k, v in b.items():
-                bv[k] += v
             names.append(name)
-            flops.append(fv)
-            nbytes.append(bv)
+            flops.append(_row(f))
+            nbytes.append(_row(b))
             rates.append(rate)
             bws.append(bw)
 
@@ -409,15 +411,9 @@ class RooflineStepModel:
             name: str, f: dict[int, float], b: dict[int, float], share: float, eff_rate: float,
             weights: bool = True,
         ) -> None:
-            fv = [0.0] * N_FEATURES
-            bv = [0.0] * N_FEATURES
-            for k, v in f.items():
-                fv[k] += v
-            for k, v in b.items():
-                bv[k] += v
             names.append(name)
-            flops.append(fv)
-            nbytes.append(bv)
+            flops.append(_row(f))
+            nbytes.append(_row(b))
             rates.append(lay.region_flops_per_s(share) * eff_rate)
             if streaming and weights:
                 bws.append(lay.stream_bandwidth_bytes_per_s)
