@@ -28,11 +28,11 @@ LINES = [
     "C2,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,1000,100,fixed,,40,,,no,"
     "output_tokens_per_s,4000,2025-03-02,TP1",
     "C3,h200-sxm,1,llama-3.1-8b,fp8,trtllm,single_user,128,64,fixed,1,3,,,no,"
-    "output_tokens_per_s_per_user,250,2024,",
+    "output_tokens_per_s_per_user,250,2025,",
     "C4,h100-sxm,1,llama-3.1-8b,fp8,trtllm,single_user,500,64,fixed,1,3,,,no,"
     "output_tokens_per_s_per_user,200,2025-02 (undated),",
     "C5,h100-sxm,1,llama-3.1-8b,fp8,vllm,single_user,128,64,fixed,1,3,,,no,"
-    "output_tokens_per_s_per_user,150,2023,",
+    "output_tokens_per_s_per_user,150,2025-03,",
     "C6,wse3,1,llama-3.1-8b,bf16,cerebras,single_user,128,64,fixed,1,3,,,unknown,"
     "output_tokens_per_s_per_user,1800,2024,",
 ]

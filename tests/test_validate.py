@@ -120,6 +120,27 @@ def test_an_offline_row_uses_the_stated_plan_and_its_request_count() -> None:
     assert got.plan.startswith("1x tp1 ")
 
 
+def test_expert_parallelism_beyond_a_node_is_wide_ep_with_data_parallel_attention() -> None:
+    # EP32 over four 8-GPU H100 nodes, no TP stated: DeepSeek-style wide EP, not a pipeline.
+    (m,) = rows(
+        "T6,h100-sxm,32,deepseek-v3,fp8,sglang,max_throughput_concurrency,1000,,fixed,512,,,,no,"
+        "output_tokens_per_s,50000,decode-only: EP32 across 4 nodes"
+    )
+    got = predict_row(m, CATALOG)
+    assert got.predicted is not None and got.predicted > 0
+    assert got.plan.startswith("1x tp32 ep32 attention-dp fp8")
+
+
+def test_plan_choice_runs_offline_candidates_long_enough_to_reach_steady_state() -> None:
+    # Mixtral on 8 H200s offline and server: both pick the same tensor-parallel width (short
+    # plan-choice runs used to favour the plan with fewer replicas offline).
+    offline, server = (
+        next(r for r in load_measurements() if r.id == rid) for rid in ("P007", "P008")
+    )
+    width = [predict_row(m, CATALOG).plan.split()[1] for m in (offline, server)]
+    assert width[0] == width[1]
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [

@@ -2,9 +2,9 @@
 with the estimator contract: `Calibrator(...).fit(measurements)` returns the calibrator, whose
 learned attributes end in `_`; using it before `fit` raises `NotFittedError`.
 
-Per calibration group (performance family, vendor, engine: `gpu/nvidia/trtllm`) at most six
-parameters are fitted - compute, attention, memory and link efficiency, per-step and
-per-sequence overhead - by minimising a robust (soft-L1) loss of the log errors of the group's
+Per calibration group (performance family, vendor, engine release: `gpu/nvidia-fp8/trtllm`) at
+most seven parameters are fitted - compute, attention, MoE-expert, memory and link efficiency,
+per-step and per-sequence overhead - by minimising a robust (soft-L1) loss of the log errors of the group's
 rows plus a Gaussian penalty towards the documented prior (bounded L-BFGS-B over log-parameters,
 fixed start at the prior, analytic gradient, so the result is deterministic).
 
@@ -53,6 +53,7 @@ __all__ = [
 FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "compute": (0.05, 0.9),
     "attention": (0.05, 0.9),
+    "experts": (0.05, 0.9),
     "memory": (0.05, 0.95),
     "link": (0.05, 0.95),
     "step_overhead_s": (1e-5, 0.02),
@@ -91,6 +92,7 @@ figures, and the prior (WaferLLM) holds the directions two rows cannot pin down.
 PRIOR_SIGMA: dict[str, float] = {
     "compute": 0.4,
     "attention": 0.5,
+    "experts": 0.5,
     "memory": 0.3,
     "link": 0.5,
     "step_overhead_s": 1.0,
@@ -234,7 +236,7 @@ class _Linearised:
         return pred, grad
 
 
-_INVERSE_FIELDS = ("compute", "attention", "memory", "link", "prefill_compute")
+_INVERSE_FIELDS = ("compute", "attention", "experts", "memory", "link", "prefill_compute")
 _TERM_NAME = {"step_overhead_s": "step", "seq_overhead_s": "seq"}
 
 
@@ -509,8 +511,9 @@ class Calibrator:
             "produced_by": f"megawatt calibrate (megawatt {_version()})",
             "input": {"file": input_name, "sha256": input_sha256, "newest_measurement": data_date},
             "method": (
-                "per group (family/vendor-generation/engine): MAP fit of compute, attention, "
-                "memory, link efficiency and per-step, per-sequence overhead; soft-L1 loss of "
+                "per group (family/vendor-generation/engine release): MAP fit of compute, "
+                "attention, MoE-expert, memory, link efficiency and per-step, per-sequence "
+                "overhead; soft-L1 loss of "
                 f"the log errors (scale {ROBUST_SCALE}, row sigma {RESIDUAL_SIGMA}), Gaussian "
                 "prior in log space around the documented prior (sigmas below); bounded "
                 "L-BFGS-B from the prior; "

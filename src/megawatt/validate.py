@@ -231,10 +231,11 @@ ASSUMPTIONS: tuple[str, ...] = (
     "spec_decode on wafers: the same k and acceptance; the draft is "
     f"{WAFER_DRAFT_MODEL}, kept on the same wafers (its weights and KV take SRAM) and timed on "
     "its own core regions",
-    "engine releases: a row's date picks its engine's release (cerebras before 2024-10: the "
-    "launch software `cerebras-2024-08`, its own calibration group; from 2024-10: rewritten "
-    "kernels and speculative decoding); rows of a speculative release whose spec_decode is "
-    "unknown are replayed with speculative decoding",
+    "engine releases: a row's date picks its engine's release, each its own calibration group "
+    "(README caveat 8, software drift): cerebras before 2024-10 is the launch software "
+    "`cerebras-2024-08`, from 2024-10 rewritten kernels and speculative decoding; TensorRT-LLM "
+    "and vLLM before 2025 (MLPerf v4.1) are `trtllm-2024` and `vllm-2024`; rows of a "
+    "speculative release whose spec_decode is unknown are replayed with speculative decoding",
     "wafer rows whose stated wafer count cannot hold the model (WaferLLM timed a subset of "
     "layers and scaled by the layer count) are predicted on the fewest wafers that do",
     "decode-only rows: the prompt is already cached (prefill assumed unlimited), "
@@ -552,6 +553,7 @@ def _requests(m: Measurement, n: int, seed: int = 0) -> Requests:
 TERMS = (
     "compute",
     "attention",
+    "experts",
     "memory",
     "link",
     "prefill_compute",
@@ -562,11 +564,12 @@ TERMS = (
     "handoff_s",
     "fixed",
 )
-"""What the seconds of a run scale with: 1/compute, 1/attention, 1/memory and 1/link
+"""What the seconds of a run scale with: 1/compute, 1/attention, 1/experts (MoE grouped
+GEMMs), 1/memory and 1/link
 efficiency, (wafers) 1/prefill_compute, the per-step overhead, the per-sequence overhead, and
 (wafers) the fixed cycles per layer, the cycles per reduction stage and the wafer hand-off
 latency; the rest (`fixed`, e.g. mesh hops) with nothing."""
-_EFF_TERMS = ("compute", "attention", "memory", "link", "prefill_compute")
+_EFF_TERMS = ("compute", "attention", "experts", "memory", "link", "prefill_compute")
 _OVERHEAD_TERMS = (
     "step_overhead_s",
     "seq_overhead_s",
@@ -712,7 +715,9 @@ def _replay(
             probe = _Probe(_requests(m, max(1, math.ceil(m.n_requests / replicas))), dep.max_num_seqs)
             res = offline(cfg, probe.requests)
             return _Replay(_metric(m, res) * replicas, "inverse", probe)
-        n = int(min(max(3 * batch, 300), 400 if quick else 1500))
+        # Quick (plan-choice) runs too need a few batches: with fewer requests than the batch
+        # holds, the run is all ramp and drain and favours the plan with fewer replicas.
+        n = int(min(max(3 * batch, 300), 1500))
         probe = _Probe(_requests(m, n), dep.max_num_seqs)
         res = offline(cfg, probe.requests)
         value = _steady_tokens_per_s(res) if m.metric == "output_tokens_per_s" else _metric(m, res)
@@ -907,21 +912,30 @@ def _choose(
     if m.scenario == "single_user":
         conc_cap = 16
 
-    def make(tp: int, pp: int, ep: int | None = None) -> Deployment:
+    def make(tp: int, pp: int, ep: int | None = None, adp: bool = False) -> Deployment:
         size = tp * pp
         e = ep if ep is not None else (size if moe and size > 1 else 1)
-        return replace(base, tp=tp, pp=pp, ep=min(e, size), max_num_seqs=conc_cap)
+        return replace(
+            base, tp=tp, pp=pp, ep=min(e, size), attention_dp=adp, max_num_seqs=conc_cap
+        )
 
     if stated and not wafer:
         ep = stated.get("ep")
-        # No TP stated: fill the scale-up domain before pipelining (EP spans the replica).
-        tp = stated.get("tp") or (min(max_tp, ep, n_dev) if ep else 1)
+        adp = bool(stated.get("adp"))
         pp = stated.get("pp", 1)
-        if ep and ep > tp * pp:
-            # Expert parallelism over more devices than the tensor group: pipeline the rest.
-            pp = max(pp, ep // tp)
-        tp = min(tp, max_tp)
-        dep = replace(make(tp, pp, ep), attention_dp=bool(stated.get("adp")) and tp > 1)
+        if ep and ep > scale_up and "tp" not in stated and "pp" not in stated:
+            # Expert parallelism beyond one scale-up domain, no TP or PP stated: wide EP with
+            # data-parallel attention over the EP group (DeepSeek's and SGLang's multi-node
+            # deployments), not a pipeline.
+            tp, adp = ep, True
+        else:
+            # No TP stated: fill the scale-up domain before pipelining (EP spans the replica).
+            tp = stated.get("tp") or (min(max_tp, ep, n_dev) if ep else 1)
+            if ep and ep > tp * pp:
+                # Expert parallelism over more devices than the tensor group: pipeline the rest.
+                pp = max(pp, ep // tp)
+            tp = min(tp, max_tp)
+        dep = make(tp, pp, ep, adp and tp > 1)
         if dep.n_devices > n_dev:
             dep = replace(dep, pp=max(1, n_dev // tp), ep=min(dep.ep, n_dev))
         if m.scenario == "max_throughput_concurrency":

@@ -21,7 +21,7 @@ def deployment(model_id: str, system_id: str, **settings: Any) -> Deployment:
 
 
 INVALID = [
-    ("hgx-h200", {"tp": 16}, "tp must fit in one hgx-h200 scale-up domain (8 devices); got tp=16"),
+    ("hgx-h200", {"tp": 16}, "tp must fit in one hgx-h200 scale-up domain (8 devices) unless"),
     ("hgx-h200", {"tp": 0}, "tp must be an integer >= 1; got 0"),
     ("hgx-h200", {"pp": 1.5}, "pp must be an integer >= 1; got 1.5"),
     ("hgx-h200", {"max_num_seqs": 0}, "max_num_seqs must be an integer >= 1"),

@@ -34,6 +34,12 @@ DEPLOYMENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "dgx-h100",
         {"tp": 8, "pp": 2, "weight_dtype": "fp8"},
     ),
+    # Wide expert parallelism: data-parallel attention and EP over four 8-GPU nodes.
+    "h100-wide-ep32-deepseek": (
+        "deepseek-v3",
+        "dgx-h100",
+        {"tp": 32, "ep": 32, "attention_dp": True, "weight_dtype": "fp8"},
+    ),
 }
 NAMES = list(DEPLOYMENTS)
 GPU_DENSE = ["h200-tp1-8b-fp8", "h200-tp1-70b-fp8", "h200-tp8-70b-fp8", "h100-tp8-pp2-405b-fp8"]
@@ -246,7 +252,7 @@ def test_batch_1_decode_of_a_dense_model_on_a_gpu_is_memory_bound(name: str) -> 
             assert op.bound == "memory", op
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "gb200-tp8-ep8-deepseek"])
+@pytest.mark.parametrize("name", [n for n in NAMES if "deepseek" not in n])  # EP: all-to-all
 def test_a_large_prefill_chunk_is_compute_bound(name: str) -> None:
     bd = step_model(name).breakdown(shape(name, [], [(8192, 0)]))
     assert bd.bound == "compute"
@@ -267,13 +273,100 @@ def test_expert_parallel_prefill_spends_its_time_on_compute_and_communication() 
 
 def test_expert_parallel_all_to_all_sends_each_devices_share_of_the_tokens() -> None:
     # deepseek-v3 on 8 GB200s, tp8 ep8: per token, 64 ring all-reduces (2 per layer, less the
-    # 58 MoE ones that EP replaces) plus dispatch and combine of 8 experts x 7168 x 2 bytes,
-    # 7/8 of them remote, each device sending for 1/8 of the tokens.
+    # 58 MoE ones that EP replaces) plus dispatch (FP8 for 8-bit experts: 1 byte) and combine
+    # (BF16: 2 bytes) of 8 experts x 7168, 7/8 of them remote, each device sending for 1/8 of
+    # the tokens.
     dep = deployment("gb200-tp8-ep8-deepseek")
+    assert dep.compute_dtype_of("experts") in ("fp8", "fp4")
     link = dep.system.scaleup_bandwidth_bytes_per_s * dep.eff.link
-    per_token = (64 * (2 * 7 / 8) * 7168 * 2 + 58 * 2 * 8 * 7168 * 2 * (7 / 8) / 8) / link
+    per_token = (64 * (2 * 7 / 8) * 7168 * 2 + 58 * 8 * 7168 * (1 + 2) * (7 / 8) / 8) / link
     bd = step_model("gb200-tp8-ep8-deepseek").breakdown(shape("gb200-tp8-ep8-deepseek", [], [(4096, 0)]))
     assert bd.communication_s == pytest.approx(4096 * per_token, rel=1e-12)
+
+
+def test_wide_expert_parallelism_sends_remote_experts_over_the_scale_out_network() -> None:
+    # 32 H100s in 4 nodes: of each token's 8 experts, 7/32 sit on the 7 other GPUs of its node
+    # (NVLink) and 24/32 in other nodes (400 Gb/s NICs); both at once, the slower sets the time.
+    # Dense MLPs run data-parallel too: no all-reduce at all.
+    name = "h100-wide-ep32-deepseek"
+    dep = deployment(name)
+    assert dep.wide_ep
+    sysm = dep.system
+    link = sysm.scaleup_bandwidth_bytes_per_s * dep.eff.link
+    out = sysm.scaleout_bandwidth_bytes_per_s * dep.eff.link
+    per_token = 58 * 8 * 7168 * (1 + 2) / 32 * max(7 / 32 / link, 24 / 32 / out)
+    bd = step_model(name).breakdown(shape(name, [], [(4096, 0)]))
+    assert bd.communication_s == pytest.approx(4096 * per_token, rel=1e-12)
+    assert 24 / 32 / out > 7 / 32 / link  # the network, not NVLink, is the bottleneck
+
+
+def test_wide_expert_parallelism_keeps_all_but_the_experts_on_every_device() -> None:
+    from megawatt.perf.memory import weight_bytes
+
+    dep = deployment("h100-wide-ep32-deepseek")
+    plan = step_model("h100-wide-ep32-deepseek").memory
+    wb = weight_bytes(dep)
+    assert plan.weight_bytes_per_device == pytest.approx(
+        wb.total - wb.routed_experts * (1 - 1 / 32)
+    )
+    assert plan.kv_replication == 1.0  # each device caches only its own sequences
+
+
+def test_data_parallel_attention_ranks_share_the_per_sequence_overhead() -> None:
+    # Each attention-DP rank schedules and samples its own sequences: 64 sequences over 32
+    # ranks cost 2 sequences' overhead per step.
+    name = "h100-wide-ep32-deepseek"
+    eff = deployment(name).eff
+    bd = step_model(name).breakdown(shape(name, [100] * 64, []))
+    assert bd.overhead_s == pytest.approx(eff.step_overhead_s + eff.seq_overhead_s * 64 / 32)
+
+
+def test_mla_prefills_in_multi_head_form_and_decodes_absorbed() -> None:
+    # DeepSeek-V3 (128 heads; qk 128 + 64 rope, v 128; latent 512): a fresh 1,000-token prompt
+    # attends to 1000 x 1001 / 2 pairs at 2 x 128 x (128 + 64 + 128) FLOPs per pair and layer;
+    # a decode token reads its context at 2 x 128 x (2 x 512 + 64) FLOPs per cached token.
+    name = "gb200-tp8-ep8-deepseek"
+    pairs = 1000 * 1001 / 2
+    pre = step_model(name).breakdown(shape(name, [], [(1000, 0)]))
+    op = next(o for o in pre.operators if o.name == "attention (prefill)")
+    assert op.flops == pytest.approx(pairs * 2 * 128 * 320 * 61 / 8)
+    dec = step_model(name).breakdown(shape(name, [1000], []))
+    op = next(o for o in dec.operators if o.name == "attention (decode)")
+    assert op.flops == pytest.approx(1000 * 2 * 128 * 1088 * 61 / 8)
+
+
+def test_with_data_parallel_attention_a_prompt_is_prefilled_by_one_rank() -> None:
+    # 32 attention-DP ranks: 320 decode tokens spread 10 per rank; a 320-token prompt is all
+    # on its owner's rank, whose projections then do 32x the work.
+    name = "h100-wide-ep32-deepseek"
+    p = load_model("deepseek-v3").attention_params_per_layer() * 61
+
+    def proj(bd: Any) -> float:
+        return float(next(o.flops for o in bd.operators if o.name == "attention projections"))
+
+    decode = step_model(name).breakdown(shape(name, [100] * 320, []))
+    prefill = step_model(name).breakdown(shape(name, [], [(320, 0)]))
+    assert proj(decode) == pytest.approx(2 * p * 320 / 32)
+    assert proj(prefill) == pytest.approx(2 * p * 320)
+
+
+def test_the_experts_efficiency_times_the_routed_experts_only() -> None:
+    def slower_experts(name: str) -> RooflineStepModel:
+        dep = deployment(name)
+        eff = dep.eff.with_values(experts=dep.eff.experts / 2)
+        return RooflineStepModel(dataclasses.replace(dep, efficiencies=eff))
+
+    chunk = [(4096, 0)]
+    for name in ("gb200-tp8-ep8-deepseek", "h200-tp1-70b-fp8"):
+        base = step_model(name).breakdown(shape(name, [], chunk))
+        half = slower_experts(name).breakdown(shape(name, [], chunk))
+        routed = [op for op in base.operators if op.name == "routed experts"]
+        if routed:  # MoE: the experts' GEMMs take twice as long, nothing else changes
+            slow = next(op for op in half.operators if op.name == "routed experts")
+            assert slow.compute_s == pytest.approx(2 * routed[0].compute_s)
+            assert half.total_s > base.total_s
+        else:
+            assert half.total_s == base.total_s
 
 
 # -- pipelines and windows ----------------------------------------------------------------------

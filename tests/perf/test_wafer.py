@@ -318,7 +318,9 @@ def test_a_measurement_date_picks_the_cerebras_release() -> None:
     assert engine_release("cerebras", "2024-10/11 (not dated)") == "cerebras"
     assert engine_release("cerebras", "2025 (undated)") == "cerebras"
     assert engine_release("cerebras", "") == "cerebras"  # undated: the newest
-    assert engine_release("vllm", "2023-01") == "vllm"
+    assert engine_release("sglang", "2023-01") == "sglang"  # one release only
+    assert engine_release("trtllm", "2024-08-28") == "trtllm-2024"
+    assert engine_release("trtllm", "2025") == "trtllm"
     assert {r[1] for r in ENGINE_RELEASES["cerebras"]} <= set(MAPPINGS)
 
 

@@ -25,7 +25,10 @@ class Deployment:
     ep: expert-parallel degree across the replica's devices (1 = experts sharded like TP).
     attention_dp: attention runs data-parallel over the tp devices (each holds every attention
     weight and the KV cache of its own 1/tp of the sequences, as DeepSeek-style engines do for
-    MLA, whose latent cache tensor parallelism would replicate); MLPs stay tp/ep-sharded.
+    MLA, whose latent cache tensor parallelism would replicate); MLPs stay tp/ep-sharded. With
+    attention_dp and ep = tp x pp, tp may span several scale-up domains (wide expert
+    parallelism, as DeepSeek's and SGLang's multi-node deployments): the experts' all-to-all
+    and the few remaining all-reduces then cross the scale-out network.
     max_num_seqs / max_num_batched_tokens: the engine's batch cap and per-step token budget.
     weight_streaming: wafers only: weights stay in external memory (MemoryX) and stream over the
     system I/O every pass instead of living in SRAM, for models that do not fit; one wafer per
@@ -71,10 +74,13 @@ class Deployment:
             )
         if self.ep > self.n_devices:
             raise InputError(f"deployment.ep must be <= tp x pp = {self.n_devices}; got {self.ep}.")
-        if self.family == "gpu" and self.tp > self.system.n_devices:
+        spans = self.attention_dp and self.ep == self.n_devices
+        if self.family == "gpu" and self.tp > self.system.n_devices and not spans:
             raise InputError(
                 f"deployment.tp must fit in one {self.system.id} scale-up domain "
-                f"({self.system.n_devices} devices); got tp={self.tp}. Use pp for more devices."
+                f"({self.system.n_devices} devices) unless attention is data-parallel and ep "
+                f"spans every device (wide expert parallelism); got tp={self.tp}. Use pp for "
+                "more devices."
             )
         if self.family == "wafer" and self.tp != 1:
             raise InputError(
@@ -105,6 +111,13 @@ class Deployment:
             )
 
     # -- identity ---------------------------------------------------------------------------
+    @property
+    def wide_ep(self) -> bool:
+        """Wide expert parallelism: data-parallel attention over a tp group larger than one
+        scale-up domain; then everything but the routed experts (dense MLPs, shared experts,
+        LM head, norms) runs data-parallel too, each device on its own sequences."""
+        return self.attention_dp and self.tp > self.system.n_devices
+
     @property
     def family(self) -> str:
         """`wafer` or `gpu` (every HBM accelerator)."""

@@ -23,6 +23,9 @@ class Efficiencies:
     compute:      fraction of dense peak FLOP/s reached by large GEMMs (wafers: the MACs of
                   decode tokens in the cores' weight tiles, one or a few tokens per pass).
     attention:    fraction of dense peak reached by attention math (flash-style kernels).
+    experts:      fraction of dense peak reached by the routed experts' grouped GEMMs of MoE
+                  models (token permutation, one small GEMM per expert, uneven loads); 0 = as
+                  `compute` (wafers: every expert sits on its own cores).
     memory:       fraction of peak memory bandwidth reached by streaming reads (wafers: the
                   per-core SRAM bandwidth a decode GEMV tile reaches, i.e. the effective per-core
                   GEMV throughput).
@@ -58,6 +61,7 @@ class Efficiencies:
     reduce_rounds_per_layer: float = 0.0
     handoff_s: float = 0.0
     sram_reserved_fraction: float = 0.0
+    experts: float = 0.0
     source: str = ""
 
     def with_values(self, **values: float) -> Efficiencies:
@@ -67,7 +71,9 @@ class Efficiencies:
 
 _GPU_SOURCE = (
     "prior (estimate): large BF16/FP8 GEMMs on H100-class GPUs reach ~60% of dense peak in "
-    "published cuBLAS/CUTLASS benchmarks; flash attention ~50%; HBM streaming ~80% of peak; "
+    "published cuBLAS/CUTLASS benchmarks; the grouped GEMMs of MoE experts ~75% of that "
+    "(permutation kernels, one GEMM per expert, uneven expert loads); flash attention ~50%; "
+    "HBM streaming ~80% of peak; "
     "NCCL bus bandwidth ~70% of NVLink peak; per-step overhead 1.5-4 ms for vLLM-class engines "
     "(CPU scheduling, sampling, kernel launches). To be replaced by `megawatt calibrate`."
 )
@@ -107,12 +113,20 @@ _WAFER_PRIOR = Efficiencies(
 )
 
 PRIORS: dict[tuple[str, str], Efficiencies] = {
-    ("gpu", "vllm"): Efficiencies(0.60, 0.50, 0.80, 0.70, 3.0e-3, 10e-6, source=_GPU_SOURCE),
-    ("gpu", "sglang"): Efficiencies(0.60, 0.50, 0.80, 0.70, 2.5e-3, 8e-6, source=_GPU_SOURCE),
-    ("gpu", "trtllm"): Efficiencies(0.65, 0.55, 0.82, 0.75, 1.5e-3, 5e-6, source=_GPU_SOURCE),
+    ("gpu", "vllm"): Efficiencies(
+        0.60, 0.50, 0.80, 0.70, 3.0e-3, 10e-6, experts=0.45, source=_GPU_SOURCE
+    ),
+    ("gpu", "sglang"): Efficiencies(
+        0.60, 0.50, 0.80, 0.70, 2.5e-3, 8e-6, experts=0.45, source=_GPU_SOURCE
+    ),
+    ("gpu", "trtllm"): Efficiencies(
+        0.65, 0.55, 0.82, 0.75, 1.5e-3, 5e-6, experts=0.50, source=_GPU_SOURCE
+    ),
     ("wafer", "cerebras"): _WAFER_PRIOR,
 }
 PRIORS[("gpu", "other")] = PRIORS[("gpu", "vllm")]
+PRIORS[("gpu", "trtllm-2024")] = PRIORS[("gpu", "trtllm")]
+PRIORS[("gpu", "vllm-2024")] = PRIORS[("gpu", "vllm")]
 PRIORS[("wafer", "cerebras-2024-08")] = _WAFER_PRIOR
 PRIORS[("wafer", "waferllm")] = _WAFER_PRIOR
 PRIORS[("wafer", "other")] = _WAFER_PRIOR
@@ -123,7 +137,9 @@ ENGINES: tuple[str, ...] = (
     "other",
     "sglang",
     "trtllm",
+    "trtllm-2024",
     "vllm",
+    "vllm-2024",
     "waferllm",
 )
 
@@ -138,6 +154,25 @@ ENGINE_RELEASES: dict[str, tuple[tuple[str, str, str], ...]] = {
             "(NOTES f; validation README caveat 8: 70B 450 -> ~2,100 tok/s)",
         ),
         ("", "cerebras-2024-08", "Cerebras inference at launch, Aug 2024 (NOTES f)"),
+    ),
+    "trtllm": (
+        (
+            "2025-01",
+            "trtllm",
+            "TensorRT-LLM of 2025 (MLPerf v5.1 submissions, the v1.0 performance tables): "
+            "PyTorch executor, new attention and MoE kernels; MLPerf v5.1 results on the same "
+            "H100 systems are ~30% above v4.1 per GPU (validation README caveat 8)",
+        ),
+        ("", "trtllm-2024", "TensorRT-LLM of 2024 (MLPerf v4.1 submissions, Aug 2024)"),
+    ),
+    "vllm": (
+        (
+            "2025-01",
+            "vllm",
+            "vLLM/ROCm of 2025 (MLPerf v5.1 submissions): MI300X results ~18% above v4.1 on "
+            "the same 8-GPU system (validation README caveat 8)",
+        ),
+        ("", "vllm-2024", "vLLM/ROCm of 2024 (MLPerf v4.1 submissions, Aug 2024)"),
     ),
 }
 """Engines whose software changed enough to be separate calibration groups: name as
@@ -189,7 +224,15 @@ CALIBRATION_FILE = "data/calibration/efficiencies.json"
 """Where `megawatt calibrate` writes the fitted efficiencies, inside the package."""
 CALIBRATION_FORMAT = 1
 """Version of the calibration file's layout; a file of another version is ignored."""
-FITTED_FIELDS = ("compute", "attention", "memory", "link", "step_overhead_s", "seq_overhead_s")
+FITTED_FIELDS = (
+    "compute",
+    "attention",
+    "experts",
+    "memory",
+    "link",
+    "step_overhead_s",
+    "seq_overhead_s",
+)
 """The efficiency fields calibration may fit for GPU-like groups (the rest keep their prior)."""
 WAFER_FITTED_FIELDS = (
     "compute",

@@ -137,7 +137,9 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     per_layer = wb.layers / m.n_layers
     edge = wb.embedding + wb.lm_head if dep.pp == 1 else max(wb.embedding, wb.lm_head)
     weights_dev = (layers_per_stage * per_layer + edge) / dep.tp
-    if dep.attention_dp:  # every device holds all of its stage's attention weights
+    if dep.wide_ep:  # every device holds everything but its 1/ep of the routed experts
+        weights_dev = wb.total - wb.routed_experts * (1.0 - 1.0 / dep.ep)
+    elif dep.attention_dp:  # every device holds all of its stage's attention weights
         weights_dev += layers_per_stage * wb.attention / m.n_layers * (1.0 - 1.0 / dep.tp)
     memory = "HBM"
     capacity = dep.device.mem_capacity_bytes

@@ -246,31 +246,51 @@ class RooflineStepModel:
         attn_rate = dev.peak_flops_for("bf16") * eff.attention
         lin = eff.compute
 
-        # Attention projections (Q, K, V, O; MLA down/up projections), all layers. With
-        # attention data parallelism every device reads all the weights for its 1/tp of the
-        # sequences.
+        # With attention data parallelism every device reads all the attention weights for its
+        # 1/tp of the sequences. Decode tokens spread evenly over the ranks, but a prompt is
+        # prefilled by the one rank that owns its sequence while the others wait for it at the
+        # next expert all-to-all: prefill tokens cost a rank their whole work (exact for one
+        # prompt per step, an upper bound for several; engines add rank balancing for this).
+        dp = dep.attention_dp
+
+        def per_rank(total: float, data_parallel: bool) -> dict[int, float]:
+            """A per-token cost split over the tp devices: evenly for tensor-parallel work;
+            for data-parallel work evenly for decode tokens, on one rank for prefill tokens."""
+            if data_parallel:
+                return {_TOK: total / tp, _PTOK: total * (1.0 - 1.0 / tp)}
+            return {_TOK: total / tp}
+
+        # Attention projections (Q, K, V, O; MLA down/up projections), all layers.
         p_attn = m.attention_params_per_layer()
-        attn_weight_shards = 1 if dep.attention_dp else tp
+        attn_weight_shards = 1 if dp else tp
         add(
             "attention projections",
-            {_TOK: 2.0 * p_attn * n_layers / tp},
+            per_rank(2.0 * p_attn * n_layers, dp),
             {
                 _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers
                 / attn_weight_shards,
-                _TOK: 2.0 * h * act * n_layers / tp,
+                **per_rank(2.0 * h * act * n_layers, dp),
             },
             dep.peak_flops_of("attention") * lin,
         )
 
-        # Attention over the cache: QK^T and PV. MLA runs in absorbed form over the latent.
+        # Attention over the cache: QK^T and PV. MLA decodes in absorbed form over the latent
+        # and prefills in the plain multi-head form (keys and values up-projected once per
+        # token, inside the projections): DeepSeek-V2 (arXiv:2405.04434) section 2.1.3;
+        # FlashMLA and vLLM's MLA backend absorb for decode only.
         if m.attention_type == "mla":
             flops_per_ctx = 2.0 * m.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+            prefill_per_ctx = 2.0 * m.n_heads * (
+                m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
+            )
             kv_shards = 1.0
         else:
-            flops_per_ctx = 4.0 * m.n_heads * m.head_dim
+            flops_per_ctx = prefill_per_ctx = 4.0 * m.n_heads * m.head_dim
             kv_shards = float(min(tp, m.n_kv_heads))
-        if dep.attention_dp:
+        prefill_shards, kv_write_shards = float(tp), kv_shards
+        if dp:
             kv_shards = float(tp)  # each device reads only its own sequences' cache
+            prefill_shards = kv_write_shards = 1.0  # a prompt's attention: on its own rank
         kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
         if n_full:
             add(
@@ -281,8 +301,8 @@ class RooflineStepModel:
             )
             add(
                 "attention (prefill)",
-                {_PATT: flops_per_ctx * n_full / tp},
-                {_PTOK: kv_layer_bytes * n_full / kv_shards},
+                {_PATT: prefill_per_ctx * n_full / prefill_shards},
+                {_PTOK: kv_layer_bytes * n_full / kv_write_shards},
                 attn_rate,
             )
         if n_win:
@@ -294,18 +314,21 @@ class RooflineStepModel:
             )
             add(
                 "windowed attention (prefill)",
-                {_PWIN: flops_per_ctx * n_win / tp},
-                {_PTOK: kv_layer_bytes * n_win / kv_shards},
+                {_PWIN: prefill_per_ctx * n_win / prefill_shards},
+                {_PTOK: kv_layer_bytes * n_win / kv_write_shards},
                 attn_rate,
             )
 
-        # MLPs.
+        # MLPs. Wide EP runs every part but the routed experts data-parallel: each device
+        # does 1/tp of the tokens' work but reads every weight.
+        wide = dep.wide_ep
+        dense_shards = 1 if wide else tp
         if m.n_dense_layers:
             p = m.dense_mlp_params_per_layer() * m.n_dense_layers
             add(
                 "dense MLP",
-                {_TOK: 2.0 * p / tp},
-                {_ONE: p * dep.weight_bytes_per_param("mlp") / tp},
+                per_rank(2.0 * p, wide),
+                {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
                 dep.peak_flops_of("mlp") * lin,
             )
         if m.n_moe_layers:
@@ -316,28 +339,40 @@ class RooflineStepModel:
                 "routed experts",
                 {_TOK: 2.0 * m.n_experts_per_token * p_exp * n_moe / tp},
                 {_EXP: p_exp * dep.weight_bytes_per_param("experts") * n_moe / shards},
-                dep.peak_flops_of("experts") * lin,
+                dep.peak_flops_of("experts") * (eff.experts or lin),
             )
             if m.n_shared_experts:
                 p = m.shared_expert_params_per_layer() * n_moe
                 add(
                     "shared experts",
-                    {_TOK: 2.0 * p / tp},
-                    {_ONE: p * dep.weight_bytes_per_param("mlp") / tp},
+                    per_rank(2.0 * p, wide),
+                    {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
                     dep.peak_flops_of("mlp") * lin,
                 )
             p = m.router_params_per_layer() * n_moe
-            add("router", {_TOK: 2.0 * p}, {_ONE: 2.0 * p}, dev.peak_flops_for("bf16") * lin)
+            add(
+                "router",
+                per_rank(2.0 * p, True) if dp else {_TOK: 2.0 * p},
+                {_ONE: 2.0 * p},
+                dev.peak_flops_for("bf16") * lin,
+            )
 
         # LM head on the sampled positions only; elementwise work (norms, residuals, RoPE).
         p_head = m.vocab_size * h
         add(
             "LM head",
             {_LOG: 2.0 * p_head / tp},
-            {_ONE: p_head * dep.weight_bytes_per_param("embedding") / tp},
+            {_ONE: p_head * dep.weight_bytes_per_param("embedding") / dense_shards},
             dep.peak_flops_of("embedding") * lin,
         )
-        add("elementwise", {_TOK: 0.0}, {_TOK: 4.0 * h * act * n_layers}, attn_rate)
+        # Norms, residuals, RoPE: on every device of a tensor group, on its own sequences'
+        # tokens only with data-parallel attention.
+        add(
+            "elementwise",
+            {_TOK: 0.0},
+            per_rank(4.0 * h * act * n_layers, True) if dp else {_TOK: 4.0 * h * act * n_layers},
+            attn_rate,
+        )
 
         self._names = tuple(names)
         self._flops = np.array(flops, dtype=np.float64)
@@ -353,41 +388,55 @@ class RooflineStepModel:
             sysm.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s or 0.0
         ) * eff.link
         lat = sysm.scaleup_latency_s
+        out_link = (
+            sysm.scaleout_bandwidth_bytes_per_s or dev.scaleout_bandwidth_bytes_per_s or 5e10
+        ) * eff.link
+        domain = sysm.n_devices
         if tp > 1:
             if link <= 0:
                 link = (dev.scaleout_bandwidth_bytes_per_s or 1e10) * eff.link
+            tp_link, tp_lat = link, lat
+            if tp > domain:  # wide EP: the all-reduces cross the scale-out network
+                tp_link, tp_lat = min(link, out_link), max(lat, sysm.scaleout_latency_s)
             n_allreduce = 2 * n_layers
             if dep.ep > 1:
                 n_allreduce -= m.n_moe_layers
             if dep.attention_dp:
                 n_allreduce -= n_layers  # no reduction after data-parallel attention
+            if wide:
+                n_allreduce = 0  # dense MLPs data-parallel too
             ring = 2.0 * (tp - 1) / tp
-            comm[_TOK] += n_allreduce * ring * h * act / link
+            comm[_TOK] += n_allreduce * ring * h * act / tp_link
             # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
             # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
-            latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * lat
+            latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * tp_lat
         if dep.ep > 1 and m.n_moe_layers:
-            frac = (dep.ep - 1) / dep.ep
-            # Dispatch and combine: each token's activation goes to its top-k experts, a
-            # share `frac` of them remote; every device sends for its 1/ep of the tokens.
-            comm[_TOK] += (
-                m.n_moe_layers * 2.0 * m.n_experts_per_token * h * act * frac / dep.ep
-            ) / max(link, 1.0)
-            latency += m.n_moe_layers * 2 * lat
+            # Dispatch and combine: each token's activation goes to its top-k experts, most of
+            # them on other devices; every device sends for its 1/ep of the tokens. Experts in
+            # the same scale-up domain are reached over its links, the rest over the scale-out
+            # network, both at once (DeepEP-style kernels): the slower share sets the time.
+            # Experts with 8-bit math take their input already quantised: dispatch in FP8,
+            # combine in BF16 (DeepSeek-V3 technical report, arXiv:2412.19437, section 3.3).
+            expert_math = dep.compute_dtype_of("experts")
+            dispatch = 1.0 if expert_math in ("fp8", "fp4") else act
+            near = min(dep.ep, domain)
+            per_expert = m.n_moe_layers * m.n_experts_per_token * h * (dispatch + act) / dep.ep
+            comm[_TOK] += per_expert * max(
+                (near - 1) / dep.ep / max(link, 1.0), (dep.ep - near) / dep.ep / out_link
+            )
+            latency += m.n_moe_layers * 2 * (lat if dep.ep <= domain else sysm.scaleout_latency_s)
         if dep.pp > 1:
             inside = dep.n_devices <= sysm.n_devices
-            hop_bw = (
-                link
-                if inside and link > 0
-                else (sysm.scaleout_bandwidth_bytes_per_s or 5e10) * eff.link
-            )
+            hop_bw = link if inside and link > 0 else out_link
             hop_lat = lat if inside else sysm.scaleout_latency_s
             comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
             latency += (dep.pp - 1) * hop_lat
         self._comm = np.array(comm, dtype=np.float64)
         self._latency = latency
         self._depth = dep.pp
-        self._overhead = (eff.step_overhead_s, eff.seq_overhead_s)
+        # With data-parallel attention every rank schedules and samples its own sequences.
+        seq_cost = eff.seq_overhead_s / (tp if dep.attention_dp else 1)
+        self._overhead = (eff.step_overhead_s, seq_cost)
         self._window = self.memory.window_tokens
         self._n_experts = m.n_experts
         self._top_k = m.n_experts_per_token
