@@ -63,6 +63,16 @@ def test_native_precision_follows_the_published_formats() -> None:
     assert dep.compute_dtype_of("experts") == "fp4"  # Blackwell has a native FP4 rate
 
 
+def test_fp4_on_a_model_published_in_fp8_quantises_the_routed_experts_only() -> None:
+    # nvidia/DeepSeek-R1-FP4: only the linear operators in MoE are FP4; the rest stays FP8.
+    dep = deployment("deepseek-v3", "gb200-nvl72", tp=8, weight_dtype="fp4")
+    assert dep.weight_dtype_of("experts") == "fp4"
+    assert dep.weight_dtype_of("attention") == "fp8" and dep.weight_dtype_of("mlp") == "fp8"
+    # A model published in 16 bits is FP4 throughout.
+    dense = deployment("llama-3.1-405b", "gb200-nvl72", tp=8, weight_dtype="fp4")
+    assert dense.weight_dtype_of("attention") == "fp4"
+
+
 def test_weight_only_quantisation_computes_in_bf16_without_a_native_rate() -> None:
     dep = deployment("gpt-oss-120b", "hgx-h200")  # Hopper: no FP4 tensor-core rate
     assert dep.compute_dtype_of("experts") == "bf16"

@@ -21,7 +21,9 @@ class Deployment:
     """One serving replica: `model` on `tp x pp` devices of `system` (wafers: `pp` = wafers).
 
     weight_dtype: `native` keeps the published format per component (gpt-oss: MXFP4 experts,
-    BF16 elsewhere); otherwise every linear layer uses this format (embeddings stay BF16).
+    BF16 elsewhere); otherwise every linear layer uses this format (embeddings stay BF16),
+    except that FP4 on a model published in FP8 (DeepSeek-V3/R1) quantises the routed experts
+    only, as NVIDIA's FP4 release of DeepSeek-R1 does.
     ep: expert-parallel degree across the replica's devices (1 = experts sharded like TP).
     attention_dp: attention runs data-parallel over the tp devices (each holds every attention
     weight and the KV cache of its own 1/tp of the sequences, as DeepSeek-style engines do for
@@ -156,9 +158,14 @@ class Deployment:
         """Storage format of a component's weights (`attention`, `mlp`, `experts`, `embedding`)."""
         if component == "embedding":
             return self.model.native_weight_dtype.get("embedding", "bf16")
+        native = self.model.native_weight_dtype.get(component, "bf16")
         if self.weight_dtype == "native":
-            dtype = self.model.native_weight_dtype.get(component, "bf16")
-            return "bf16" if dtype in ("fp16", "fp32") else dtype
+            return "bf16" if native in ("fp16", "fp32") else native
+        if self.weight_dtype == "fp4" and native == "fp8" and component != "experts":
+            # FP4 releases of MoE models published in FP8 quantise the routed experts only:
+            # "Only the weights and activations of the linear operators within transformer
+            # blocks in MoE are quantized" (nvidia/DeepSeek-R1-FP4 model card, Hugging Face).
+            return "fp8"
         return self.weight_dtype
 
     def weight_bytes_per_param(self, component: str) -> float:
