@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,43 @@ def test_calibrate_regenerates_its_file_bit_for_bit(tmp_path: Path) -> None:
     assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4", "C5", "C6"}
     for value in doc["groups"][KEY]["values"].values():
         assert float(f"{value:.6g}") == value  # saved to 6 significant digits
+
+
+# -- unpublished dataset lengths ----------------------------------------------------------------
+def test_calibration_estimates_an_mlperf_datasets_mean_input_from_its_rows() -> None:
+    # Rows simulated with the prior efficiencies and CNN/DailyMail prompts of 1,600 tokens on
+    # average (the assumption says ~990): the fit moves the dataset's mean most of the way
+    # there, in log terms, while the fixed-length rows hold the efficiencies.
+    lines = [
+        "D1,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,,128,mlperf-cnndm,,,,,no,"
+        "output_tokens_per_s,1,2025-09,TP1",
+        "D2,h100-sxm,1,llama-3.1-8b,fp8,trtllm,offline,,100,mlperf-cnndm,,,,,no,"
+        "output_tokens_per_s,1,2025-09,TP1",
+        "D3,h200-sxm,2,llama-3.1-8b,fp8,trtllm,offline,,128,mlperf-cnndm,,,,,no,"
+        "output_tokens_per_s,1,2025-09,TP2",
+        "D4,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,1000,100,fixed,,40,,,no,"
+        "output_tokens_per_s,1,2025-03,TP1",
+        "D5,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,128,128,fixed,,40,,,no,"
+        "output_tokens_per_s,1,2025-03,TP1",
+    ]
+    rows = parse_measurements("\n".join([HEADER, *lines]) + "\n", "d.csv", CATALOG)
+    truth = validate(
+        rows, efficiencies={KEY: prior("gpu", "trtllm")}, catalog=CATALOG,
+        input_means={"mlperf-cnndm": 1600.0},
+    )
+    rows = tuple(replace(m, value=r.predicted) for m, r in zip(rows, truth.rows, strict=True))
+    assert all(r.length_dataset == "mlperf-cnndm" for r in truth.rows[:3])
+    cal = Calibrator(workers=1, catalog=CATALOG, iterations=2).fit(rows)
+    fit = cal.datasets_["mlperf-cnndm"]
+    assert fit.status == "fitted" and fit.n_rows == 3
+    moved = math.log(fit.input_mean / fit.prior_input_mean) / math.log(1600 / fit.prior_input_mean)
+    assert 0.6 < moved < 1.2
+    assert cal.datasets_["mlperf-openorca"].status == "prior"  # no rows: the assumption kept
+    doc = cal.document(input_name="d.csv", input_sha256="abc", data_date="2025-09")
+    assert doc["datasets"]["mlperf-cnndm"]["input_mean"] == pytest.approx(fit.input_mean, rel=1e-5)
+    # Predictions with the estimate use it; the per-row sensitivity to it is negative for a
+    # prefill-heavy throughput.
+    with_fit = cal.predict(rows)
+    assert with_fit.rows[0].predicted != truth.rows[0].predicted
+    assert cal.validation_.rows[0].length_sensitivity is not None
+    assert cal.validation_.rows[0].length_sensitivity < 0

@@ -237,3 +237,26 @@ def test_the_cli_writes_the_json_and_a_bad_file_exits_2_with_the_line(
     bad.write_text(csv_text(SOLO, MICRO.replace("wse2", "wse9")))
     assert main(["validate", "--data", str(bad)]) == 2
     assert "line 3 (id T3): hardware" in capsys.readouterr().err
+
+
+def test_assumptions_state_the_estimated_dataset_means() -> None:
+    from megawatt.validate import ASSUMPTIONS, assumptions
+
+    assert assumptions({}) == ASSUMPTIONS
+    lines = assumptions({"mlperf-openorca": 400.0})
+    (orca,) = [a for a in lines if a.startswith("mlperf-openorca:")]
+    assert "input mean 400 tokens ESTIMATED by `megawatt calibrate`" in orca
+    assert "median 500" in orca  # the prior and the shape are still stated
+
+
+def test_an_mlperf_row_follows_the_dataset_mean_it_is_given() -> None:
+    line = (
+        "T7,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,,128,mlperf-cnndm,,,,,no,"
+        "output_tokens_per_s,5000,TP1"
+    )
+    (m,) = rows(line)
+    short, long = (
+        predict_row(m, CATALOG, PRIORS, input_means={"mlperf-cnndm": mean}).predicted
+        for mean in (500.0, 2000.0)
+    )
+    assert short is not None and long is not None and long < short

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Any
 
@@ -38,12 +38,23 @@ from megawatt.perf.efficiency import (
     WAFER_FITTED_FIELDS,
     prior,
 )
-from megawatt.validate import TERMS, Measurement, RowResult, Validation, row_engine, validate
+from megawatt.validate import (
+    DATASETS,
+    TERMS,
+    Measurement,
+    RowResult,
+    Validation,
+    assumed_input_mean,
+    row_engine,
+    validate,
+)
 
 __all__ = [
+    "DATASET_PRIOR_SIGMA",
     "FIT_BOUNDS",
     "PRIOR_SIGMA",
     "Calibrator",
+    "DatasetFit",
     "GroupFit",
     "Residual",
     "fit_rows",
@@ -100,6 +111,17 @@ PRIOR_SIGMA: dict[str, float] = {
 }
 """Standard deviation of each parameter's prior, in natural-log units (0.3 = a factor ~1.35):
 how far the data must pull a parameter away from its documented prior."""
+
+DATASET_PRIOR_SIGMA = 0.5
+"""Prior width (natural-log units, a factor ~1.65) of an MLPerf dataset's mean input length
+around the value `validate.DATASETS` assumes: the means are not published (validation README,
+"Dataset lengths"), so calibration estimates them from the rows that replay the dataset."""
+
+DATASET_MIN_ROWS = 3
+"""Datasets with fewer fit rows keep their assumed mean input length."""
+
+JOINT_ROUNDS = 4
+"""Alternations between the groups' parameters and the datasets' input means per fit."""
 
 RESIDUAL_SIGMA = 0.2
 """Expected log error of one row (~20%: published figures drift 5-10% between runs, and the
@@ -193,6 +215,19 @@ class Residual:
 
 
 @dataclass(frozen=True)
+class DatasetFit:
+    """What calibration did for one MLPerf dataset's mean input length: `status` is `fitted` or
+    `prior` (the assumption of `validate.DATASETS` kept, with `reason`)."""
+
+    name: str
+    status: str
+    n_rows: int
+    input_mean: float
+    prior_input_mean: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class GroupFit:
     """What calibration did for one group: `status` is `fitted` or `prior` (with `reason`)."""
 
@@ -222,6 +257,11 @@ class _Linearised:
     log_measured: np.ndarray
     sign: np.ndarray
     inverse: np.ndarray
+
+    def shifted(self, offset: np.ndarray) -> _Linearised:
+        """The same rows with their log predictions moved by `offset` (a dataset's input mean
+        changed since the simulation)."""
+        return replace(self, log_value=self.log_value + offset)
 
     def log_predict(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Log predictions at log-parameters `phi` and their gradient (rows x parameters)."""
@@ -321,6 +361,86 @@ def _mape(errors: Sequence[float]) -> float | None:
     return float(np.mean(errors)) if errors else None
 
 
+def _solve_log_mean(
+    errors: np.ndarray, slopes: np.ndarray, at: float, prior: float, bounds: tuple[float, float]
+) -> float:
+    """MAP log mean input length of one dataset: rows whose log errors are `errors` at the
+    log mean `at` move by `slopes` x (psi - at); same robust loss as the groups, Gaussian prior
+    of width `DATASET_PRIOR_SIGMA` around `prior`."""
+    weight = (ROBUST_SCALE / RESIDUAL_SIGMA) ** 2
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        psi = float(x[0])
+        u = (errors + slopes * (psi - at)) / ROBUST_SCALE
+        root = np.sqrt(1.0 + u * u)
+        z = (psi - prior) / DATASET_PRIOR_SIGMA
+        loss = weight * 2.0 * float((root - 1.0).sum()) + z * z
+        grad = weight * 2.0 * float((u / root * slopes).sum()) / ROBUST_SCALE
+        return loss, np.array([grad + 2.0 * z / DATASET_PRIOR_SIGMA])
+
+    start = min(max(prior, bounds[0]), bounds[1])
+    res = minimize(
+        objective, np.array([start]), jac=True, method="L-BFGS-B", bounds=[bounds],
+        options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-9},
+    )
+    return float(res.x[0])
+
+
+@dataclass
+class _Joint:
+    """The fit across groups: each group's parameters, and the mean input length of every MLPerf
+    dataset, which rows of several groups share. Solved by alternating: groups given the
+    datasets' means, then each dataset's mean given the groups (`JOINT_ROUNDS` times)."""
+
+    lins: dict[str, _Linearised]
+    fields: dict[str, tuple[str, ...]]
+    prior_phi: dict[str, np.ndarray]
+    datasets: dict[str, np.ndarray]  # per group: each row's dataset ('' if none estimated)
+    slopes: dict[str, np.ndarray]  # per group: d ln(prediction) / d ln(mean input)
+    at: dict[str, float]  # log mean input of each estimated dataset in the simulations
+    prior_psi: dict[str, float]
+    bounds_psi: dict[str, tuple[float, float]]
+
+    def offsets(self, key: str, psi: dict[str, float]) -> np.ndarray:
+        """How far each row of a group moves (log) with the datasets' log means at `psi`."""
+        return np.array([
+            s * (psi[d] - self.at[d]) if d else 0.0
+            for d, s in zip(self.datasets[key], self.slopes[key], strict=True)
+        ])
+
+    def solve(
+        self, keep: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """MAP parameters per group and log mean input per dataset from the rows in `keep`."""
+        psi = dict(self.at)
+        phi: dict[str, np.ndarray] = {}
+        for _ in range(JOINT_ROUNDS if self.at else 1):
+            for key, lin in self.lins.items():
+                phi[key] = _solve(
+                    lin.shifted(self.offsets(key, psi)), self.prior_phi[key], keep[key],
+                    self.fields[key],
+                )
+            for name in self.at:
+                errors, slopes = [], []
+                for key, lin in self.lins.items():
+                    rows = (self.datasets[key] == name) & keep[key]
+                    if rows.any():
+                        pred, _ = lin.log_predict(phi[key])
+                        errors.append((pred - lin.log_measured)[rows])
+                        slopes.append(self.slopes[key][rows])
+                if errors:
+                    psi[name] = _solve_log_mean(
+                        np.concatenate(errors), np.concatenate(slopes), self.at[name],
+                        self.prior_psi[name], self.bounds_psi[name],
+                    )
+        return phi, psi
+
+    def predict(self, key: str, phi: np.ndarray, psi: dict[str, float]) -> np.ndarray:
+        """Log predictions of a group's rows."""
+        pred, _ = self.lins[key].shifted(self.offsets(key, psi)).log_predict(phi)
+        return pred
+
+
 # -- the estimator --------------------------------------------------------------------------------
 
 Progress = Callable[[str, int, int, str], None]
@@ -381,6 +501,7 @@ class Calibrator:
                 table[key] = prior(family, engine)
         priors = dict(table)
         fitted_keys: list[str] = []
+        means: dict[str, float] = {}  # estimated mean input lengths of MLPerf datasets
         validation: Validation | None = None
         for it in range(self.iterations + 1):
             label = f"iteration {it + 1}/{self.iterations}" if it < self.iterations else "final"
@@ -396,27 +517,71 @@ class Calibrator:
                 workers=self.workers,
                 record=True,
                 progress=tick,
+                input_means=means,
             )
             if it == self.iterations:
                 break
-            index = fit_rows(rows, validation.rows)
-            by_group: dict[str, list[int]] = {}
-            for i in index:
-                by_group.setdefault(validation.rows[i].group, []).append(i)
-            fitted_keys = []
-            for key, members in sorted(by_group.items()):
-                if key not in table or len(members) < self._min_rows(key):
-                    continue
-                fields = fields_of(key)
-                lin = _linearise(validation.rows, members, table[key], fields)
-                phi = _solve(
-                    lin, _log_params(priors[key], fields), np.ones(len(members), dtype=bool), fields
-                )
-                table[key] = _efficiencies(priors[key], phi, fields)
-                fitted_keys.append(key)
+            by_group = self._by_group(rows, validation)
+            fitted_keys = [
+                key for key, members in sorted(by_group.items())
+                if key in table and len(members) >= self._min_rows(key)
+            ]
+            joint = self._joint(validation.rows, by_group, fitted_keys, table, priors, means)
+            phi, psi = joint.solve(
+                {key: np.ones(len(by_group[key]), dtype=bool) for key in fitted_keys}
+            )
+            for key in fitted_keys:
+                table[key] = _efficiencies(priors[key], phi[key], fields_of(key))
+            means = {name: _round(math.exp(v)) for name, v in sorted(psi.items())}
         assert validation is not None
-        self._finish(rows, validation, table, priors, fitted_keys)
+        self._finish(rows, validation, table, priors, fitted_keys, means)
         return self
+
+    @staticmethod
+    def _by_group(rows: Sequence[Measurement], validation: Validation) -> dict[str, list[int]]:
+        by_group: dict[str, list[int]] = {}
+        for i in fit_rows(rows, validation.rows):
+            by_group.setdefault(validation.rows[i].group, []).append(i)
+        return by_group
+
+    @staticmethod
+    def _joint(
+        results: Sequence[RowResult],
+        by_group: dict[str, list[int]],
+        keys: Sequence[str],
+        table: dict[str, Efficiencies],
+        priors: dict[str, Efficiencies],
+        means: dict[str, float],
+    ) -> _Joint:
+        """The joint problem linearised at the last simulation (which used `means`)."""
+        lins, fields, prior_phi, datasets, slopes = {}, {}, {}, {}, {}
+        counts: dict[str, int] = {}
+        for key in keys:
+            members = by_group[key]
+            fields[key] = fields_of(key)
+            lins[key] = _linearise(results, members, table[key], fields[key])
+            prior_phi[key] = _log_params(priors[key], fields[key])
+            names = [
+                results[i].length_dataset if results[i].length_sensitivity is not None else ""
+                for i in members
+            ]
+            for name in names:
+                if name:
+                    counts[name] = counts.get(name, 0) + 1
+            datasets[key] = names
+            slopes[key] = np.array([results[i].length_sensitivity or 0.0 for i in members])
+        estimated = sorted(name for name, n in counts.items() if n >= DATASET_MIN_ROWS)
+        return _Joint(
+            lins,
+            fields,
+            prior_phi,
+            {k: np.array([d if d in estimated else "" for d in v], dtype=object)
+             for k, v in datasets.items()},
+            slopes,
+            {d: math.log(means.get(d, assumed_input_mean(d))) for d in estimated},
+            {d: math.log(assumed_input_mean(d)) for d in estimated},
+            {d: (math.log(16.0), math.log(0.9 * DATASETS[d].input_limit)) for d in estimated},
+        )
 
     def _min_rows(self, key: str) -> int:
         return min(self.min_rows, WAFER_MIN_ROWS) if key.startswith("wafer/") else self.min_rows
@@ -428,23 +593,41 @@ class Calibrator:
         table: dict[str, Efficiencies],
         priors: dict[str, Efficiencies],
         fitted_keys: list[str],
+        means: dict[str, float],
     ) -> None:
         index = fit_rows(rows, validation.rows)
-        by_group: dict[str, list[int]] = {}
-        for i in index:
-            by_group.setdefault(validation.rows[i].group, []).append(i)
+        by_group = self._by_group(rows, validation)
+        keys = [key for key in fitted_keys if by_group.get(key)]
+        joint = self._joint(validation.rows, by_group, keys, table, priors, means)
         cv: dict[int, float] = {}
-        for key in fitted_keys:
-            members = by_group.get(key, [])
-            fields = fields_of(key)
-            lin = _linearise(validation.rows, members, table[key], fields)
-            prior_phi = _log_params(priors[key], fields)
-            for j, i in enumerate(members):
-                keep = np.ones(len(members), dtype=bool)
-                keep[j] = False
-                phi = _solve(lin, prior_phi, keep, fields)
-                pred, _ = lin.log_predict(phi)
-                cv[i] = math.exp(float(pred[j]))
+        for key in keys:
+            for j, i in enumerate(by_group[key]):
+                # Leave the row out of everything it informs: its group's parameters and its
+                # dataset's mean input length.
+                keep = {k: np.ones(len(by_group[k]), dtype=bool) for k in keys}
+                keep[key][j] = False
+                phi, psi = joint.solve(keep)
+                cv[i] = math.exp(float(joint.predict(key, phi[key], psi)[j]))
+        counts: dict[str, int] = {}
+        for i in index:
+            name = validation.rows[i].length_dataset
+            if name and validation.rows[i].family == "gpu" and validation.rows[i].group in keys:
+                counts[name] = counts.get(name, 0) + 1
+        datasets: dict[str, DatasetFit] = {}
+        for name in sorted(DATASETS):
+            assumed = assumed_input_mean(name)
+            if name in means:
+                datasets[name] = DatasetFit(
+                    name, "fitted", counts.get(name, 0), means[name], assumed
+                )
+            else:
+                datasets[name] = DatasetFit(
+                    name, "prior", counts.get(name, 0), assumed, assumed,
+                    f"{counts.get(name, 0)} fit row(s), fewer than {DATASET_MIN_ROWS}: the "
+                    "assumed length distribution kept",
+                )
+        self.datasets_ = datasets
+        self.input_means_ = dict(means)
         residuals = []
         for i in index:
             r = validation.rows[i]
@@ -497,7 +680,8 @@ class Calibrator:
         """Predict `measurements` with the fitted efficiencies (other groups: their prior)."""
         self._check_fitted()
         return validate(
-            measurements, efficiencies=self.efficiencies_, catalog=self.catalog, workers=self.workers
+            measurements, efficiencies=self.efficiencies_, catalog=self.catalog,
+            workers=self.workers, input_means=self.input_means_,
         )
 
     def document(self, *, input_name: str, input_sha256: str, data_date: str) -> dict[str, Any]:
@@ -517,8 +701,13 @@ class Calibrator:
                 f"the log errors (scale {ROBUST_SCALE}, row sigma {RESIDUAL_SIGMA}), Gaussian "
                 "prior in log space around the documented prior (sigmas below); bounded "
                 "L-BFGS-B from the prior; "
-                f"{self.iterations} simulate-and-fit rounds; leave-one-out cross-validation. "
-                "Wafer groups (from two rows up): the same estimator over the mesh parameters "
+                f"{self.iterations} simulate-and-fit rounds. Jointly, the mean input length "
+                "of each MLPerf dataset with at least "
+                f"{DATASET_MIN_ROWS} fit rows (not published), shared by the groups' rows, "
+                f"Gaussian prior of log width {DATASET_PRIOR_SIGMA} around the assumed "
+                f"distribution's mean; alternating fits ({JOINT_ROUNDS} rounds). Leave-one-out "
+                "cross-validation refits groups and datasets without the row. Wafer groups "
+                "(from two rows up): the same estimator over the mesh parameters "
                 "compute, memory, prefill_compute, layer_fixed_cycles, reduce_stage_cycles and "
                 "handoff_s (their "
                 "sigmas and bounds under wafer_*), on per-user decode-speed rows"
@@ -527,6 +716,7 @@ class Calibrator:
             "bounds": {k: list(v) for k, v in FIT_BOUNDS.items()},
             "wafer_prior_sigma_log": dict(WAFER_PRIOR_SIGMA),
             "wafer_bounds": {k: list(v) for k, v in WAFER_FIT_BOUNDS.items()},
+            "dataset_prior_sigma_log": DATASET_PRIOR_SIGMA,
             "fit_mape": _opt(self.fit_mape_),
             "cv_mape": _opt(self.cv_mape_),
             "by_family": {
@@ -551,6 +741,16 @@ class Calibrator:
                     "cv_mape": _opt(g.cv_mape),
                 }
                 for key, g in self.groups_.items()
+            },
+            "datasets": {
+                name: {
+                    "status": d.status,
+                    "n_rows": d.n_rows,
+                    "input_mean": _round(d.input_mean),
+                    "prior_input_mean": _round(d.prior_input_mean),
+                    **({"reason": d.reason} if d.reason else {}),
+                }
+                for name, d in self.datasets_.items()
             },
             "residuals": [
                 {

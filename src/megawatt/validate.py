@@ -63,6 +63,7 @@ __all__ = [
     "Measurement",
     "RowResult",
     "Validation",
+    "assumptions",
     "calibration_cv",
     "load_measurements",
     "measurements_sha256",
@@ -246,6 +247,25 @@ ASSUMPTIONS: tuple[str, ...] = (
     "limits in a short run, per replica, times the replicas",
 )
 
+
+
+def assumptions(input_means: InputMeans | None = None) -> tuple[str, ...]:
+    """`ASSUMPTIONS`, with the mean input length of each MLPerf dataset that calibration
+    estimated (`input_means`; default: the calibration file's) in place of the assumed one."""
+    means = fitted_input_means() if input_means is None else input_means
+    out = []
+    for line in ASSUMPTIONS:
+        name = line.split(":", 1)[0]
+        if name in means:
+            line = (
+                f"{name}: input mean {means[name]:,.0f} tokens ESTIMATED by `megawatt calibrate` "
+                "from the rows that replay the dataset (the mean is not published); its prior "
+                f"and the shape: {DATASETS[name].note}"
+            )
+        out.append(line)
+    return tuple(out)
+
+
 # -- reading a measurements file ---------------------------------------------------------------
 
 
@@ -398,7 +418,9 @@ class RowResult:
     """The prediction for one measurement (or why there is none).
 
     `time_terms`: for calibration, a probe run's duration split by what each second scales with
-    (see `TERMS`); None unless asked for.
+    (see `TERMS`); `length_sensitivity`: how the prediction scales with the mean input length of
+    `length_dataset` (an MLPerf dataset whose mean input is not published); both None unless
+    asked for.
     """
 
     id: str
@@ -415,6 +437,8 @@ class RowResult:
     time_terms: tuple[float, ...] | None = None
     kind: str = ""  # how the metric scales with step times: "inverse" or "ttft"
     notes: tuple[str, ...] = ()
+    length_dataset: str = ""  # the dataset whose unpublished mean input length the row used
+    length_sensitivity: float | None = None  # d ln(predicted) / d ln(that mean); with record
 
     @property
     def abs_pct_error(self) -> float | None:
@@ -514,6 +538,40 @@ def _lognormal_with_mean(mean: float, sigma: float, limit: int) -> LengthDistrib
     return Lognormal(math.sqrt(lo * hi), sigma, 1, limit)
 
 
+InputMeans = Mapping[str, float]
+"""Mean input tokens per MLPerf dataset (their means are not published: README, "Dataset
+lengths"), as `megawatt calibrate` estimates them; a dataset not in it keeps `DATASETS`."""
+
+
+def assumed_input_mean(dataset: str) -> float:
+    """The mean input length `DATASETS` assumes for an MLPerf dataset (the prior of the
+    estimate)."""
+    return DATASETS[dataset].input_distribution().mean
+
+
+def fitted_input_means() -> dict[str, float]:
+    """The dataset input means of the packaged calibration file ({} when it has none)."""
+    document = calibration_document() or {}
+    return {
+        name: float(d["input_mean"])
+        for name, d in document.get("datasets", {}).items()
+        if d.get("status") == "fitted"
+    }
+
+
+def length_dataset(m: Measurement) -> str:
+    """The MLPerf dataset whose unpublished mean input length a row depends on ('' if none:
+    fixed or stated lengths, decode-only rows)."""
+    if m.dataset in DATASETS and m.input_len is None and _phase(m) != "decode-only":
+        return m.dataset
+    return ""
+
+
+def _with_input_mean(m: Measurement, means: InputMeans) -> Measurement:
+    d = length_dataset(m)
+    return replace(m, input_len=means[d]) if d in means else m
+
+
 def _lengths(m: Measurement) -> tuple[LengthDistribution, LengthDistribution, str]:
     """Input and output length distributions for a row, and the assumption in words."""
     if _phase(m) == "decode-only":
@@ -578,6 +636,7 @@ _OVERHEAD_TERMS = (
     "handoff_s",
 )
 _DELTA = 1e-4
+_LENGTH_STEP = 1.2
 
 
 @dataclass(frozen=True)
@@ -776,13 +835,19 @@ def predict_row(
     efficiencies: EffTable | None = None,
     *,
     record: bool = False,
+    input_means: InputMeans | None = None,
 ) -> RowResult:
     """Predict one measurement: choose the deployment, replay the scenario, read the metric.
 
-    `efficiencies` overrides the efficiencies per `efficiency_key`; `record` adds the split of
-    a probe run's time into `TERMS` (for calibration). Rows that cannot be predicted come back with a reason.
+    `efficiencies` overrides the efficiencies per `efficiency_key`; `input_means` the mean input
+    lengths of MLPerf datasets (default: the calibration file's estimates, else `DATASETS`);
+    `record` adds the split of a probe run's time into `TERMS` and the sensitivity to the
+    dataset's mean input (for calibration). Rows that cannot be predicted come back with a
+    reason.
     """
     catalog = catalog or load_catalog()
+    dataset = length_dataset(m)
+    m = _with_input_mean(m, fitted_input_means() if input_means is None else input_means)
     device = catalog.device(m.hardware)
     family = family_of(device.kind)
     engine = row_engine(m)
@@ -836,6 +901,14 @@ def predict_row(
     try:
         rep = _replay(m, dep, replicas, spec=spec)
         terms = _sensitivities(dep, rep.probe, spec) if record else None
+        sensitivity = None
+        if record and dataset and rep.value > 0:
+            # The same plan with every prompt 20% longer (a step wide enough to rise above the
+            # 4% tolerance of the server scenarios' rate search).
+            mean = _lengths(m)[0].mean
+            longer = _replay(replace(m, input_len=mean * _LENGTH_STEP), dep, replicas, spec=spec)
+            if longer.value > 0:
+                sensitivity = math.log(longer.value / rep.value) / math.log(_LENGTH_STEP)
     except FitError as exc:
         return _skip(m, f"no plan fits: {exc}", group, family)
     plan = _label(dep, replicas) + (" spec-decode" if spec else "") + assumed
@@ -859,6 +932,8 @@ def predict_row(
         terms,
         rep.kind,
         tuple(rep.notes),
+        dataset,
+        sensitivity,
     )
 
 
@@ -1153,9 +1228,11 @@ def _worker_catalog() -> Catalog:
     return load_catalog()
 
 
-def _predict_task(args: tuple[Measurement, EffTable | None, bool]) -> RowResult:
-    m, eff, record = args
-    return predict_row(m, _worker_catalog(), eff, record=record)
+def _predict_task(
+    args: tuple[Measurement, EffTable | None, bool, InputMeans | None],
+) -> RowResult:
+    m, eff, record, means = args
+    return predict_row(m, _worker_catalog(), eff, record=record, input_means=means)
 
 
 Progress = Callable[[int, int, str], None]
@@ -1169,8 +1246,10 @@ def validate(
     workers: int | None = None,
     record: bool = False,
     progress: Progress | None = None,
+    input_means: InputMeans | None = None,
 ) -> Validation:
-    """Predict every row (in parallel processes when `workers` > 1; results are the same)."""
+    """Predict every row (in parallel processes when `workers` > 1; results are the same).
+    `efficiencies`, `input_means` and `record`: as `predict_row`."""
     n = len(measurements)
     workers = min(workers or os.cpu_count() or 1, max(n, 1))
     out: list[RowResult | None] = [None] * n
@@ -1179,7 +1258,7 @@ def validate(
     if workers <= 1 or catalog is not None:
         cat = catalog or load_catalog()
         for i, m in enumerate(measurements):
-            out[i] = predict_row(m, cat, efficiencies, record=record)
+            out[i] = predict_row(m, cat, efficiencies, record=record, input_means=input_means)
             if progress:
                 progress(i + 1, n, m.id)
     else:
@@ -1187,7 +1266,10 @@ def validate(
         order = sorted(range(n), key=lambda i: _cost_rank(measurements[i]))
         with ProcessPoolExecutor(workers) as pool:
             futures = {
-                pool.submit(_predict_task, (measurements[i], efficiencies, record)): i for i in order
+                pool.submit(
+                    _predict_task, (measurements[i], efficiencies, record, input_means)
+                ): i
+                for i in order
             }
             for done, future in enumerate(as_completed(futures), start=1):
                 i = futures[future]

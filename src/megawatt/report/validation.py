@@ -13,7 +13,7 @@ from rich.text import Text
 
 from megawatt.calibrate import Calibrator
 from megawatt.perf.efficiency import FITTED_FIELDS, WAFER_FITTED_FIELDS
-from megawatt.validate import ASSUMPTIONS, Validation
+from megawatt.validate import Validation, assumptions
 
 _UNITS = {
     "output_tokens_per_s": "tok/s",
@@ -137,7 +137,7 @@ def validation_summary(v: Validation, cv_predicted: dict[tuple[str, float], floa
             k.add_row(rid, reason)
         lines.append(k)
     lines.append(Text("Assumptions:", style="bold"))
-    lines += [Text(f"  - {a}") for a in ASSUMPTIONS]
+    lines += [Text(f"  - {a}") for a in assumptions()]
     return Group(*lines)
 
 
@@ -192,7 +192,21 @@ def calibration_table(cal: Calibrator) -> Group:
         f"cross-validated (leave-one-out) {_pct(cal.cv_mape_)} over the fitted groups' rows.",
         style="bold",
     )
-    return Group(head, t, _wafer_calibration_table(cal))
+    return Group(head, t, _dataset_table(cal), _wafer_calibration_table(cal))
+
+
+def _dataset_table(cal: Calibrator) -> Table:
+    """The mean input length of each MLPerf dataset: estimated (or assumed) and the prior."""
+    t = Table(title="MLPerf datasets: mean input tokens (not published)", header_style="bold")
+    for name, justify in [
+        ("dataset", "left"), ("status", "left"), ("rows", "right"), ("mean input", "right"),
+        ("assumed (prior)", "right"),
+    ]:
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name, d in cal.datasets_.items():
+        status = d.status if not d.reason else f"{d.status}: {d.reason}"
+        t.add_row(name, status, str(d.n_rows), f"{d.input_mean:,.0f}", f"{d.prior_input_mean:,.0f}")
+    return t
 
 
 def _wafer_calibration_table(cal: Calibrator) -> Table:
