@@ -2,9 +2,9 @@
 with the estimator contract: `Calibrator(...).fit(measurements)` returns the calibrator, whose
 learned attributes end in `_`; using it before `fit` raises `NotFittedError`.
 
-Per calibration group (performance family, vendor, engine release: `gpu/nvidia-fp8/trtllm`) at
-most seven parameters are fitted - compute, attention, MoE-expert, memory and link efficiency,
-per-step and per-sequence overhead - by minimising a robust (soft-L1) loss of the log errors of the group's
+Per calibration group (performance family, vendor, engine release: `gpu/nvidia-fp8/trtllm`) six
+parameters are fitted - compute, attention, MoE-expert, memory and link efficiency and the
+per-step overhead - by minimising a robust (soft-L1) loss of the log errors of the group's
 rows plus a Gaussian penalty towards the documented prior (bounded L-BFGS-B over log-parameters,
 fixed start at the prior, analytic gradient, so the result is deterministic).
 
@@ -696,8 +696,8 @@ class Calibrator:
             "input": {"file": input_name, "sha256": input_sha256, "newest_measurement": data_date},
             "method": (
                 "per group (family/vendor-generation/engine release): MAP fit of compute, "
-                "attention, MoE-expert, memory, link efficiency and per-step, per-sequence "
-                "overhead; soft-L1 loss of "
+                "attention, MoE-expert, memory, link efficiency and per-step overhead "
+                "(per-sequence overhead: prior); soft-L1 loss of "
                 f"the log errors (scale {ROBUST_SCALE}, row sigma {RESIDUAL_SIGMA}), Gaussian "
                 "prior in log space around the documented prior (sigmas below); bounded "
                 "L-BFGS-B from the prior; "
