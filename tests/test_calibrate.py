@@ -163,15 +163,15 @@ def test_calibrate_regenerates_its_file_bit_for_bit(tmp_path: Path) -> None:
 
 # -- unpublished dataset lengths ----------------------------------------------------------------
 def test_calibration_estimates_an_mlperf_datasets_mean_input_from_its_rows() -> None:
-    # Rows simulated with the prior efficiencies and CNN/DailyMail prompts of 1,600 tokens on
-    # average (the assumption says ~990): the fit moves the dataset's mean most of the way
-    # there, in log terms, while the fixed-length rows hold the efficiencies.
+    # Rows of two models simulated with the prior efficiencies and CNN/DailyMail prompts of
+    # 1,600 tokens on average (the assumption says ~990): the fit moves the dataset's mean most
+    # of the way there, in log terms, while the fixed-length rows hold the efficiencies.
     lines = [
         "D1,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,,128,mlperf-cnndm,,,,,no,"
         "output_tokens_per_s,1,2025-09,TP1",
         "D2,h100-sxm,1,llama-3.1-8b,fp8,trtllm,offline,,100,mlperf-cnndm,,,,,no,"
         "output_tokens_per_s,1,2025-09,TP1",
-        "D3,h200-sxm,2,llama-3.1-8b,fp8,trtllm,offline,,128,mlperf-cnndm,,,,,no,"
+        "D3,h200-sxm,2,llama-3-8b,fp8,trtllm,offline,,128,mlperf-cnndm,,,,,no,"
         "output_tokens_per_s,1,2025-09,TP2",
         "D4,h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,1000,100,fixed,,40,,,no,"
         "output_tokens_per_s,1,2025-03,TP1",
@@ -199,3 +199,18 @@ def test_calibration_estimates_an_mlperf_datasets_mean_input_from_its_rows() -> 
     assert with_fit.rows[0].predicted != truth.rows[0].predicted
     assert cal.validation_.rows[0].length_sensitivity is not None
     assert cal.validation_.rows[0].length_sensitivity < 0
+
+
+def test_a_dataset_only_one_model_replays_keeps_its_assumed_length() -> None:
+    # Its mean would be a parameter of that model, soaking up the model's own error.
+    lines = [
+        f"E{i},h200-sxm,1,llama-3.1-8b,fp8,trtllm,offline,,{out},mlperf-cnndm,,,,,no,"
+        f"output_tokens_per_s,{value},2025-09,TP1"
+        for i, (out, value) in enumerate([(128, 3000), (100, 2500), (120, 2800)])
+    ]
+    rows = parse_measurements("\n".join([HEADER, *lines]) + "\n", "e.csv", CATALOG)
+    cal = Calibrator(workers=1, catalog=CATALOG, iterations=1).fit(rows)
+    fit = cal.datasets_["mlperf-cnndm"]
+    assert fit.status == "prior" and fit.input_mean == fit.prior_input_mean
+    assert "of 1 model(s)" in fit.reason
+    assert cal.input_means_ == {}

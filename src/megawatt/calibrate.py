@@ -120,6 +120,11 @@ around the value `validate.DATASETS` assumes: the means are not published (valid
 DATASET_MIN_ROWS = 3
 """Datasets with fewer fit rows keep their assumed mean input length."""
 
+DATASET_MIN_MODELS = 2
+"""Datasets replayed by fewer models keep their assumed mean input length: a dataset that only
+one model's rows use would give that model a parameter of its own (the acceptance forbids
+parameters per model), soaking up its modelling error."""
+
 JOINT_ROUNDS = 4
 """Alternations between the groups' parameters and the datasets' input means per fit."""
 
@@ -400,6 +405,7 @@ class _Joint:
     at: dict[str, float]  # log mean input of each estimated dataset in the simulations
     prior_psi: dict[str, float]
     bounds_psi: dict[str, tuple[float, float]]
+    fixed: frozenset[str] = frozenset()  # groups kept at their prior (too few rows to fit)
 
     def offsets(self, key: str, psi: dict[str, float]) -> np.ndarray:
         """How far each row of a group moves (log) with the datasets' log means at `psi`."""
@@ -416,6 +422,9 @@ class _Joint:
         phi: dict[str, np.ndarray] = {}
         for _ in range(JOINT_ROUNDS if self.at else 1):
             for key, lin in self.lins.items():
+                if key in self.fixed:
+                    phi[key] = lin.at
+                    continue
                 phi[key] = _solve(
                     lin.shifted(self.offsets(key, psi)), self.prior_phi[key], keep[key],
                     self.fields[key],
@@ -526,9 +535,12 @@ class Calibrator:
                 key for key, members in sorted(by_group.items())
                 if key in table and len(members) >= self._min_rows(key)
             ]
-            joint = self._joint(validation.rows, by_group, fitted_keys, table, priors, means)
+            fixed_keys = [k for k in by_group if k in table and k not in fitted_keys]
+            joint = self._joint(
+                validation.rows, by_group, fitted_keys, fixed_keys, table, priors, means
+            )
             phi, psi = joint.solve(
-                {key: np.ones(len(by_group[key]), dtype=bool) for key in fitted_keys}
+                {key: np.ones(len(by_group[key]), dtype=bool) for key in joint.lins}
             )
             for key in fitted_keys:
                 table[key] = _efficiencies(priors[key], phi[key], fields_of(key))
@@ -549,14 +561,18 @@ class Calibrator:
         results: Sequence[RowResult],
         by_group: dict[str, list[int]],
         keys: Sequence[str],
+        fixed_keys: Sequence[str],
         table: dict[str, Efficiencies],
         priors: dict[str, Efficiencies],
         means: dict[str, float],
     ) -> _Joint:
-        """The joint problem linearised at the last simulation (which used `means`)."""
+        """The joint problem linearised at the last simulation (which used `means`): the groups
+        `keys` are fitted; the rows of `fixed_keys` (groups kept at their prior) inform the
+        datasets' means only."""
         lins, fields, prior_phi, datasets, slopes = {}, {}, {}, {}, {}
         counts: dict[str, int] = {}
-        for key in keys:
+        models: dict[str, set[str]] = {}
+        for key in sorted([*keys, *fixed_keys]):
             members = by_group[key]
             fields[key] = fields_of(key)
             lins[key] = _linearise(results, members, table[key], fields[key])
@@ -565,12 +581,16 @@ class Calibrator:
                 results[i].length_dataset if results[i].length_sensitivity is not None else ""
                 for i in members
             ]
-            for name in names:
+            for name, i in zip(names, members, strict=True):
                 if name:
                     counts[name] = counts.get(name, 0) + 1
+                    models.setdefault(name, set()).add(results[i].model)
             datasets[key] = names
             slopes[key] = np.array([results[i].length_sensitivity or 0.0 for i in members])
-        estimated = sorted(name for name, n in counts.items() if n >= DATASET_MIN_ROWS)
+        estimated = sorted(
+            name for name, n in counts.items()
+            if n >= DATASET_MIN_ROWS and len(models[name]) >= DATASET_MIN_MODELS
+        )
         return _Joint(
             lins,
             fields,
@@ -581,6 +601,7 @@ class Calibrator:
             {d: math.log(means.get(d, assumed_input_mean(d))) for d in estimated},
             {d: math.log(assumed_input_mean(d)) for d in estimated},
             {d: (math.log(16.0), math.log(0.9 * DATASETS[d].input_limit)) for d in estimated},
+            frozenset(fixed_keys),
         )
 
     def _min_rows(self, key: str) -> int:
@@ -598,21 +619,26 @@ class Calibrator:
         index = fit_rows(rows, validation.rows)
         by_group = self._by_group(rows, validation)
         keys = [key for key in fitted_keys if by_group.get(key)]
-        joint = self._joint(validation.rows, by_group, keys, table, priors, means)
+        fixed_keys = [k for k in by_group if k in table and k not in keys]
+        joint = self._joint(validation.rows, by_group, keys, fixed_keys, table, priors, means)
         cv: dict[int, float] = {}
-        for key in keys:
+        for key in joint.lins:
+            if key in joint.fixed and not any(d for d in joint.datasets[key]):
+                continue  # nothing fitted informs these rows: the fit is out of sample
             for j, i in enumerate(by_group[key]):
                 # Leave the row out of everything it informs: its group's parameters and its
                 # dataset's mean input length.
-                keep = {k: np.ones(len(by_group[k]), dtype=bool) for k in keys}
+                keep = {k: np.ones(len(by_group[k]), dtype=bool) for k in joint.lins}
                 keep[key][j] = False
                 phi, psi = joint.solve(keep)
                 cv[i] = math.exp(float(joint.predict(key, phi[key], psi)[j]))
         counts: dict[str, int] = {}
+        models: dict[str, set[str]] = {}
         for i in index:
             name = validation.rows[i].length_dataset
-            if name and validation.rows[i].family == "gpu" and validation.rows[i].group in keys:
+            if name and validation.rows[i].group in joint.lins:
                 counts[name] = counts.get(name, 0) + 1
+                models.setdefault(name, set()).add(validation.rows[i].model)
         datasets: dict[str, DatasetFit] = {}
         for name in sorted(DATASETS):
             assumed = assumed_input_mean(name)
@@ -621,10 +647,11 @@ class Calibrator:
                     name, "fitted", counts.get(name, 0), means[name], assumed
                 )
             else:
+                n, k = counts.get(name, 0), len(models.get(name, ()))
                 datasets[name] = DatasetFit(
-                    name, "prior", counts.get(name, 0), assumed, assumed,
-                    f"{counts.get(name, 0)} fit row(s), fewer than {DATASET_MIN_ROWS}: the "
-                    "assumed length distribution kept",
+                    name, "prior", n, assumed, assumed,
+                    f"{n} fit row(s) of {k} model(s), fewer than {DATASET_MIN_ROWS} rows of "
+                    f"{DATASET_MIN_MODELS} models: the assumed distribution kept",
                 )
         self.datasets_ = datasets
         self.input_means_ = dict(means)
@@ -702,8 +729,8 @@ class Calibrator:
                 "prior in log space around the documented prior (sigmas below); bounded "
                 "L-BFGS-B from the prior; "
                 f"{self.iterations} simulate-and-fit rounds. Jointly, the mean input length "
-                "of each MLPerf dataset with at least "
-                f"{DATASET_MIN_ROWS} fit rows (not published), shared by the groups' rows, "
+                f"of each MLPerf dataset with at least {DATASET_MIN_ROWS} fit rows of "
+                f"{DATASET_MIN_MODELS} models (not published), shared by the groups' rows, "
                 f"Gaussian prior of log width {DATASET_PRIOR_SIGMA} around the assumed "
                 f"distribution's mean; alternating fits ({JOINT_ROUNDS} rounds). Leave-one-out "
                 "cross-validation refits groups and datasets without the row. Wafer groups "
