@@ -136,3 +136,48 @@ def test_a_budget_is_power_or_money_not_both(data: dict) -> None:
 def test_without_a_budget_every_pool_needs_a_count(data: dict) -> None:
     msg = _error(data, "budget.facility_mw=null")
     assert "n_systems" in msg and "options[0].pools[0]" in msg
+
+
+# -- plan, speculation and weight-streaming settings of a pool ------------------------------------
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["options.0.pools.0.tp=null", "options.0.pools.0.ep=8"], "ep needs tp"),
+    (["options.0.pools.0.ep=8"], "ep must be at most tp x pp"),
+    (["options.0.pools.0.attention_dp=true"], "attention_dp needs tp >= 2"),
+    (["options.0.pools.0.tp=null", "options.0.pools.0.weight_streaming=true"],
+     "options[0].pools[0].weight_streaming"),
+    (["options.1.pools.0.speculative={draft_tokens: 3}"], "speculative.draft_model"),
+    (["options.0.pools.0.speculative={draft_model: llama-3.1-8b}"], "MTP or EAGLE"),
+    (["options.1.pools.0.speculative={draft_model: llama-0b}"], "llama-0b"),
+    (["options.0.pools.0.speculative={acceptance: 1.5}"], "acceptance"),
+])
+def test_pool_deployment_settings_are_checked(data: dict, overrides: list[str], needle: str) -> None:
+    assert needle in _error(data, *overrides)
+
+
+def test_pool_settings_reach_the_deployment_and_its_replica(data: dict) -> None:
+    from megawatt.model import load_model
+    from megawatt.perf.speculative import SpeculativeStepModel
+    from megawatt.plan import candidates
+    from megawatt.serving import ReplicaConfig
+    from megawatt.study import _settings
+
+    sc = parse_scenario(data, overrides=[
+        "options.0.pools.0.tp=2",
+        "options.0.pools.0.speculative={draft_tokens: 2, acceptance: 0.7, draft_cost: 0.05}",
+        "options.1.pools.0.speculative={draft_model: llama-3.1-8b}",
+    ])
+    catalog = sc.catalog()
+    model = load_model("llama-3.1-8b")
+    for i in (0, 1):
+        pool = sc.options[i].pools[0]
+        system = catalog.system(pool.system)
+        (dep, *_) = candidates(model, system, catalog.device(system.device_id), _settings(pool))
+        assert dep.speculation is not None
+        step = ReplicaConfig.of(dep).step_model
+        assert isinstance(step, SpeculativeStepModel)
+        if dep.family == "wafer":  # the draft's cost is its measured pass on the wafers
+            assert dep.draft_model is not None and dep.draft_model.id == "llama-3.1-8b"
+            assert step.speculation.draft_cost != pool.speculative.draft_cost
+        else:
+            assert dep.tp == 2 and step.speculation.draft_tokens == 2
+            assert step.speculation.draft_cost == 0.05

@@ -60,6 +60,21 @@ class BudgetSpec(_Strict):
         return f"fixed system counts, PUE {self.pue:g}"
 
 
+class SpeculativeSpec(_Strict):
+    """Speculative decoding for a pool: `draft_tokens` drafted per step, each accepted with
+    probability `acceptance`. GPUs: MTP or EAGLE heads costing `draft_cost` of a decode step per
+    drafted token. Wafers: a `draft_model` kept on the same wafers, timed on its own cores."""
+
+    draft_tokens: int = Field(3, ge=1, le=16, description="tokens drafted per step (k)")
+    acceptance: float = Field(0.8, ge=0.0, le=1.0, description="per-token acceptance rate")
+    draft_cost: float = Field(
+        0.1, ge=0.0, le=1.0, description="GPUs: cost of one drafted token, share of a decode step"
+    )
+    draft_model: str | None = Field(
+        None, description="wafers: the draft model id (e.g. llama-3.1-8b); GPUs: leave unset"
+    )
+
+
 class PoolSpec(_Strict):
     """One pool of an option: a system type, its share of the power, how it deploys models."""
 
@@ -74,8 +89,42 @@ class PoolSpec(_Strict):
     )
     tp: int | None = Field(None, ge=1, description="tensor-parallel width (searched if unset)")
     pp: int | None = Field(None, ge=1, description="pipeline stages or wafers (searched if unset)")
+    ep: int | None = Field(
+        None, ge=1, description="expert-parallel width for MoE models (needs tp; default: as tp)"
+    )
+    attention_dp: bool = Field(
+        False, description="data-parallel attention over the tp devices (needs tp > 1)"
+    )
+    weight_streaming: bool = Field(
+        False, description="wafers: stream weights from external memory, one wafer per replica"
+    )
+    speculative: SpeculativeSpec | None = None
     max_num_seqs: int = Field(256, ge=1, le=65536)
     max_num_batched_tokens: int = Field(8192, ge=16, le=1_048_576)
+
+    @model_validator(mode="after")
+    def _plan_settings_need_a_plan(self) -> PoolSpec:
+        if self.ep is not None and self.tp is None:
+            raise ValueError(
+                f"ep needs tp (and pp, if any) set too: the plan is then not searched; got "
+                f"ep={self.ep} and no tp"
+            )
+        if self.ep is not None and self.tp is not None and self.ep > self.tp * (self.pp or 1):
+            raise ValueError(
+                f"ep must be at most tp x pp = {self.tp * (self.pp or 1)} (the replica's devices); "
+                f"got {self.ep}"
+            )
+        if self.attention_dp and (self.tp is None or self.tp < 2):
+            raise ValueError(
+                f"attention_dp needs tp >= 2 (attention data-parallel over tp devices); got "
+                f"tp={self.tp}"
+            )
+        if self.weight_streaming and (self.tp is not None or self.pp not in (None, 1)):
+            raise ValueError(
+                "weight_streaming runs one wafer per replica: leave tp and pp unset; got "
+                f"tp={self.tp}, pp={self.pp}"
+            )
+        return self
 
     @field_validator("scheduler")
     @classmethod
@@ -229,6 +278,8 @@ def _message(err: Any, where: str) -> str:
     owner = _model_at(loc) if loc and isinstance(loc[-1], str) else None
     field = owner.model_fields.get(str(loc[-1])) if owner else None
     hint = f" Expected: {field.description}." if field is not None and field.description else ""
+    if isinstance(given, dict) and "got " in msg:  # a check across fields says what it got
+        return f"{where}: {path}: {msg}.{hint}"
     return f"{where}: {path}: {msg}; got {shown}.{hint}"
 
 
@@ -291,6 +342,29 @@ def _check_ids(scenario: Scenario, where: str) -> None:
                     f"{where}: {path}.engine: must be one of {', '.join(engines)} for "
                     f"{family} systems like {system.id}; got {pool.engine!r}."
                 )
+            if pool.weight_streaming and family != "wafer":
+                raise ScenarioError(
+                    f"{where}: {path}.weight_streaming: applies to wafer-scale systems only; "
+                    f"{system.id} is a {family} system. Remove it."
+                )
+            spec = pool.speculative
+            if spec is None:
+                continue
+            if family == "wafer" and spec.draft_model is None:
+                raise ScenarioError(
+                    f"{where}: {path}.speculative.draft_model: wafer-scale systems draft with a "
+                    "model kept on the wafers; set one, e.g. llama-3.1-8b."
+                )
+            if family != "wafer" and spec.draft_model is not None:
+                raise ScenarioError(
+                    f"{where}: {path}.speculative.draft_model: GPU-like systems draft with MTP or "
+                    f"EAGLE heads priced by draft_cost; got {spec.draft_model!r}. Remove it."
+                )
+            if spec.draft_model is not None:
+                try:
+                    load_model(spec.draft_model)
+                except CatalogError as exc:
+                    raise ScenarioError(f"{where}: {path}.speculative.draft_model: {exc}") from None
 
 
 def parse_scenario(

@@ -31,6 +31,7 @@ from megawatt.fleet.demand import simulate_demand
 from megawatt.hardware import Catalog
 from megawatt.model import ModelSpec, load_model
 from megawatt.perf import plan_memory
+from megawatt.perf.speculative import Speculation
 from megawatt.plan import Choice, PoolSettings, choose
 from megawatt.scenario import PoolSpec, Scenario
 from megawatt.serving import ReplicaConfig, Slo, single_user
@@ -74,6 +75,7 @@ def workload(scenario: Scenario, model_index: int, model: ModelSpec) -> Requests
 
 
 def _settings(pool: PoolSpec) -> PoolSettings:
+    spec = pool.speculative
     return PoolSettings(
         engine=pool.engine,
         weight_dtype=pool.weight_dtype,
@@ -83,6 +85,15 @@ def _settings(pool: PoolSpec) -> PoolSettings:
         pp=pool.pp,
         max_num_seqs=pool.max_num_seqs,
         max_num_batched_tokens=pool.max_num_batched_tokens,
+        weight_streaming=pool.weight_streaming,
+        ep=pool.ep,
+        attention_dp=pool.attention_dp,
+        speculation=None if spec is None else Speculation(
+            spec.draft_tokens, spec.acceptance, spec.draft_cost
+        ),
+        draft_model=None if spec is None or spec.draft_model is None else load_model(
+            spec.draft_model
+        ),
     )
 
 

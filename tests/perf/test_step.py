@@ -348,6 +348,9 @@ def test_with_data_parallel_attention_a_prompt_is_prefilled_by_one_rank() -> Non
     prefill = step_model(name).breakdown(shape(name, [], [(320, 0)]))
     assert proj(decode) == pytest.approx(2 * p * 320 / 32)
     assert proj(prefill) == pytest.approx(2 * p * 320)
+    # Several prompts: the busiest rank does the largest and its share of the others.
+    three = step_model(name).breakdown(shape(name, [], [(320, 0), (64, 0), (64, 0)]))
+    assert proj(three) == pytest.approx(2 * p * (320 + 128 / 32))
 
 
 def test_the_experts_efficiency_times_the_routed_experts_only() -> None:

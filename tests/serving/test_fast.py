@@ -18,7 +18,7 @@ from megawatt.errors import InputError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment, RooflineStepModel
-from megawatt.perf.step import PREFILL_UNIT_TOKENS, BatchShape
+from megawatt.perf.step import N_FEATURES, PREFILL_UNIT_TOKENS, BatchShape
 from megawatt.serving import SCHEDULERS, Replica, ReplicaConfig, RunResult, offline, simulate
 from megawatt.workload import Requests
 
@@ -32,6 +32,8 @@ MODELS = {
     "h100-gpt-oss-20b": ("gpt-oss-20b", "dgx-h100", {}),  # MoE, sliding-window layers
     "h100-llama-70b-tp4-pp2": ("llama-3.1-70b", "dgx-h100", {"tp": 4, "pp": 2}),
     "cs3-llama-8b": ("llama-3.1-8b", "cs-3", {"engine": "cerebras"}),  # pipelined micro-batches
+    # Data-parallel attention: the largest prefill chunk of a step sits on one rank.
+    "h100-gpt-oss-20b-adp": ("gpt-oss-20b", "dgx-h100", {"tp": 4, "ep": 4, "attention_dp": True}),
 }
 
 
@@ -102,7 +104,7 @@ def test_the_coefficients_describe_the_model(name: str) -> None:
     model = roofline(name).step_model
     assert isinstance(model, RooflineStepModel)
     c = model.coefficients()
-    assert c.flops.shape == c.bytes.shape == (c.rate_flops_per_s.size, 9)
+    assert c.flops.shape == c.bytes.shape == (c.rate_flops_per_s.size, N_FEATURES)
     assert c.pipeline_depth == model.pipeline_depth
     assert c.window_tokens == model.window_tokens
     assert c.prefill_unit_tokens == PREFILL_UNIT_TOKENS

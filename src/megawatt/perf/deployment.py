@@ -4,12 +4,16 @@ engine settings. Pure data; everything the performance model needs to time a ste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from megawatt.errors import InputError
 from megawatt.hardware import Device, System
 from megawatt.model import ModelSpec
 from megawatt.perf.efficiency import Efficiencies, efficiencies_for, family_of
 from megawatt.units import bytes_per_element
+
+if TYPE_CHECKING:
+    from megawatt.perf.speculative import Speculation
 
 WEIGHT_DTYPES = ("native", "bf16", "fp8", "fp4")
 KV_DTYPES = ("bf16", "fp8")
@@ -39,6 +43,9 @@ class Deployment:
     weights take SRAM; its passes are timed on its own core regions).
     grid_side: wafers with a layer-grid engine (WaferLLM) only: the side of the square core grid
     each layer is timed on (None: autotuned for decode).
+    speculation: serve with speculative decoding (`perf.speculative`): on GPUs the drafts cost
+    `speculation.draft_cost` of a decode step each (MTP or EAGLE heads); on wafers the draft is
+    `draft_model`, timed on its own core regions (its `draft_cost` is ignored).
     """
 
     model: ModelSpec
@@ -59,6 +66,7 @@ class Deployment:
     weight_streaming: bool = False
     draft_model: ModelSpec | None = None
     grid_side: int | None = None
+    speculation: Speculation | None = None
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "ep", "max_num_seqs", "max_num_batched_tokens"):
@@ -95,6 +103,11 @@ class Deployment:
                 f"deployment.{what} applies to wafer-scale engines only; got it on "
                 f"{self.device.id} ({self.device.kind}). GPU speculative decoding takes a "
                 "Speculation with a draft_cost instead."
+            )
+        if self.family == "wafer" and self.speculation is not None and self.draft_model is None:
+            raise InputError(
+                "deployment.speculation on wafer-scale engines needs deployment.draft_model (the "
+                "draft kept on the wafers, e.g. llama-3.1-8b); got none."
             )
         if self.grid_side is not None and (self.family != "wafer" or self.grid_side < 1):
             raise InputError(

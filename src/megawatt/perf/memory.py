@@ -210,7 +210,9 @@ def _wafer_weights(
         from dataclasses import replace
 
         dm = dep.draft_model
-        dwb = weight_bytes(replace(dep, model=dm, draft_model=None, weight_streaming=False))
+        dwb = weight_bytes(
+            replace(dep, model=dm, draft_model=None, weight_streaming=False, speculation=None)
+        )
         draft_total = dwb.total
         room = dep.device.mem_capacity_bytes * (1.0 - dep.eff.sram_reserved_fraction)
         if draft_total <= 0.5 * room or n_wafers == 1:

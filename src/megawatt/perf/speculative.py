@@ -100,6 +100,9 @@ class SpeculativeStepModel:
             prefill_window=batch.prefill_window
             + (k * (batch.decode_window + b * span) if window else 0.0),
             n_logits=batch.n_logits + extra,
+            prefill_max_tokens=batch.prefill_max_tokens,
+            prefill_max_attention=batch.prefill_max_attention,
+            prefill_max_window=batch.prefill_max_window,
         )
 
     def _pipelined_shape(self, batch: BatchShape) -> BatchShape:
@@ -118,6 +121,9 @@ class SpeculativeStepModel:
             prefill_attention=batch.prefill_attention,
             prefill_window=batch.prefill_window,
             n_logits=batch.n_logits + b * k,
+            prefill_max_tokens=batch.prefill_max_tokens,
+            prefill_max_attention=batch.prefill_max_attention,
+            prefill_max_window=batch.prefill_max_window,
         )
 
     def _decode_only(self, batch: BatchShape) -> BatchShape:
@@ -169,7 +175,7 @@ def wafer_speculation(dep: Deployment, draft_tokens: int, acceptance: float) -> 
         )
     plan = plan_memory(dep)
     target = RooflineStepModel(dep, plan)
-    draft_dep = replace(dep, model=dep.draft_model, draft_model=None)
+    draft_dep = replace(dep, model=dep.draft_model, draft_model=None, speculation=None)
     if plan.draft_on_last_device:
         # The draft sits on the last wafer, beside the LM head: no hand-offs of its own.
         last = plan.weight_bytes_by_device[-1]

@@ -44,9 +44,14 @@ FEATURES = (
     "prefill_window",  # the same with the attended span capped at the window
     "experts_touched",  # expected distinct routed experts per MoE layer
     "prefill_tokens",  # prefill chunk tokens (KV writes)
+    "prefill_max_tokens",  # tokens of the step's largest prefill chunk
+    "prefill_max_attention",  # its chunk x (cached + (chunk + 1) / 2)
+    "prefill_max_window",  # the same with the attended span capped at the window
 )
 N_FEATURES = len(FEATURES)
-_ONE, _TOK, _LOG, _DCTX, _DWIN, _PATT, _PWIN, _EXP, _PTOK = range(N_FEATURES)
+_ONE, _TOK, _LOG, _DCTX, _DWIN, _PATT, _PWIN, _EXP, _PTOK, _PMAX, _PMAXATT, _PMAXWIN = range(
+    N_FEATURES
+)
 
 PREFILL_UNIT_TOKENS = 256
 """Prompt tokens per pipeline micro-batch when a prompt streams through pipeline stages
@@ -69,6 +74,9 @@ class BatchShape:
     prefill_attention: float = 0.0
     prefill_window: float = 0.0
     n_logits: int = 0
+    prefill_max_tokens: int = 0  # the largest prefill chunk: its tokens,
+    prefill_max_attention: float = 0.0  # its attention pairs,
+    prefill_max_window: float = 0.0  # and those within the window
 
     @property
     def n_seqs(self) -> int:
@@ -98,11 +106,15 @@ class BatchShape:
         ctx = np.asarray(decode_contexts, dtype=np.float64)
         p_att = p_win = 0.0
         p_tok = 0
+        big: tuple[int, float, float] = (0, 0.0, 0.0)
         for chunk, cached in prefill_chunks:
             span = cached + (chunk + 1) / 2.0
-            p_att += chunk * span
-            p_win += chunk * min(span, window) if window else 0.0
+            att, win = chunk * span, chunk * min(span, window) if window else 0.0
+            p_att += att
+            p_win += win
             p_tok += chunk
+            if chunk > big[0]:
+                big = (chunk, att, win)
         return BatchShape(
             n_decode=len(ctx),
             decode_context=float(ctx.sum()),
@@ -113,6 +125,9 @@ class BatchShape:
             prefill_attention=p_att,
             prefill_window=p_win,
             n_logits=len(ctx) + len(prefill_chunks) if n_logits is None else n_logits,
+            prefill_max_tokens=big[0],
+            prefill_max_attention=big[1],
+            prefill_max_window=big[2],
         )
 
 
@@ -203,6 +218,14 @@ def _row(coefficients: dict[int, float]) -> list[float]:
     return row
 
 
+def _largest_chunk(batch: BatchShape) -> tuple[FloatArray, FloatArray, FloatArray]:
+    return (
+        np.array([float(batch.prefill_max_tokens)]),
+        np.array([batch.prefill_max_attention]),
+        np.array([batch.prefill_max_window]),
+    )
+
+
 class RooflineStepModel:
     """The per-operator roofline for any deployment (GPU-like or wafer-scale).
 
@@ -247,17 +270,17 @@ class RooflineStepModel:
         lin = eff.compute
 
         # With attention data parallelism every device reads all the attention weights for its
-        # 1/tp of the sequences. Decode tokens spread evenly over the ranks, but a prompt is
-        # prefilled by the one rank that owns its sequence while the others wait for it at the
-        # next expert all-to-all: prefill tokens cost a rank their whole work (exact for one
-        # prompt per step, an upper bound for several; engines add rank balancing for this).
+        # 1/tp of the sequences. Decode tokens and small prompts spread evenly over the ranks,
+        # but a prompt is prefilled by the one rank that owns its sequence while the others
+        # wait for it at the next expert all-to-all: the busiest rank does the step's largest
+        # chunk plus its share of the rest (exact for one prompt per step).
         dp = dep.attention_dp
 
         def per_rank(total: float, data_parallel: bool) -> dict[int, float]:
-            """A per-token cost split over the tp devices: evenly for tensor-parallel work;
-            for data-parallel work evenly for decode tokens, on one rank for prefill tokens."""
+            """A per-token cost split over the tp devices: evenly for tensor-parallel work; for
+            data-parallel work evenly too, but the largest prefill chunk all on one rank."""
             if data_parallel:
-                return {_TOK: total / tp, _PTOK: total * (1.0 - 1.0 / tp)}
+                return {_TOK: total / tp, _PMAX: total * (1.0 - 1.0 / tp)}
             return {_TOK: total / tp}
 
         # Attention projections (Q, K, V, O; MLA down/up projections), all layers.
@@ -287,11 +310,23 @@ class RooflineStepModel:
         else:
             flops_per_ctx = prefill_per_ctx = 4.0 * m.n_heads * m.head_dim
             kv_shards = float(min(tp, m.n_kv_heads))
-        prefill_shards, kv_write_shards = float(tp), kv_shards
         if dp:
             kv_shards = float(tp)  # each device reads only its own sequences' cache
-            prefill_shards = kv_write_shards = 1.0  # a prompt's attention: on its own rank
         kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
+
+        def prefill_rows(per_pair: float, per_token: float, pairs: int, biggest: int) -> tuple[
+            dict[int, float], dict[int, float]
+        ]:
+            """FLOPs and KV-write bytes of prefill attention: split over the tp devices (heads),
+            or with data-parallel attention evenly but for the largest chunk, on its own rank."""
+            if dp:
+                share = 1.0 - 1.0 / tp
+                return (
+                    {pairs: per_pair / tp, biggest: per_pair * share},
+                    {_PTOK: per_token / tp, _PMAX: per_token * share},
+                )
+            return {pairs: per_pair / tp}, {_PTOK: per_token / kv_shards}
+
         if n_full:
             add(
                 "attention (decode)",
@@ -301,8 +336,7 @@ class RooflineStepModel:
             )
             add(
                 "attention (prefill)",
-                {_PATT: prefill_per_ctx * n_full / prefill_shards},
-                {_PTOK: kv_layer_bytes * n_full / kv_write_shards},
+                *prefill_rows(prefill_per_ctx * n_full, kv_layer_bytes * n_full, _PATT, _PMAXATT),
                 attn_rate,
             )
         if n_win:
@@ -314,8 +348,7 @@ class RooflineStepModel:
             )
             add(
                 "windowed attention (prefill)",
-                {_PWIN: prefill_per_ctx * n_win / prefill_shards},
-                {_PTOK: kv_layer_bytes * n_win / kv_write_shards},
+                *prefill_rows(prefill_per_ctx * n_win, kv_layer_bytes * n_win, _PWIN, _PMAXWIN),
                 attn_rate,
             )
 
@@ -612,12 +645,15 @@ class RooflineStepModel:
         units: FloatArray,
         n_decode: FloatArray,
         dmax: FloatArray,
+        pmax: tuple[FloatArray, FloatArray, FloatArray] | None = None,
     ) -> tuple[FloatArray, FloatArray]:
         """Feature matrix (N_FEATURES x k) of the slowest micro-batch, and the micro-batch count.
 
         Work is split evenly over m micro-batches, except decode context: the micro-batch that
         holds the longest sequence carries it plus its share of the others (so a short sequence
-        joining a long one never shortens the round)."""
+        joining a long one never shortens the round), and the largest prefill chunk `pmax`
+        (tokens, attention, windowed attention; none in pure decode), which one micro-batch
+        carries whole."""
         mb = np.clip(np.minimum(units, self._depth), 1.0, None)
         x = np.empty((N_FEATURES, tokens.shape[0]))
         x[_ONE] = 1.0
@@ -634,6 +670,10 @@ class RooflineStepModel:
         x[_PATT] = patt / mb
         x[_PWIN] = pwin / mb
         x[_PTOK] = ptok / mb
+        if pmax is None:
+            x[_PMAX] = x[_PMAXATT] = x[_PMAXWIN] = 0.0
+        else:
+            x[_PMAX], x[_PMAXATT], x[_PMAXWIN] = pmax
         if self._n_experts:
             e, k = float(self._n_experts), float(self._top_k)
             x[_EXP] = e * (1.0 - np.power(1.0 - k / e, x[_TOK]))
@@ -665,6 +705,7 @@ class RooflineStepModel:
             np.array([batch.pipeline_units]),
             np.array([float(batch.n_decode)]),
             np.array([batch.decode_context_max]),
+            _largest_chunk(batch),
         )
         return float(self._times(x, n)[0])
 
@@ -705,6 +746,7 @@ class RooflineStepModel:
             np.array([batch.pipeline_units]),
             np.array([float(batch.n_decode)]),
             np.array([batch.decode_context_max]),
+            _largest_chunk(batch),
         )
         fl = (self._flops @ x)[:, 0]
         by = (self._bytes @ x)[:, 0]

@@ -13,6 +13,7 @@ from megawatt.errors import FitError, InputError
 from megawatt.hardware import Device, System
 from megawatt.model import ModelSpec
 from megawatt.perf import Deployment, family_of, plan_memory
+from megawatt.perf.speculative import Speculation
 from megawatt.serving import Capacity, ReplicaConfig, Slo, capacity, offline_rate_hint
 from megawatt.workload import Requests
 
@@ -26,6 +27,10 @@ class PoolSettings:
     weight_dtype `auto`: the published format, except dense 16-bit models on GPUs with an FP8
     rate, which run FP8 (as production GPU engines do); wafers keep the published format.
     weight_streaming: wafers only: one wafer per replica, weights streamed from MemoryX.
+    ep / attention_dp: expert-parallel width and data-parallel attention of a stated plan (tp
+    set); ep None: experts sharded like tp.
+    speculation / draft_model: serve with speculative decoding (`Deployment.speculation`); the
+    draft model (wafers) is kept on the same wafers.
     """
 
     engine: str = "vllm"
@@ -40,6 +45,10 @@ class PoolSettings:
     max_wafers: int = 64
     budgets: tuple[int, ...] = (2048,)
     weight_streaming: bool = False
+    ep: int | None = None
+    attention_dp: bool = False
+    speculation: Speculation | None = None
+    draft_model: ModelSpec | None = None
 
 
 def resolve_weight_dtype(setting: str, model: ModelSpec, device: Device) -> str:
@@ -83,12 +92,17 @@ def candidates(
         max_num_seqs=settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens,
         weight_streaming=settings.weight_streaming,
+        speculation=settings.speculation,
+        draft_model=settings.draft_model,
     )
     if settings.weight_streaming:
         plan_memory(base)  # raise the clear FitError if even one streamed layer does not fit
         return [base]
     if settings.tp or settings.pp:
-        dep = replace(base, tp=settings.tp or 1, pp=settings.pp or 1)
+        dep = replace(
+            base, tp=settings.tp or 1, pp=settings.pp or 1, ep=settings.ep or 1,
+            attention_dp=settings.attention_dp,
+        )
         plan_memory(dep)  # raise the clear FitError if it does not fit
         return [dep]
     out: list[Deployment] = []

@@ -16,7 +16,14 @@ def _plan(option: OptionResult) -> str:
     parts = []
     for p in option.pools:
         d = p.deployment
-        plan = f"{d.pp} wafers" if d.family == "wafer" else f"TP{d.tp}" + (f" PP{d.pp}" if d.pp > 1 else "")
+        if d.family == "wafer":
+            plan = "1 wafer, streamed weights" if d.weight_streaming else f"{d.pp} wafers"
+        else:
+            plan = f"TP{d.tp}" + (f" PP{d.pp}" if d.pp > 1 else "")
+            plan += (f" EP{d.ep}" if d.ep > 1 else "") + (" DP-attention" if d.attention_dp else "")
+        if d.speculation is not None:
+            draft = f" {d.draft_model.id}" if d.draft_model is not None else ""
+            plan += f" spec k={d.speculation.draft_tokens}{draft}"
         parts.append(f"{p.name}: {plan} {d.weight_dtype_of('experts' if d.model.is_moe else 'mlp')}")
     return "; ".join(parts)
 

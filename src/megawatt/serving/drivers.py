@@ -18,6 +18,7 @@ import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.perf import Deployment, RooflineStepModel, StepModel, plan_memory
+from megawatt.perf.speculative import SpeculativeStepModel, wafer_speculation
 from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult, Slo
 from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
@@ -40,10 +41,18 @@ class ReplicaConfig:
 
     @staticmethod
     def of(deployment: Deployment, policy: str = "vllm") -> ReplicaConfig:
-        """The replica a deployment gives: its roofline step model and its KV budget."""
+        """The replica a deployment gives: its roofline step model (wrapped for speculative
+        decoding when the deployment has `speculation`) and its KV budget."""
         plan = plan_memory(deployment)
+        step: StepModel = RooflineStepModel(deployment, plan)
+        spec = deployment.speculation
+        if spec is not None:
+            wafer = deployment.family == "wafer"
+            if wafer:  # the draft's cost is its measured pass on the wafers
+                spec = wafer_speculation(deployment, spec.draft_tokens, spec.acceptance)
+            step = SpeculativeStepModel(step, spec, pipelined_verify=wafer)
         return ReplicaConfig(
-            RooflineStepModel(deployment, plan),
+            step,
             KvBudget.of(plan),
             policy,
             deployment.max_num_seqs,

@@ -301,14 +301,23 @@ def _run(
                 p_att = 0.0
                 p_win = 0.0
                 p_tok = 0
+                big_tok = 0
+                big_att = 0.0
+                big_win = 0.0
                 n_logits = n_dec
                 for q in range(n_chunks):
                     i = chunk_i[q]
                     c = chunk_c[q]
                     span = done[i] + (c + 1) / 2.0
-                    p_att += c * span
-                    p_win += c * min(span, float(kv_window)) if kv_window > 0 else 0.0
+                    att = c * span
+                    win = c * min(span, float(kv_window)) if kv_window > 0 else 0.0
+                    p_att += att
+                    p_win += win
                     p_tok += c
+                    if c > big_tok:
+                        big_tok = c
+                        big_att = att
+                        big_win = win
                     if done[i] + c >= target[i]:
                         n_logits += 1
                 n_seqs = n_dec + n_chunks
@@ -331,6 +340,9 @@ def _run(
                 x[5] = p_att / mb
                 x[6] = p_win / mb
                 x[8] = p_tok / mb
+                x[9] = float(big_tok)
+                x[10] = big_att
+                x[11] = big_win
                 if n_experts > 0:
                     x[7] = n_experts * (1.0 - (1.0 - top_k / n_experts) ** x[1])
                 else:
