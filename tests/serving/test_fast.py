@@ -18,6 +18,7 @@ from megawatt.errors import InputError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment, RooflineStepModel
+from megawatt.perf.speculative import Speculation, SpeculativeStepModel
 from megawatt.perf.step import N_FEATURES, PREFILL_UNIT_TOKENS, BatchShape
 from megawatt.serving import SCHEDULERS, Replica, ReplicaConfig, RunResult, offline, simulate
 from megawatt.workload import Requests
@@ -34,6 +35,18 @@ MODELS = {
     "cs3-llama-8b": ("llama-3.1-8b", "cs-3", {"engine": "cerebras"}),  # pipelined micro-batches
     # Data-parallel attention: the largest prefill chunk of a step sits on one rank.
     "h100-gpt-oss-20b-adp": ("gpt-oss-20b", "dgx-h100", {"tp": 4, "ep": 4, "attention_dp": True}),
+    # Speculative decoding: MTP-like drafts on a GPU; a draft model on wafers (pipelined verify).
+    "h100-llama-8b-spec": ("llama-3.1-8b", "dgx-h100", {"speculation": Speculation(3, 0.8, 0.1)}),
+    "cs3-llama-8b-spec": (
+        "llama-3.1-8b",
+        "cs-3",
+        {
+            "engine": "cerebras",
+            "pp": 2,
+            "draft_model": load_model("llama-3-8b"),
+            "speculation": Speculation(2, 0.7),
+        },
+    ),
 }
 
 
@@ -102,6 +115,11 @@ def assert_same_run(fast: RunResult, slow: RunResult, rtol: float = 1e-9) -> Non
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_coefficients_describe_the_model(name: str) -> None:
     model = roofline(name).step_model
+    if isinstance(model, SpeculativeStepModel):  # the roofline inside, with the settings
+        c = model.coefficients()
+        assert c.spec_draft_tokens == model.speculation.draft_tokens
+        assert c.spec_pipelined == model.pipelined_verify
+        model = model.inner
     assert isinstance(model, RooflineStepModel)
     c = model.coefficients()
     assert c.flops.shape == c.bytes.shape == (c.rate_flops_per_s.size, N_FEATURES)
@@ -314,3 +332,14 @@ def test_one_step_of_the_kernel_is_one_step_of_the_model() -> None:
     assert math.isclose(res.first_token_s[0], prefill, rel_tol=1e-12)
     assert math.isclose(res.itl_s[0], decode, rel_tol=1e-12)
     assert res.stats.n_steps == 3
+
+
+def test_speculation_over_a_model_without_coefficients_takes_the_python_replica() -> None:
+    cfg = ReplicaConfig(
+        SpeculativeStepModel(LinearStep(), Speculation(2, 0.8, 0.1)), kv_for_tokens(3000),
+        max_num_seqs=8, max_num_batched_tokens=256,
+    )
+    requests = random_requests(4, 20, rate_per_s=10, max_output=50)
+    assert simulate(cfg, requests).completed.all()
+    with pytest.raises(InputError, match="coefficients"):
+        simulate(cfg, requests, engine="fast")

@@ -25,9 +25,16 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.perf.deployment import Deployment
 from megawatt.perf.memory import plan_memory
-from megawatt.perf.step import BatchShape, FloatArray, RooflineStepModel, StepModel
+from megawatt.perf.step import (
+    PREFILL_UNIT_TOKENS,
+    BatchShape,
+    FloatArray,
+    RooflineStepModel,
+    StepCoefficients,
+    StepModel,
+)
 
-_SAMPLES = 17  # decode stretches: exact verify times at this many points, linear in between
+_SAMPLES = 17  # decode stretches of other inner models: exact at this many points, linear between
 
 
 def tokens_per_verify(draft_tokens: int, acceptance: float) -> float:
@@ -146,10 +153,29 @@ class SpeculativeStepModel:
         draft = spec.draft_cost * spec.draft_tokens * self.inner.step_time(self._decode_only(batch))
         return (verify + draft) / spec.tokens_per_step
 
+    def coefficients(self) -> StepCoefficients:
+        """The inner roofline's arrays with the speculation settings, for the compiled serving
+        simulator (raises `InputError` when the inner model is not a `RooflineStepModel`)."""
+        if not isinstance(self.inner, RooflineStepModel):
+            raise InputError(
+                f"coefficients() needs a RooflineStepModel inside; got {type(self.inner).__name__}."
+            )
+        spec = self.speculation
+        return replace(
+            self.inner.coefficients(),
+            spec_draft_tokens=spec.draft_tokens,
+            spec_tokens_per_step=spec.tokens_per_step,
+            spec_draft_cost=spec.draft_cost,
+            spec_pipelined=self.pipelined_verify,
+        )
+
     def decode_times(self, contexts: FloatArray, n_steps: int) -> FloatArray:
-        """Pure-decode steps: exact at a few evenly spaced steps, linear in between (the step
-        time is piecewise linear in the context, which grows by one token per step)."""
+        """Pure-decode steps, each as `step_time` would time it (vectorised over the steps for a
+        roofline inside; otherwise exact at a few evenly spaced steps, linear in between: the
+        step time is piecewise linear in the context, which grows by one token per step)."""
         contexts = np.asarray(contexts, dtype=np.float64)
+        if isinstance(self.inner, RooflineStepModel) and contexts.shape[0] and n_steps:
+            return self._roofline_decode_times(self.inner, contexts, n_steps)
         window = self.window_tokens
         points = np.unique(np.linspace(0, max(n_steps - 1, 0), min(n_steps, _SAMPLES)).round())
         values = []
@@ -157,6 +183,46 @@ class SpeculativeStepModel:
             ctx = contexts + j
             values.append(self.step_time(BatchShape.of(ctx, [], window)))
         out: FloatArray = np.interp(np.arange(n_steps, dtype=np.float64), points, values)
+        return out
+
+
+    def _roofline_decode_times(
+        self, inner: RooflineStepModel, contexts: FloatArray, n_steps: int
+    ) -> FloatArray:
+        spec = self.speculation
+        k = float(spec.draft_tokens)
+        b = float(contexts.shape[0])
+        j = np.arange(n_steps, dtype=np.float64)
+        window = self.window_tokens
+        dctx = np.array([float((contexts + jj).sum()) for jj in j])
+        dmax = contexts.max() + j
+        if window:
+            dwin = np.array([float(np.minimum(contexts + jj, window).sum()) for jj in j])
+        else:
+            dwin = np.zeros(n_steps)
+        full = np.full(n_steps, b)
+        zeros = np.zeros(n_steps)
+        # _verify_shape: the k extra tokens of every sequence as a chunk over its context.
+        extra = b * k
+        span = (k + 1) / 2.0
+        ptok = np.full(n_steps, extra)
+        verify = inner.times(
+            full + extra, full + extra, dctx, dwin, zeros + k * (dctx + b * span),
+            zeros + (k * (dwin + b * span) if window else 0.0), ptok,
+            full + np.maximum(0.0, ptok / PREFILL_UNIT_TOKENS), full, dmax, full,
+        )
+        if self.pipelined_verify:
+            # _pipelined_shape: each sequence's k + 1 tokens as pipeline units of their own.
+            pd = b * (k + 1)
+            pspan = b * k * (k + 1) / 2.0
+            piped = inner.times(
+                np.full(n_steps, pd), full + extra, (k + 1) * dctx + pspan,
+                (k + 1) * dwin + (pspan if window else 0.0), zeros, zeros, zeros,
+                np.full(n_steps, pd), np.full(n_steps, pd), dmax + k, np.full(n_steps, pd),
+            )
+            verify = np.minimum(verify, piped)
+        draft = inner.times(full, full, dctx, dwin, zeros, zeros, zeros, full, full, dmax, full)
+        out: FloatArray = (verify + spec.draft_cost * spec.draft_tokens * draft) / spec.tokens_per_step
         return out
 
 

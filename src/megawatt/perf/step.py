@@ -193,6 +193,11 @@ class StepCoefficients:
     n_experts: int  # routed experts per MoE layer (0: dense)
     top_k: int  # routed experts per token
     prefill_unit_tokens: int = PREFILL_UNIT_TOKENS
+    # Speculative decoding (`perf.speculative.SpeculativeStepModel`; 0 drafted tokens: none):
+    spec_draft_tokens: int = 0
+    spec_tokens_per_step: float = 1.0
+    spec_draft_cost: float = 0.0
+    spec_pipelined: bool = False
 
 
 class StepModel(Protocol):
@@ -688,6 +693,25 @@ class RooflineStepModel:
         step_overhead, seq_overhead = self._overhead
         out: FloatArray = ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
         return out
+
+    def times(
+        self,
+        tokens: FloatArray,
+        logits: FloatArray,
+        dctx: FloatArray,
+        dwin: FloatArray,
+        patt: FloatArray,
+        pwin: FloatArray,
+        ptok: FloatArray,
+        units: FloatArray,
+        n_decode: FloatArray,
+        dmax: FloatArray,
+        n_seqs: FloatArray,
+    ) -> FloatArray:
+        """Step times of many batches given by their aggregates (as `BatchShape`'s fields,
+        vectors; no prefill chunk larger than the others is singled out)."""
+        x, _ = self._features(tokens, logits, dctx, dwin, patt, pwin, ptok, units, n_decode, dmax)
+        return self._times(x, n_seqs)
 
     def step_time(self, batch: BatchShape) -> float:
         """Seconds one engine step over `batch` takes."""

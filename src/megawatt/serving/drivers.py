@@ -90,8 +90,9 @@ kernel of `serving.fast`; needs a step model with `coefficients()` and no prefix
 
 
 def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
-    """The step model's exported coefficients, or None when it has none (a fake, a wrapper) or
-    when a subclass retimes steps but inherits `coefficients()` (they would not be its times)."""
+    """The step model's exported coefficients, or None when it has none (a fake, a wrapper of
+    one) or when a subclass retimes steps but inherits `coefficients()` (they would not be its
+    times). Speculative decoding over a roofline exports its settings with the roofline's."""
     model = cfg.step_model
     export = getattr(model, "coefficients", None)
     if export is None:
@@ -100,7 +101,10 @@ def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
     owners = [next((k for k in mro if name in vars(k)), None) for name in ("coefficients", "step_time")]
     if owners[0] is not owners[1]:
         return None
-    out = export()
+    try:
+        out = export()
+    except InputError:  # a wrapper around a model without coefficients
+        return None
     return out if isinstance(out, StepCoefficients) else None
 
 

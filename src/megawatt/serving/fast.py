@@ -83,6 +83,74 @@ def _timeline_add(
     meta[_TL_LAST] = max(meta[_TL_LAST], end)
 
 
+@njit(cache=True, inline="always")
+def _step_s(
+    x: np.ndarray,
+    tokens: float,
+    n_logits: float,
+    dctx: float,
+    dwin: float,
+    dmax: float,
+    n_dec: float,
+    p_att: float,
+    p_win: float,
+    p_tok: float,
+    big_tok: float,
+    big_att: float,
+    big_win: float,
+    units: float,
+    n_seqs: float,
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    rate: np.ndarray,
+    bw: np.ndarray,
+    comm: np.ndarray,
+    latency: float,
+    step_overhead: float,
+    seq_overhead: float,
+    depth: float,
+    model_window: int,
+    n_experts: float,
+    top_k: float,
+) -> float:
+    """RooflineStepModel._features and _times for one batch's aggregates."""
+    mb = max(min(units, depth), 1.0)
+    x[0] = 1.0
+    x[1] = tokens / mb
+    x[2] = n_logits / mb
+    others = max(n_dec - 1.0, 1.0)
+    extra = max(n_dec / mb - 1.0, 0.0)
+    x[3] = max(dctx / mb, dmax + extra * (dctx - dmax) / others)
+    if model_window > 0:
+        wmax = min(dmax, float(model_window))
+        x[4] = max(dwin / mb, wmax + extra * (dwin - wmax) / others)
+    else:
+        x[4] = dwin / mb
+    x[5] = p_att / mb
+    x[6] = p_win / mb
+    x[8] = p_tok / mb
+    x[9] = big_tok
+    x[10] = big_att
+    x[11] = big_win
+    if n_experts > 0:
+        x[7] = n_experts * (1.0 - (1.0 - top_k / n_experts) ** x[1])
+    else:
+        x[7] = 0.0
+    n_feat = x.shape[0]
+    ops = 0.0
+    for j in range(flops.shape[0]):
+        fl = 0.0
+        by = 0.0
+        for f in range(n_feat):
+            fl += flops[j, f] * x[f]
+            by += nbytes[j, f] * x[f]
+        ops += max(fl / rate[j], by / bw[j])
+    cm = 0.0
+    for f in range(n_feat):
+        cm += comm[f] * x[f]
+    return ops + cm + latency + step_overhead + seq_overhead * n_seqs
+
+
 @njit(cache=True)
 def _run(
     arrival: np.ndarray,
@@ -111,6 +179,10 @@ def _run(
     n_experts: float,
     top_k: float,
     prefill_unit: float,
+    spec_k: int,
+    spec_tokens: float,
+    spec_cost: float,
+    spec_pipelined: bool,
     start_s: float,
     has_until: bool,
     until_s: float,
@@ -122,7 +194,6 @@ def _run(
 ]:
     n = arrival.shape[0]
     half_block = block_tokens / 2.0
-    n_ops = flops.shape[0]
     n_feat = flops.shape[1]
 
     state = np.zeros(n, np.int64)
@@ -323,42 +394,49 @@ def _run(
                 n_seqs = n_dec + n_chunks
                 tokens = float(n_dec + p_tok)
                 units = n_dec + max(float(n_chunks), p_tok / prefill_unit)
-                # ---- RooflineStepModel._features and _times ------------------------------
-                mb = max(min(units, depth), 1.0)
                 fdec = float(n_dec)
-                x[0] = 1.0
-                x[1] = tokens / mb
-                x[2] = n_logits / mb
-                others = max(fdec - 1.0, 1.0)
-                extra = max(fdec / mb - 1.0, 0.0)
-                x[3] = max(dctx / mb, dmax + extra * (dctx - dmax) / others)
-                if model_window > 0:
-                    wmax = min(dmax, float(model_window))
-                    x[4] = max(dwin / mb, wmax + extra * (dwin - wmax) / others)
+                if spec_k == 0 or n_dec == 0:
+                    dt = _step_s(
+                        x, tokens, float(n_logits), dctx, dwin, dmax, fdec, p_att, p_win,
+                        float(p_tok), float(big_tok), big_att, big_win, units, float(n_seqs),
+                        flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth,
+                        model_window, n_experts, top_k,
+                    )
                 else:
-                    x[4] = dwin / mb
-                x[5] = p_att / mb
-                x[6] = p_win / mb
-                x[8] = p_tok / mb
-                x[9] = float(big_tok)
-                x[10] = big_att
-                x[11] = big_win
-                if n_experts > 0:
-                    x[7] = n_experts * (1.0 - (1.0 - top_k / n_experts) ** x[1])
-                else:
-                    x[7] = 0.0
-                ops = 0.0
-                for j in range(n_ops):
-                    fl = 0.0
-                    by = 0.0
-                    for f in range(n_feat):
-                        fl += flops[j, f] * x[f]
-                        by += nbytes[j, f] * x[f]
-                    ops += max(fl / rate[j], by / bw[j])
-                cm = 0.0
-                for f in range(n_feat):
-                    cm += comm[f] * x[f]
-                dt = ops + cm + latency + step_overhead + seq_overhead * n_seqs
+                    # ---- SpeculativeStepModel.step_time: a verify pass over k + 1 tokens per
+                    # decoding sequence (the extra ones priced as a chunk), plus k drafts.
+                    fk = float(spec_k)
+                    extra_tok = n_dec * spec_k
+                    span = (fk + 1.0) / 2.0
+                    v_tok = p_tok + extra_tok
+                    v_win = p_win + (fk * (dwin + fdec * span) if model_window > 0 else 0.0)
+                    dt = _step_s(
+                        x, float(n_dec + v_tok), float(n_logits + extra_tok), dctx, dwin, dmax,
+                        fdec, p_att + fk * (dctx + fdec * span), v_win, float(v_tok),
+                        float(big_tok), big_att, big_win,
+                        n_dec + max(float(n_chunks), v_tok / prefill_unit), float(n_seqs),
+                        flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth,
+                        model_window, n_experts, top_k,
+                    )
+                    if spec_pipelined:
+                        pd = n_dec * (spec_k + 1)
+                        pspan = fdec * fk * (fk + 1.0) / 2.0
+                        piped = _step_s(
+                            x, float(pd + p_tok), float(n_logits + extra_tok),
+                            (fk + 1.0) * dctx + pspan,
+                            (fk + 1.0) * dwin + (pspan if model_window > 0 else 0.0),
+                            dmax + fk, float(pd), p_att, p_win, float(p_tok), float(big_tok),
+                            big_att, big_win, pd + max(float(n_chunks), p_tok / prefill_unit),
+                            float(pd + n_chunks), flops, nbytes, rate, bw, comm, latency,
+                            step_overhead, seq_overhead, depth, model_window, n_experts, top_k,
+                        )
+                        dt = min(dt, piped)
+                    draft = _step_s(
+                        x, fdec, fdec, dctx, dwin, dmax, fdec, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                        fdec, fdec, flops, nbytes, rate, bw, comm, latency, step_overhead,
+                        seq_overhead, depth, model_window, n_experts, top_k,
+                    )
+                    dt = (dt + spec_cost * fk * draft) / spec_tokens
                 # Reserve the KV the step writes now, so arrivals during the step see it taken.
                 for d in range(n_dec):
                     i = decodes[d]
@@ -543,6 +621,10 @@ def simulate_fast(
         float(c.n_experts),
         float(c.top_k),
         float(c.prefill_unit_tokens),
+        int(c.spec_draft_tokens),
+        float(c.spec_tokens_per_step),
+        float(c.spec_draft_cost),
+        bool(c.spec_pipelined),
         float(start_s),
         until_s is not None,
         float(until_s) if until_s is not None else math.inf,
