@@ -77,10 +77,20 @@ def test_explain_speculative_decoding_and_weight_streaming(capsys: pytest.Captur
     assert code == 0 and "streaming mapping" in out and "streamed from MemoryX" in out
 
 
+def test_explain_wide_expert_parallelism(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, "explain", "dgx-h100", "deepseek-v3", "--tp", "32", "--ep", "32", "--attention-dp",
+        "--context", "2000",
+    )
+    assert code == 0 and "tp32 ep32 attention-dp" in out and "routed experts" in out
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (("hardware", "show", "h300"), "unknown hardware id 'h300'"),
     (("models", "show", "llama-9"), "unknown model id"),
     (("explain", "dgx-h100", "llama-3.1-405b", "--tp", "1", "--weight-dtype", "bf16"), "does not fit"),
+    (("explain", "dgx-h100", "deepseek-v3", "--ep", "8"), "--ep and --attention-dp need --tp"),
+    (("explain", "dgx-h100", "deepseek-v3", "--tp", "16"), "unless attention is data-parallel"),
 ])
 def test_errors_are_one_line_with_exit_code_2(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...],
                                               needle: str) -> None:

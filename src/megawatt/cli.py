@@ -371,6 +371,10 @@ def explain(
     weight_dtype: Annotated[str, typer.Option(help="auto, native, bf16, fp8, fp4")] = "auto",
     tp: Annotated[int | None, typer.Option(help="tensor-parallel width")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline stages / wafers")] = None,
+    ep: Annotated[int | None, typer.Option(help="expert-parallel width (MoE; needs --tp)")] = None,
+    attention_dp: Annotated[
+        bool, typer.Option(help="data-parallel attention over the tp devices (needs --tp)")
+    ] = False,
     engine: Annotated[str | None, typer.Option(help="engine (default: per family)")] = None,
     weight_streaming: Annotated[
         bool, typer.Option(help="wafers: stream weights from MemoryX instead of SRAM")
@@ -404,6 +408,8 @@ def explain(
             weight_streaming=weight_streaming,
             draft=draft,
             speculation=Speculation(draft_tokens, acceptance),
+            ep=ep,
+            attention_dp=attention_dp,
         )
     )
     console.print(text)

@@ -86,11 +86,14 @@ def explain_deployment(
     weight_streaming: bool = False,
     draft: str | None = None,
     speculation: Speculation | None = None,
+    ep: int | None = None,
+    attention_dp: bool = False,
 ) -> Explanation:
     """Build the smallest deployment that holds the model and one `context`-token sequence (or
-    the given tp/pp) and explain its decode steps. Wafers: `weight_streaming` streams the
-    weights from MemoryX instead of keeping them in SRAM; `draft` (a model id) adds speculative
-    decoding with that draft on the same wafers (`speculation`'s draft length and acceptance)."""
+    the given tp/pp, with `ep` and `attention_dp` for MoE plans) and explain its decode steps.
+    Wafers: `weight_streaming` streams the weights from MemoryX instead of keeping them in SRAM;
+    `draft` (a model id) adds speculative decoding with that draft on the same wafers
+    (`speculation`'s draft length and acceptance)."""
     system = _system(catalog, hardware_id)
     device = catalog.device(system.device_id)
     model = load_model(model_id)
@@ -100,7 +103,15 @@ def explain_deployment(
             "--weight-streaming and --draft apply to wafer-scale engines only; "
             f"{device.id} is a {device.kind}."
         )
-    settings = PoolSettings(engine=family_engine, weight_dtype=weight_dtype, tp=tp, pp=pp)
+    if (ep is not None or attention_dp) and tp is None:
+        raise InputError(
+            f"--ep and --attention-dp need --tp (the plan is then given, not searched); got "
+            f"ep={ep}, attention_dp={attention_dp} and no tp."
+        )
+    settings = PoolSettings(
+        engine=family_engine, weight_dtype=weight_dtype, tp=tp, pp=pp, ep=ep,
+        attention_dp=attention_dp,
+    )
     if weight_streaming:
         dep: Deployment = Deployment(
             model, system, device, engine=family_engine, weight_streaming=True,
