@@ -39,7 +39,8 @@ BYTES_PER_ELEMENT: Final[dict[str, float]] = {
     "fp16": 2.0,
     "fp8": 1.0,
     "int8": 1.0,
-    "fp4": 4.25 / 8.0,
+    "fp4": 4.25 / 8.0,  # MXFP4 (OCP MX): an E8M0 scale per 32 values
+    "nvfp4": 4.5 / 8.0,  # NVFP4: an E4M3 scale per 16 values (NVIDIA, "Introducing NVFP4", 2025)
 }
 
 

@@ -73,6 +73,16 @@ def test_fp4_on_a_model_published_in_fp8_quantises_the_routed_experts_only() -> 
     assert dense.weight_dtype_of("attention") == "fp4"
 
 
+def test_fp4_chosen_on_nvidia_is_nvfp4_and_published_fp4_is_mxfp4() -> None:
+    # NVFP4: an FP8 scale per 16 values (4.5 bits); MXFP4: an E8M0 scale per 32 (4.25 bits).
+    chosen = deployment("llama-3.1-70b", "gb200-nvl72", tp=2, weight_dtype="fp4")
+    assert chosen.weight_bytes_per_param("mlp") == pytest.approx(4.5 / 8)
+    published = deployment("gpt-oss-120b", "gb200-nvl72")
+    assert published.weight_bytes_per_param("experts") == pytest.approx(4.25 / 8)
+    amd = deployment("llama-3.1-70b", "mi355x-8", tp=2, weight_dtype="fp4")
+    assert amd.weight_bytes_per_param("mlp") == pytest.approx(4.25 / 8)
+
+
 def test_weight_only_quantisation_computes_in_bf16_without_a_native_rate() -> None:
     dep = deployment("gpt-oss-120b", "hgx-h200")  # Hopper: no FP4 tensor-core rate
     assert dep.compute_dtype_of("experts") == "bf16"

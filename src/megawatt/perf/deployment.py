@@ -182,8 +182,13 @@ class Deployment:
         return self.weight_dtype
 
     def weight_bytes_per_param(self, component: str) -> float:
-        """Bytes per weight of a component, scale factors included."""
-        return bytes_per_element(self.weight_dtype_of(component))
+        """Bytes per weight of a component, scale factors included: FP4 that a deployment
+        chooses on NVIDIA hardware is NVFP4 (TensorRT-LLM's format); published FP4 weights
+        (gpt-oss) and FP4 elsewhere are MXFP4."""
+        dtype = self.weight_dtype_of(component)
+        if dtype == "fp4" and self.weight_dtype == "fp4" and self.device.vendor.lower() == "nvidia":
+            return bytes_per_element("nvfp4")
+        return bytes_per_element(dtype)
 
     def compute_dtype_of(self, component: str) -> str:
         """Math format of a component's GEMMs: its weight format when the device has a native
