@@ -207,21 +207,22 @@ class SpeculativeStepModel:
         span = (k + 1) / 2.0
         ptok = np.full(n_steps, extra)
         verify = inner.times(
-            full + extra, full + extra, dctx, dwin, zeros + k * (dctx + b * span),
+            full, full + extra, full + extra, dctx, dwin, zeros + k * (dctx + b * span),
             zeros + (k * (dwin + b * span) if window else 0.0), ptok,
-            full + np.maximum(0.0, ptok / PREFILL_UNIT_TOKENS), full, dmax, full,
+            full + np.maximum(0.0, ptok / PREFILL_UNIT_TOKENS), full, dmax,
         )
         if self.pipelined_verify:
             # _pipelined_shape: each sequence's k + 1 tokens as pipeline units of their own.
             pd = b * (k + 1)
             pspan = b * k * (k + 1) / 2.0
+            units = np.full(n_steps, pd)
             piped = inner.times(
-                np.full(n_steps, pd), full + extra, (k + 1) * dctx + pspan,
-                (k + 1) * dwin + (pspan if window else 0.0), zeros, zeros, zeros,
-                np.full(n_steps, pd), np.full(n_steps, pd), dmax + k, np.full(n_steps, pd),
+                units, units, full + extra, (k + 1) * dctx + pspan,
+                (k + 1) * dwin + (pspan if window else 0.0), zeros, zeros, zeros, units, units,
+                dmax + k,
             )
             verify = np.minimum(verify, piped)
-        draft = inner.times(full, full, dctx, dwin, zeros, zeros, zeros, full, full, dmax, full)
+        draft = inner.times(full, full, full, dctx, dwin, zeros, zeros, zeros, full, full, dmax)
         out: FloatArray = (verify + spec.draft_cost * spec.draft_tokens * draft) / spec.tokens_per_step
         return out
 

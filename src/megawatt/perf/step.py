@@ -694,22 +694,12 @@ class RooflineStepModel:
         out: FloatArray = ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
         return out
 
-    def times(
-        self,
-        tokens: FloatArray,
-        logits: FloatArray,
-        dctx: FloatArray,
-        dwin: FloatArray,
-        patt: FloatArray,
-        pwin: FloatArray,
-        ptok: FloatArray,
-        units: FloatArray,
-        n_decode: FloatArray,
-        dmax: FloatArray,
-        n_seqs: FloatArray,
-    ) -> FloatArray:
-        """Step times of many batches given by their aggregates (as `BatchShape`'s fields,
-        vectors; no prefill chunk larger than the others is singled out)."""
+    def times(self, n_seqs: FloatArray, *aggregates: FloatArray) -> FloatArray:
+        """Step times of many batches of `n_seqs` sequences given by their aggregates, vectors
+        in `_features` order (tokens, logits, decode context and window, prefill attention,
+        window and tokens, pipeline units, decodes, longest context); no prefill chunk larger
+        than the others is singled out."""
+        tokens, logits, dctx, dwin, patt, pwin, ptok, units, n_decode, dmax = aggregates
         x, _ = self._features(tokens, logits, dctx, dwin, patt, pwin, ptok, units, n_decode, dmax)
         return self._times(x, n_seqs)
 

@@ -83,6 +83,13 @@ def _timeline_add(
     meta[_TL_LAST] = max(meta[_TL_LAST], end)
 
 
+_StepArrays = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    float, float, float, float, int, float, float,
+]
+"""The step coefficients `_run` takes, bundled for `_step_s`."""
+
+
 @njit(cache=True, inline="always")
 def _step_s(
     x: np.ndarray,
@@ -100,20 +107,13 @@ def _step_s(
     big_win: float,
     units: float,
     n_seqs: float,
-    flops: np.ndarray,
-    nbytes: np.ndarray,
-    rate: np.ndarray,
-    bw: np.ndarray,
-    comm: np.ndarray,
-    latency: float,
-    step_overhead: float,
-    seq_overhead: float,
-    depth: float,
-    model_window: int,
-    n_experts: float,
-    top_k: float,
+    model: _StepArrays,
 ) -> float:
-    """RooflineStepModel._features and _times for one batch's aggregates."""
+    """RooflineStepModel._features and _times for one batch's aggregates; `model`: the step
+    coefficients as `_run` takes them (flops, nbytes, rate, bw, comm, latency, step_overhead,
+    seq_overhead, depth, model_window, n_experts, top_k)."""
+    flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead = model[:8]
+    depth, model_window, n_experts, top_k = model[8:]
     mb = max(min(units, depth), 1.0)
     x[0] = 1.0
     x[1] = tokens / mb
@@ -220,6 +220,10 @@ def _run(
     chunk_c = np.zeros(n + 1, np.int64)
     finished = np.zeros(n + 1, np.int64)
     x = np.zeros(n_feat, np.float64)
+    model = (
+        flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth, model_window,
+        n_experts, top_k,
+    )
 
     itl_cap = 1024
     itl_s = np.zeros(itl_cap, np.float64)
@@ -399,8 +403,7 @@ def _run(
                     dt = _step_s(
                         x, tokens, float(n_logits), dctx, dwin, dmax, fdec, p_att, p_win,
                         float(p_tok), float(big_tok), big_att, big_win, units, float(n_seqs),
-                        flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth,
-                        model_window, n_experts, top_k,
+                        model,
                     )
                 else:
                     # ---- SpeculativeStepModel.step_time: a verify pass over k + 1 tokens per
@@ -415,8 +418,7 @@ def _run(
                         fdec, p_att + fk * (dctx + fdec * span), v_win, float(v_tok),
                         float(big_tok), big_att, big_win,
                         n_dec + max(float(n_chunks), v_tok / prefill_unit), float(n_seqs),
-                        flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth,
-                        model_window, n_experts, top_k,
+                        model,
                     )
                     if spec_pipelined:
                         pd = n_dec * (spec_k + 1)
@@ -427,14 +429,12 @@ def _run(
                             (fk + 1.0) * dwin + (pspan if model_window > 0 else 0.0),
                             dmax + fk, float(pd), p_att, p_win, float(p_tok), float(big_tok),
                             big_att, big_win, pd + max(float(n_chunks), p_tok / prefill_unit),
-                            float(pd + n_chunks), flops, nbytes, rate, bw, comm, latency,
-                            step_overhead, seq_overhead, depth, model_window, n_experts, top_k,
+                            float(pd + n_chunks), model,
                         )
                         dt = min(dt, piped)
                     draft = _step_s(
                         x, fdec, fdec, dctx, dwin, dmax, fdec, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                        fdec, fdec, flops, nbytes, rate, bw, comm, latency, step_overhead,
-                        seq_overhead, depth, model_window, n_experts, top_k,
+                        fdec, fdec, model,
                     )
                     dt = (dt + spec_cost * fk * draft) / spec_tokens
                 # Reserve the KV the step writes now, so arrivals during the step see it taken.
