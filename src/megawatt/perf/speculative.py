@@ -185,21 +185,14 @@ class SpeculativeStepModel:
         out: FloatArray = np.interp(np.arange(n_steps, dtype=np.float64), points, values)
         return out
 
-
     def _roofline_decode_times(
         self, inner: RooflineStepModel, contexts: FloatArray, n_steps: int
     ) -> FloatArray:
         spec = self.speculation
         k = float(spec.draft_tokens)
         b = float(contexts.shape[0])
-        j = np.arange(n_steps, dtype=np.float64)
         window = self.window_tokens
-        dctx = np.array([float((contexts + jj).sum()) for jj in j])
-        dmax = contexts.max() + j
-        if window:
-            dwin = np.array([float(np.minimum(contexts + jj, window).sum()) for jj in j])
-        else:
-            dwin = np.zeros(n_steps)
+        dctx, dwin, dmax = inner.decode_aggregates(contexts, n_steps)
         full = np.full(n_steps, b)
         zeros = np.zeros(n_steps)
         # _verify_shape: the k extra tokens of every sequence as a chunk over its context.

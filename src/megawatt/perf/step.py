@@ -723,8 +723,11 @@ class RooflineStepModel:
         )
         return float(self._times(x, n)[0])
 
-    def decode_times(self, contexts: FloatArray, n_steps: int) -> FloatArray:
-        """Seconds of each of `n_steps` consecutive pure-decode steps (contexts grow by 1)."""
+    def decode_aggregates(
+        self, contexts: FloatArray, n_steps: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Decode context, windowed context and longest context of each of `n_steps`
+        consecutive pure-decode steps of sequences starting at `contexts` (growing by one)."""
         contexts = np.asarray(contexts, dtype=np.float64)
         b = float(contexts.shape[0])
         j = np.arange(n_steps, dtype=np.float64)
@@ -739,9 +742,14 @@ class RooflineStepModel:
             )
         else:
             dwin = np.zeros(n_steps)
-        full = np.full(n_steps, b)
+        dmax = contexts.max() + j if b else np.zeros(n_steps)
+        return dctx, dwin, dmax
+
+    def decode_times(self, contexts: FloatArray, n_steps: int) -> FloatArray:
+        """Seconds of each of `n_steps` consecutive pure-decode steps (contexts grow by 1)."""
+        dctx, dwin, dmax = self.decode_aggregates(contexts, n_steps)
+        full = np.full(n_steps, float(np.shape(contexts)[0]))
         zeros = np.zeros(n_steps)
-        dmax = contexts.max() + j if b else zeros
         x, _ = self._features(full, full, dctx, dwin, zeros, zeros, zeros, full, full, dmax)
         return self._times(x, full)
 
