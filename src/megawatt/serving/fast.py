@@ -83,6 +83,37 @@ def _timeline_add(
     meta[_TL_LAST] = max(meta[_TL_LAST], end)
 
 
+@njit(cache=True, inline="always")
+def _preempt(
+    victim: int,
+    kv_used: float,
+    w_head: int,
+    w_count: int,
+    kv_bytes: np.ndarray,
+    ctx: np.ndarray,
+    target: np.ndarray,
+    prompt: np.ndarray,
+    generated: np.ndarray,
+    done: np.ndarray,
+    state: np.ndarray,
+    preemptions: np.ndarray,
+    waiting: np.ndarray,
+) -> tuple[float, int, int]:
+    """Replica._preempt (recompute): free the victim's KV and put it back at the head of the
+    waiting queue (a ring of `waiting.shape[0]` slots); returns the new KV in use, queue head
+    and queue length. The caller takes it off the running list."""
+    kv_used -= kv_bytes[victim]
+    kv_bytes[victim] = 0.0
+    ctx[victim] = 0
+    target[victim] = prompt[victim] + generated[victim]
+    done[victim] = 0
+    state[victim] = _WAITING
+    preemptions[victim] += 1
+    w_head = (w_head - 1) % waiting.shape[0]
+    waiting[w_head] = victim
+    return kv_used, w_head, w_count + 1
+
+
 _StepArrays = tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     float, float, float, float, int, float, float,
@@ -277,18 +308,11 @@ def _run(
                         n_dec -= 1
                     else:
                         n_part -= 1
-                    # _preempt
                     n_run -= 1
-                    kv_used -= kv_bytes[victim]
-                    kv_bytes[victim] = 0.0
-                    ctx[victim] = 0
-                    target[victim] = prompt[victim] + generated[victim]
-                    done[victim] = 0
-                    state[victim] = _WAITING
-                    preemptions[victim] += 1
-                    w_head = (w_head - 1) % cap
-                    waiting[w_head] = victim
-                    w_count += 1
+                    kv_used, w_head, w_count = _preempt(
+                        victim, kv_used, w_head, w_count, kv_bytes, ctx, target, prompt,
+                        generated, done, state, preemptions, waiting,
+                    )
                 budget = max_tokens - n_dec
                 free = (capacity - kv_used) - need
                 n_chunks = 0
@@ -349,16 +373,10 @@ def _run(
                         # Nothing fits (the cache is held by partial prefills): preempt the newest.
                         victim = running[n_run - 1]
                         n_run -= 1
-                        kv_used -= kv_bytes[victim]
-                        kv_bytes[victim] = 0.0
-                        ctx[victim] = 0
-                        target[victim] = prompt[victim] + generated[victim]
-                        done[victim] = 0
-                        state[victim] = _WAITING
-                        preemptions[victim] += 1
-                        w_head = (w_head - 1) % cap
-                        waiting[w_head] = victim
-                        w_count += 1
+                        kv_used, w_head, w_count = _preempt(
+                            victim, kv_used, w_head, w_count, kv_bytes, ctx, target, prompt,
+                            generated, done, state, preemptions, waiting,
+                        )
                         continue
                     busy = False
                     break
