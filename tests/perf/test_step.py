@@ -335,6 +335,18 @@ def test_mla_prefills_in_multi_head_form_and_decodes_absorbed() -> None:
     assert op.flops == pytest.approx(1000 * 2 * 128 * 1088 * 61 / 8)
 
 
+def test_a_wafer_prefills_mla_in_multi_head_form_too() -> None:
+    model = load_model("deepseek-v3")
+    system = CATALOG.system("cs-3")
+    dep = Deployment(model, system, CATALOG.device(system.device_id), pp=21, engine="cerebras")
+    batch = BatchShape.of([], [(1000, 0)])
+    bd = RooflineStepModel(dep).breakdown(batch)
+    op = next(o for o in bd.operators if o.name == "attention (prefill)")
+    # Operator rows are one micro-batch's pass: 1000 / 256 of the prompt.
+    pairs = 1000 * 1001 / 2
+    assert op.flops * batch.pipeline_units == pytest.approx(pairs * 2 * 128 * 320 * 61)
+
+
 def test_with_data_parallel_attention_a_prompt_is_prefilled_by_one_rank() -> None:
     # 32 attention-DP ranks: 320 decode tokens spread 10 per rank; a 320-token prompt is all
     # on its owner's rank, whose projections then do 32x the work.

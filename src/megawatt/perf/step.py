@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from megawatt.model import ModelSpec
 from megawatt.perf.deployment import Deployment
 from megawatt.perf.memory import MemoryPlan, plan_memory
 from megawatt.perf.wafer import WaferLayout, wafer_layout
@@ -223,6 +224,21 @@ def _row(coefficients: dict[int, float]) -> list[float]:
     return row
 
 
+def _attention_flops_per_context(m: ModelSpec) -> tuple[float, float]:
+    """FLOPs per layer of one token attending to one cached token (QK^T and PV), in decode and
+    in prefill. MLA decodes in absorbed form over the latent and prefills in the plain
+    multi-head form (keys and values up-projected once per token, inside the projections):
+    DeepSeek-V2 (arXiv:2405.04434) section 2.1.3; FlashMLA and vLLM's MLA backend absorb for
+    decode only."""
+    if m.attention_type == "mla":
+        return (
+            2.0 * m.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim),
+            2.0 * m.n_heads * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim),
+        )
+    per_ctx = 4.0 * m.n_heads * m.head_dim
+    return per_ctx, per_ctx
+
+
 def _largest_chunk(batch: BatchShape) -> tuple[FloatArray, FloatArray, FloatArray]:
     return (
         np.array([float(batch.prefill_max_tokens)]),
@@ -302,19 +318,9 @@ class RooflineStepModel:
             dep.peak_flops_of("attention") * lin,
         )
 
-        # Attention over the cache: QK^T and PV. MLA decodes in absorbed form over the latent
-        # and prefills in the plain multi-head form (keys and values up-projected once per
-        # token, inside the projections): DeepSeek-V2 (arXiv:2405.04434) section 2.1.3;
-        # FlashMLA and vLLM's MLA backend absorb for decode only.
-        if m.attention_type == "mla":
-            flops_per_ctx = 2.0 * m.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
-            prefill_per_ctx = 2.0 * m.n_heads * (
-                m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
-            )
-            kv_shards = 1.0
-        else:
-            flops_per_ctx = prefill_per_ctx = 4.0 * m.n_heads * m.head_dim
-            kv_shards = float(min(tp, m.n_kv_heads))
+        # Attention over the cache: QK^T and PV.
+        flops_per_ctx, prefill_per_ctx = _attention_flops_per_context(m)
+        kv_shards = 1.0 if m.attention_type == "mla" else float(min(tp, m.n_kv_heads))
         if dp:
             kv_shards = float(tp)  # each device reads only its own sequences' cache
         kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
@@ -529,10 +535,7 @@ class RooflineStepModel:
             p_attn * dep.weight_bytes_per_param("attention") * n_layers,
             attn_share,
         )
-        if m.attention_type == "mla":
-            flops_per_ctx = 2.0 * m.n_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
-        else:
-            flops_per_ctx = 4.0 * m.n_heads * m.head_dim
+        flops_per_ctx, prefill_per_ctx = _attention_flops_per_context(m)
         kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
         for n, kind, dfeat, pfeat in (
             (n_full, "attention", _DCTX, _PATT),
@@ -550,7 +553,7 @@ class RooflineStepModel:
             )
             add(
                 f"{kind} (prefill)",
-                {pfeat: flops_per_ctx * n},
+                {pfeat: prefill_per_ctx * n},
                 {_PTOK: kv_layer_bytes * n},
                 attn_share,
                 eff.attention,
