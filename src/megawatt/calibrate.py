@@ -45,6 +45,7 @@ from megawatt.validate import (
     RowResult,
     Validation,
     assumed_input_mean,
+    length_dataset,
     row_engine,
     validate,
 )
@@ -366,6 +367,23 @@ def _mape(errors: Sequence[float]) -> float | None:
     return float(np.mean(errors)) if errors else None
 
 
+def _estimable_datasets(rows: Sequence[Measurement]) -> frozenset[str]:
+    """Datasets whose mean input length calibration may estimate: at least `DATASET_MIN_ROWS`
+    rows of `DATASET_MIN_MODELS` models depend on it (a superset of those it will estimate,
+    which counts only the rows it fits)."""
+    models: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for m in rows:
+        name = length_dataset(m)
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+            models.setdefault(name, set()).add(m.model)
+    return frozenset(
+        name for name, n in counts.items()
+        if n >= DATASET_MIN_ROWS and len(models[name]) >= DATASET_MIN_MODELS
+    )
+
+
 def _solve_log_mean(
     errors: np.ndarray, slopes: np.ndarray, at: float, prior: float, bounds: tuple[float, float]
 ) -> float:
@@ -511,6 +529,7 @@ class Calibrator:
         priors = dict(table)
         fitted_keys: list[str] = []
         means: dict[str, float] = {}  # estimated mean input lengths of MLPerf datasets
+        estimable = _estimable_datasets(rows)  # the others' sensitivities would go unused
         validation: Validation | None = None
         for it in range(self.iterations + 1):
             label = f"iteration {it + 1}/{self.iterations}" if it < self.iterations else "final"
@@ -527,6 +546,7 @@ class Calibrator:
                 record=True,
                 progress=tick,
                 input_means=means,
+                length_datasets=estimable,
             )
             if it == self.iterations:
                 break

@@ -14,7 +14,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -836,14 +836,15 @@ def predict_row(
     *,
     record: bool = False,
     input_means: InputMeans | None = None,
+    length_datasets: Collection[str] | None = None,
 ) -> RowResult:
     """Predict one measurement: choose the deployment, replay the scenario, read the metric.
 
     `efficiencies` overrides the efficiencies per `efficiency_key`; `input_means` the mean input
     lengths of MLPerf datasets (default: the calibration file's estimates, else `DATASETS`);
-    `record` adds the split of a probe run's time into `TERMS` and the sensitivity to the
-    dataset's mean input (for calibration). Rows that cannot be predicted come back with a
-    reason.
+    `record` adds the split of a probe run's time into `TERMS` and, for rows of the datasets
+    `length_datasets` (default: all), the sensitivity to the dataset's mean input (for
+    calibration). Rows that cannot be predicted come back with a reason.
     """
     catalog = catalog or load_catalog()
     dataset = length_dataset(m)
@@ -902,7 +903,8 @@ def predict_row(
         rep = _replay(m, dep, replicas, spec=spec)
         terms = _sensitivities(dep, rep.probe, spec) if record else None
         sensitivity = None
-        if record and dataset and rep.value > 0:
+        wanted = length_datasets is None or dataset in length_datasets
+        if record and dataset and wanted and rep.value > 0:
             # The same plan with every prompt 20% longer (a step wide enough to rise above the
             # 4% tolerance of the server scenarios' rate search).
             mean = _lengths(m)[0].mean
@@ -1229,10 +1231,12 @@ def _worker_catalog() -> Catalog:
 
 
 def _predict_task(
-    args: tuple[Measurement, EffTable | None, bool, InputMeans | None],
+    args: tuple[Measurement, EffTable | None, bool, InputMeans | None, Collection[str] | None],
 ) -> RowResult:
-    m, eff, record, means = args
-    return predict_row(m, _worker_catalog(), eff, record=record, input_means=means)
+    m, eff, record, means, lengths = args
+    return predict_row(
+        m, _worker_catalog(), eff, record=record, input_means=means, length_datasets=lengths
+    )
 
 
 Progress = Callable[[int, int, str], None]
@@ -1247,6 +1251,7 @@ def validate(
     record: bool = False,
     progress: Progress | None = None,
     input_means: InputMeans | None = None,
+    length_datasets: Collection[str] | None = None,
 ) -> Validation:
     """Predict every row (in parallel processes when `workers` > 1; results are the same).
     `efficiencies`, `input_means` and `record`: as `predict_row`."""
@@ -1258,7 +1263,10 @@ def validate(
     if workers <= 1 or catalog is not None:
         cat = catalog or load_catalog()
         for i, m in enumerate(measurements):
-            out[i] = predict_row(m, cat, efficiencies, record=record, input_means=input_means)
+            out[i] = predict_row(
+                m, cat, efficiencies, record=record, input_means=input_means,
+                length_datasets=length_datasets,
+            )
             if progress:
                 progress(i + 1, n, m.id)
     else:
@@ -1267,7 +1275,8 @@ def validate(
         with ProcessPoolExecutor(workers) as pool:
             futures = {
                 pool.submit(
-                    _predict_task, (measurements[i], efficiencies, record, input_means)
+                    _predict_task,
+                    (measurements[i], efficiencies, record, input_means, length_datasets),
                 ): i
                 for i in order
             }
