@@ -154,9 +154,19 @@ def test_weighted_percentile_is_the_percentile_of_the_repeated_values(
 ) -> None:
     values = np.array([v for v, _ in pairs])
     weights = np.array([w for _, w in pairs])
-    repeated = np.repeat(values, weights)
-    expected = float(np.percentile(repeated, q, method="inverted_cdf"))
-    assert weighted_percentile(values, weights.astype(float), q) == expected
+    repeated = np.sort(np.repeat(values, weights))
+    # The inverted CDF in exact integer arithmetic: the k-th smallest value, k = ceil(q n / 100).
+    # (numpy's float q/100 * n can land just above an integer: q=28, n=25 gives 7.000000000000001
+    # and the 8th value instead of the 7th.)
+    k = max(1, -(-q * repeated.size // 100))
+    assert weighted_percentile(values, weights.astype(float), q) == float(repeated[k - 1])
+
+
+def test_weighted_percentile_takes_the_value_whose_share_reaches_the_quantile_exactly() -> None:
+    # 7 of 25 repeated values are -1: the 28th percentile is the 7th value, -1, exactly on the tie.
+    values = np.array([-1.0, 0.0])
+    assert weighted_percentile(values, np.array([7.0, 18.0]), 28) == -1.0
+    assert weighted_percentile(values, np.array([7.0, 18.0]), 29) == 0.0
 
 
 # -- the table --------------------------------------------------------------------------------
