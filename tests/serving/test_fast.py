@@ -20,7 +20,15 @@ from megawatt.model import load_model
 from megawatt.perf import Deployment, RooflineStepModel
 from megawatt.perf.speculative import Speculation, SpeculativeStepModel
 from megawatt.perf.step import N_FEATURES, PREFILL_UNIT_TOKENS, BatchShape
-from megawatt.serving import SCHEDULERS, Replica, ReplicaConfig, RunResult, offline, simulate
+from megawatt.serving import (
+    SCHEDULERS,
+    Replica,
+    ReplicaConfig,
+    RunResult,
+    concurrency,
+    offline,
+    simulate,
+)
 from megawatt.workload import Requests
 
 from .conftest import LinearStep, assert_same_timeline, kv_for_tokens, make_requests, random_requests
@@ -277,6 +285,27 @@ def test_the_engines_agree_on_any_small_workload(
     )
     until_s = None if until is None else until * max(float(requests.arrival_s[-1]), 1.0)
     assert_same_run(*both(cfg, requests, until_s))
+
+
+# -- closed loops ---------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("n_in_flight", [1, 3, 16, 200])
+def test_closed_loops_agree(policy: str, model: str, n_in_flight: int) -> None:
+    """A closed loop (InferenceX's client: C requests in flight, 10 x C in all) with a cache
+    small enough to preempt and turn some away: the same issue times and table."""
+    requests = random_requests(21, 60, rate_per_s=30, max_prompt=2500, max_output=300)
+    cfg = replace(with_kv_tokens(roofline(model), 3000), policy=policy)
+    fast = concurrency(cfg, requests, n_in_flight, engine="fast")
+    slow = concurrency(cfg, requests, n_in_flight, engine="python")
+    assert_same_run(fast, slow)
+    np.testing.assert_array_equal(fast.arrival_s, slow.arrival_s)
+    # Never more than n_in_flight outstanding: each issue time is a completion (or rejection).
+    issued = np.sort(fast.arrival_s)
+    ended = np.sort(fast.finish_s)
+    assert (issued[:n_in_flight] == 0.0).all()
+    later = issued[n_in_flight:]
+    np.testing.assert_array_equal(later, ended[: later.size])
 
 
 # -- choosing the engine ----------------------------------------------------------------------

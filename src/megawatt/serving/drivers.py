@@ -108,6 +108,27 @@ def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
     return out if isinstance(out, StepCoefficients) else None
 
 
+def _engine_coefficients(
+    cfg: ReplicaConfig, engine: str, prefix_blocks: Sequence[np.ndarray] | None
+) -> StepCoefficients | None:
+    """The step coefficients the compiled engine runs on, or None for the Python replica (see
+    `ENGINES`); errors for an engine name that cannot run this replica."""
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+    if engine == "fast" and prefix_blocks is not None:
+        raise InputError(
+            "engine 'fast' has no hashed prefix cache; got prefix_blocks. Use engine='python' or "
+            "'auto' (which takes the Python replica), or drop the hashes to use cached_tokens."
+        )
+    coefficients = _coefficients(cfg) if engine != "python" and prefix_blocks is None else None
+    if engine == "fast" and coefficients is None:
+        raise InputError(
+            f"engine 'fast' needs a step model with coefficients(); "
+            f"{type(cfg.step_model).__name__} has none. Use engine='python' or 'auto'."
+        )
+    return coefficients
+
+
 def simulate(
     cfg: ReplicaConfig,
     requests: Requests,
@@ -131,19 +152,7 @@ def simulate(
     and no `prefix_blocks` are given (the kernel has no hashed prefix cache: `auto` then takes
     the Python replica).
     """
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-    if engine == "fast" and prefix_blocks is not None:
-        raise InputError(
-            "engine 'fast' has no hashed prefix cache; got prefix_blocks. Use engine='python' or "
-            "'auto' (which takes the Python replica), or drop the hashes to use cached_tokens."
-        )
-    coefficients = _coefficients(cfg) if engine != "python" and prefix_blocks is None else None
-    if engine == "fast" and coefficients is None:
-        raise InputError(
-            f"engine 'fast' needs a step model with coefficients(); "
-            f"{type(cfg.step_model).__name__} has none. Use engine='python' or 'auto'."
-        )
+    coefficients = _engine_coefficients(cfg, engine, prefix_blocks)
     if coefficients is not None:
         from megawatt.serving.fast import simulate_fast  # compiles on first use
 
@@ -204,13 +213,30 @@ def concurrency(
     requests: Requests,
     n_in_flight: int,
     *,
+    engine: str = "auto",
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
 ) -> RunResult:
-    """Closed loop: `n_in_flight` requests at a time; each completion starts the next request.
-    `prefix_blocks` as in `simulate`."""
+    """Closed loop: `n_in_flight` requests at a time, in table order; each completion (or
+    rejection) issues the next request at that instant, and it joins the replica's next step.
+    The result's `arrival_s` are the issue times. `engine` and `prefix_blocks` as in
+    `simulate`."""
     if n_in_flight < 1:
         raise InputError(f"concurrency must be >= 1; got {n_in_flight}.")
+    coefficients = _engine_coefficients(cfg, engine, prefix_blocks)
+    if coefficients is not None:
+        from megawatt.serving.fast import simulate_fast  # compiles on first use
+
+        return simulate_fast(
+            coefficients,
+            cfg.kv,
+            requests.with_arrivals(np.zeros(len(requests))),
+            policy=cfg.policy,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            timeline_bin_s=cfg.timeline_bin_s,
+            n_in_flight=n_in_flight,
+        )
     env = Environment()
     n = len(requests)
     arrival = np.zeros(n)

@@ -219,11 +219,20 @@ def _run(
     until_s: float,
     bin_s: float,
     max_bins: int,
+    n_in_flight: int,
 ) -> tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-    int, float, np.ndarray, np.ndarray,
+    int, float, np.ndarray, np.ndarray, np.ndarray,
 ]:
     n = arrival.shape[0]
+    # Closed loop (n_in_flight > 0, drivers.concurrency): the first n_in_flight requests arrive
+    # at the start, each later one when an earlier one completes or is rejected (it then joins
+    # the next step, as the Python driver's submit scheduled after the step end).
+    issued = n
+    if n_in_flight > 0:
+        issued = min(n_in_flight, n)
+        for i in range(n):
+            arrival[i] = start_s if i < issued else math.inf
     half_block = block_tokens / 2.0
     n_feat = flops.shape[1]
 
@@ -503,6 +512,9 @@ def _run(
                 if _seq_bytes(prompt[ai] + output[ai] - 1, bpt, bptw, kv_window, half_block) > capacity:
                     state[ai] = _REJECTED
                     finish[ai] = now
+                    if issued < n:
+                        arrival[issued] = now
+                        issued += 1
                 else:
                     waiting[(w_head + w_count) % cap] = ai
                     w_count += 1
@@ -545,6 +557,9 @@ def _run(
                     kv_bytes[i] = 0.0
                     ctx[i] = 0
                     finish[i] = now
+                    if issued < n:
+                        arrival[issued] = now
+                        issued += 1
             start_now = True
             continue
 
@@ -561,6 +576,9 @@ def _run(
             if _seq_bytes(prompt[ai] + output[ai] - 1, bpt, bptw, kv_window, half_block) > capacity:
                 state[ai] = _REJECTED
                 finish[ai] = now
+                if issued < n:
+                    arrival[issued] = now
+                    issued += 1
             else:
                 waiting[(w_head + w_count) % cap] = ai
                 w_count += 1
@@ -583,6 +601,7 @@ def _run(
         end_s,
         bins,
         meta,
+        arrival,
     )
 
 
@@ -596,10 +615,18 @@ def simulate_fast(
     max_num_batched_tokens: int = 8192,
     until_s: float | None = None,
     timeline_bin_s: float = DEFAULT_BIN_S,
+    n_in_flight: int = 0,
 ) -> RunResult:
     """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
     model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
-    time, so `stats.n_stretches` is 0."""
+    time, so `stats.n_stretches` is 0.
+
+    `n_in_flight` > 0 runs a closed loop instead (what `drivers.concurrency` gives): the
+    requests' `arrival_s` are ignored; the first `n_in_flight` arrive at 0 and each completion
+    (or rejection) issues the next in table order at that instant. The result's `arrival_s` are
+    the times each request was issued."""
+    if n_in_flight < 0:
+        raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
     if max_num_seqs < 1 or max_num_batched_tokens < 1:
         raise InputError(
             "max_num_seqs and max_num_batched_tokens must be >= 1; got "
@@ -607,12 +634,12 @@ def simulate_fast(
         )
     pol = scheduler(policy) if isinstance(policy, str) else policy
     n = len(requests)
-    start_s = min(0.0, float(requests.arrival_s[0])) if n else 0.0
+    start_s = min(0.0, float(requests.arrival_s[0])) if n and not n_in_flight else 0.0
     if until_s is not None and not until_s >= start_s:
         raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
     c = coefficients
     timeline = Timeline(start_s, kv.capacity_bytes, timeline_bin_s, DEFAULT_MAX_BINS)  # validates
-    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta = _run(
+    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta, arrival = _run(
         np.array(requests.arrival_s, dtype=np.float64),
         np.array(requests.prompt_tokens, dtype=np.int64),
         np.array(requests.output_tokens, dtype=np.int64),
@@ -648,6 +675,7 @@ def simulate_fast(
         float(until_s) if until_s is not None else math.inf,
         float(timeline_bin_s),
         DEFAULT_MAX_BINS,
+        int(n_in_flight),
     )
     timeline.busy_s, timeline.seq_s, timeline.kv_s, timeline.tokens = (
         bins[_TL_BUSY], bins[_TL_SEQ], bins[_TL_KV], bins[_TL_TOKENS]
@@ -667,7 +695,7 @@ def simulate_fast(
     )
     rejected = state == _REJECTED
     return RunResult(
-        arrival_s=np.asarray(requests.arrival_s),
+        arrival_s=arrival if n_in_flight else np.asarray(requests.arrival_s),
         first_token_s=first,
         finish_s=np.where((state == _DONE) | rejected, finish, np.nan),
         prompt_tokens=np.asarray(requests.prompt_tokens),
@@ -681,6 +709,6 @@ def simulate_fast(
         end_s=float(end_s),
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
-        backlog=int(backlog),
+        backlog=0 if n_in_flight else int(backlog),
         bins=timeline,
     )
