@@ -70,6 +70,7 @@ FIT_BOUNDS: dict[str, tuple[float, float]] = {
     "link": (0.05, 0.95),
     "step_overhead_s": (1e-5, 0.02),
     "seq_overhead_s": (1e-8, 2e-4),
+    "prefill_layer_overhead_s": (1e-6, 1e-2),
 }
 """Physical bounds of each fitted parameter (fractions of peak; seconds): tensor-core GEMMs and
 flash attention top out near 90% of dense peak, HBM streaming and collectives near 95%."""
@@ -109,6 +110,7 @@ PRIOR_SIGMA: dict[str, float] = {
     "link": 0.5,
     "step_overhead_s": 1.0,
     "seq_overhead_s": 1.5,
+    "prefill_layer_overhead_s": 1.5,
 }
 """Standard deviation of each parameter's prior, in natural-log units (0.3 = a factor ~1.35):
 how far the data must pull a parameter away from its documented prior."""
@@ -283,7 +285,11 @@ class _Linearised:
 
 
 _INVERSE_FIELDS = ("compute", "attention", "experts", "memory", "link", "prefill_compute")
-_TERM_NAME = {"step_overhead_s": "step", "seq_overhead_s": "seq"}
+_TERM_NAME = {
+    "step_overhead_s": "step",
+    "seq_overhead_s": "seq",
+    "prefill_layer_overhead_s": "prefill_overhead",
+}
 
 
 def _log_params(eff: Efficiencies, fields: Sequence[str] = FITTED_FIELDS) -> np.ndarray:

@@ -49,10 +49,11 @@ from megawatt.serving import (
     RunResult,
     Slo,
     capacity,
+    concurrency,
     offline,
     unit_poisson,
 )
-from megawatt.workload import Fixed, LengthDistribution, Lognormal, Requests
+from megawatt.workload import Fixed, LengthDistribution, Lognormal, Requests, Uniform
 
 __all__ = [
     "ASSUMPTIONS",
@@ -69,6 +70,9 @@ __all__ = [
     "measurements_sha256",
     "parse_measurements",
     "predict_row",
+    "predict_rows",
+    "run_key",
+    "runs_of",
     "summarize",
     "validate",
 ]
@@ -572,8 +576,50 @@ def _with_input_mean(m: Measurement, means: InputMeans) -> Measurement:
     return replace(m, input_len=means[d]) if d in means else m
 
 
+_RANDOM_RE = re.compile(r"uniform in \[(\d*\.?\d+)\s*L,\s*L\]", re.IGNORECASE)
+_ISL_OSL_RE = re.compile(r"\bISL/OSL\s+(\d+)/(\d+)", re.IGNORECASE)
+
+
+def _nominal_length(mean: float, ratio: float) -> int:
+    """The nominal length L whose draw `Uniform.of_range_ratio(L, ratio)` has mean `mean`
+    (InferenceX states the means: 921.5 for 1,024, 7,372.5 for 8,192)."""
+    guess = round(2.0 * mean / (1.0 + ratio))
+    best = min(
+        range(max(1, guess - 3), guess + 4),
+        key=lambda n: abs(Uniform.of_range_ratio(n, ratio).mean - mean),
+    )
+    return best
+
+
+def _random_lengths(m: Measurement) -> tuple[Uniform, Uniform] | None:
+    """The serving benchmark's `random` dataset a row's notes state (`uniform in [0.8L, L]`):
+    prompt and output lengths uniform in [int(ratio L), L] (benchmark_serving.py), L from the
+    notes' `ISL/OSL` or from the stated means; None when the notes state no such draw."""
+    hit = _RANDOM_RE.search(m.notes)
+    if hit is None or m.input_len is None or m.output_len is None:
+        return None
+    ratio = float(hit.group(1))
+    if not 0.0 < ratio <= 1.0:
+        return None
+    nominal = _ISL_OSL_RE.search(m.notes)
+    lengths = []
+    for k, mean in enumerate((m.input_len, m.output_len)):
+        n = int(nominal.group(k + 1)) if nominal else _nominal_length(mean, ratio)
+        if abs(Uniform.of_range_ratio(n, ratio).mean - mean) > 1.0:  # notes and means disagree
+            n = _nominal_length(mean, ratio)
+        lengths.append(Uniform.of_range_ratio(n, ratio))
+    return lengths[0], lengths[1]
+
+
 def _lengths(m: Measurement) -> tuple[LengthDistribution, LengthDistribution, str]:
     """Input and output length distributions for a row, and the assumption in words."""
+    uniform = _random_lengths(m)
+    if uniform is not None:
+        u_in, u_out = uniform
+        return u_in, u_out, (
+            f"random lengths uniform in [{u_in.min_tokens}, {u_in.max_tokens}] / "
+            f"[{u_out.min_tokens}, {u_out.max_tokens}]"
+        )
     if _phase(m) == "decode-only":
         ctx = int(m.input_len or UNKNOWN_LENGTHS[0])
         return Fixed(ctx), Fixed(DECODE_ONLY_OUTPUT), f"decode-only at context {ctx}"
@@ -595,9 +641,34 @@ def _lengths(m: Measurement) -> tuple[LengthDistribution, LengthDistribution, st
     return Fixed(i), Fixed(o), f"fixed {i}/{o}"
 
 
+def run_key(m: Measurement) -> tuple[Any, ...]:
+    """What identifies the run a row reports on: every field but the row's id, metric and value
+    (InferenceX publishes three metrics per run, one row each). Rows of one run are predicted
+    from one simulation."""
+    return (
+        m.hardware, m.n_devices, m.model, m.weight_dtype, m.engine, m.scenario, m.input_len,
+        m.output_len, m.dataset, m.concurrency, m.n_requests, m.ttft_p99_limit_ms,
+        m.tpot_p99_limit_ms, m.spec_decode, m.date, _run_notes(m.notes),
+    )
+
+
+def _run_notes(notes: str) -> str:
+    """A row's notes without the sentence that states its metric's statistic."""
+    return re.sub(r"statistic:[^;]*;?\s*", "", notes).strip()
+
+
+def _seed_text(m: Measurement) -> str:
+    """What seeds a row's request draws: its run for closed-loop runs (whose three metrics share
+    one simulation), else its id."""
+    if m.scenario == "max_throughput_concurrency":
+        return repr(run_key(m))
+    return m.id
+
+
 def _requests(m: Measurement, n: int, seed: int = 0) -> Requests:
     inp, out, _ = _lengths(m)
-    rng = np.random.default_rng([seed, int(hashlib.sha256(m.id.encode()).hexdigest()[:8], 16)])
+    digest = hashlib.sha256(_seed_text(m).encode()).hexdigest()[:8]
+    rng = np.random.default_rng([seed, int(digest, 16)])
     prompt = inp.sample(rng, n)
     output = out.sample(rng, n)
     cached = np.zeros(n, dtype=np.int64)
@@ -620,13 +691,15 @@ TERMS = (
     "layer_fixed_cycles",
     "reduce_stage_cycles",
     "handoff_s",
+    "prefill_overhead",
     "fixed",
 )
 """What the seconds of a run scale with: 1/compute, 1/attention, 1/experts (MoE grouped
 GEMMs), 1/memory and 1/link
-efficiency, (wafers) 1/prefill_compute, the per-step overhead, the per-sequence overhead, and
+efficiency, (wafers) 1/prefill_compute, the per-step overhead, the per-sequence overhead,
 (wafers) the fixed cycles per layer, the cycles per reduction stage and the wafer hand-off
-latency; the rest (`fixed`, e.g. mesh hops) with nothing."""
+latency, (GPUs) the eager overhead of steps with prompt chunks; the rest (`fixed`, e.g. mesh
+hops) with nothing."""
 _EFF_TERMS = ("compute", "attention", "experts", "memory", "link", "prefill_compute")
 _OVERHEAD_TERMS = (
     "step_overhead_s",
@@ -634,6 +707,7 @@ _OVERHEAD_TERMS = (
     "layer_fixed_cycles",
     "reduce_stage_cycles",
     "handoff_s",
+    "prefill_layer_overhead_s",
 )
 _DELTA = 1e-4
 _LENGTH_STEP = 1.2
@@ -642,14 +716,21 @@ _LENGTH_STEP = 1.2
 @dataclass(frozen=True)
 class _Probe:
     """A run whose schedule does not depend on step times (every request queued at t=0, the
-    batch capped at `max_num_seqs`), so its duration is a sum of step times in which each
-    operator term is linear in 1/efficiency on its bound side, and finite differences of the
-    duration split it exactly into `TERMS`."""
+    batch capped at `max_num_seqs`; or a closed loop of `n_in_flight`, whose requests arrive at
+    step ends), so its duration is a sum of step times in which each operator term is linear in
+    1/efficiency on its bound side, and finite differences of the duration split it exactly
+    into `TERMS`."""
 
     requests: Requests
     max_num_seqs: int
-    measure: str = "duration"  # what the metric scales with: the run's duration, or (wafer
-    # single-user rows) its decode time only ("decode") or its first request's TTFT ("ttft")
+    measure: str = "duration"  # what the metric scales with (`MEASURES`)
+    n_in_flight: int = 0  # > 0: a closed loop (drivers.concurrency) instead of all at t=0
+
+
+MEASURES = ("duration", "decode", "ttft", "median_ttft", "median_tpot")
+"""What a probe's metric scales with: the run's duration; (wafer single-user rows) its decode
+time only or its first request's TTFT; (closed loops) the median TTFT or median time per output
+token over the requests (serving benchmarks report medians)."""
 
 
 def speculation_for(dep: Deployment) -> Speculation:
@@ -670,38 +751,73 @@ def _config(dep: Deployment, spec: bool) -> ReplicaConfig:
     return cfg
 
 
-def _duration(dep: Deployment, probe: _Probe, spec: bool) -> float:
+def _run_probe(dep: Deployment, probe: _Probe, spec: bool) -> RunResult:
     cfg = replace(_config(dep, spec), max_num_seqs=probe.max_num_seqs)
-    res = offline(cfg, probe.requests)
-    if probe.measure == "decode":
+    if probe.n_in_flight:
+        return concurrency(cfg, probe.requests, probe.n_in_flight)
+    return offline(cfg, probe.requests)
+
+
+def _read(res: RunResult, measure: str) -> float:
+    """The seconds a probe's metric scales with (`MEASURES`)."""
+    if measure == "decode":
         return float((res.finish_s - res.first_token_s).sum())
-    if probe.measure == "ttft":
+    if measure == "ttft":
         return float(res.ttft_s[0])
+    if measure == "median_ttft":
+        return _median_ttft_s(res)
+    if measure == "median_tpot":
+        return _median_tpot_s(res)
     return res.duration_s
 
 
-def _sensitivities(dep: Deployment, probe: _Probe, spec: bool) -> tuple[float, ...]:
-    """The probe run's duration split into `TERMS` (seconds; they sum to the duration)."""
+def _median_ttft_s(res: RunResult) -> float:
+    """Median time to first token over the completed requests (seconds)."""
+    return float(np.median(res.ttft_s[res.completed]))
+
+
+def _median_tpot_s(res: RunResult) -> float:
+    """Median time per output token after the first, over completed requests of more than
+    one output token (seconds): the benchmark's `median_tpot`."""
+    keep = res.completed & (res.output_tokens > 1)
+    return float(np.median(res.tpot_s[keep])) if keep.any() else math.nan
+
+
+def _sensitivities(
+    dep: Deployment, probe: _Probe, spec: bool, measures: Sequence[str] = ()
+) -> dict[str, tuple[float, ...]]:
+    """The probe run's measure split into `TERMS` (seconds; they sum to the measure), for its
+    own measure and each of `measures` (read off the same runs)."""
+    wanted = tuple(dict.fromkeys((probe.measure, *measures)))
     eff = dep.eff
-    base = _duration(dep, probe, spec)
-    out: list[float] = []
+
+    def measure(d: Deployment) -> np.ndarray:
+        res = _run_probe(d, probe, spec)
+        return np.array([_read(res, w) for w in wanted])
+
+    base = measure(dep)
+    out: list[np.ndarray] = []
     for name in _EFF_TERMS:
         if getattr(eff, name) <= 0:  # a parameter this family does not use
-            out.append(0.0)
+            out.append(np.zeros(len(wanted)))
             continue
         e = eff.with_values(**{name: getattr(eff, name) * (1.0 - _DELTA)})
         # d(1/e) = 1/(e(1 - d)) - 1/e: the part T that scales with 1/e grows by T d/(1 - d).
-        grown = _duration(replace(dep, efficiencies=e), probe, spec) - base
+        grown = measure(replace(dep, efficiencies=e)) - base
         out.append(grown * (1.0 - _DELTA) / _DELTA)
     for name in _OVERHEAD_TERMS:
         value = getattr(eff, name)
         if value <= 0:
-            out.append(0.0)
+            out.append(np.zeros(len(wanted)))
             continue
         e = eff.with_values(**{name: value * (1.0 + _DELTA)})
-        out.append((_duration(replace(dep, efficiencies=e), probe, spec) - base) / _DELTA)
-    out.append(base - sum(out))
-    return tuple(out)
+        out.append((measure(replace(dep, efficiencies=e)) - base) / _DELTA)
+    split = np.array(out)  # terms x measures
+    result: dict[str, tuple[float, ...]] = {}
+    for j, w in enumerate(wanted):
+        terms = [float(v) for v in split[:, j]]
+        result[w] = (*terms, float(base[j]) - sum(terms))
+    return result
 
 
 # -- replay ----------------------------------------------------------------------------------------
@@ -713,6 +829,8 @@ class _Replay:
     kind: str  # "inverse": the metric scales with 1/(step times); "ttft": with step times
     probe: _Probe
     notes: list[str] = field(default_factory=list)
+    result: RunResult | None = None  # the run (closed loops: its other metrics are read off it)
+    replicas: int = 1
 
 
 def _steady_tokens_per_s(res: RunResult) -> float:
@@ -758,16 +876,21 @@ def _replay(
         speed = float((res.output_tokens - 1).sum() / decode_s.sum())
         return _Replay(speed, "inverse", probe)
     if m.scenario == "max_throughput_concurrency":
-        # A closed loop keeping C requests in flight is an offline run whose batch is capped at
-        # C: a completion admits the next queued request at the next step either way.
+        # The benchmark client: C requests in flight (C / replicas per replica), each completion
+        # sends the next, until n_requests are done - ramp and drain included. Without a stated
+        # n_requests, two rounds (one in a plan-choice run).
         assert m.concurrency is not None
         per = max(1, math.ceil(m.concurrency / replicas))
-        n = per * (1 if quick else 2)
         if m.n_requests:
-            n = min(n, max(per, math.ceil(m.n_requests / replicas)))
-        probe = _Probe(_requests(m, n), per)
-        res = offline(replace(cfg, max_num_seqs=per), probe.requests)
-        return _Replay(_metric(m, res) * replicas, "inverse", probe)
+            n = max(per, math.ceil(m.n_requests / replicas))
+            if quick:
+                n = min(n, 2 * per)
+        else:
+            n = per * (1 if quick else 2)
+        reqs = _requests(m, n)
+        res = concurrency(replace(cfg, max_num_seqs=per), reqs, per)
+        value, kind, measure = _closed_metric(m, res, replicas)
+        return _Replay(value, kind, _Probe(reqs, per, measure, per), result=res, replicas=replicas)
     batch = min(dep.max_num_seqs, max(1, plan.max_sequences(mean_ctx)))
     if m.scenario == "offline":
         if m.n_requests and m.dataset == "fixed" and not quick:
@@ -800,6 +923,19 @@ def _replay(
     if cap.reason:
         notes.append(cap.reason)
     return _Replay(cap.output_tokens_per_s * replicas, "inverse", probe, notes)
+
+
+def _closed_metric(m: Measurement, res: RunResult, replicas: int) -> tuple[float, str, str]:
+    """A closed-loop run's figure for a row's metric (all replicas), how it scales with step
+    times, and the probe measure it scales with: output or input tokens/s over the whole run
+    (first request sent to last completion, as the benchmark's duration), the median per-user
+    speed (1 / median TPOT) or the median TTFT."""
+    if m.metric == "output_tokens_per_s_per_user":
+        tpot = _median_tpot_s(res)
+        return (1.0 / tpot if tpot > 0 else 0.0), "inverse", "median_tpot"
+    if m.metric == "ttft_ms":
+        return _median_ttft_s(res) * 1e3, "ttft", "median_ttft"
+    return _metric(m, res) * replicas, "inverse", "duration"
 
 
 def _metric(m: Measurement, res: RunResult) -> float:
@@ -846,30 +982,69 @@ def predict_row(
     `length_datasets` (default: all), the sensitivity to the dataset's mean input (for
     calibration). Rows that cannot be predicted come back with a reason.
     """
+    return predict_rows(
+        (m,), catalog, efficiencies, record=record, input_means=input_means,
+        length_datasets=length_datasets,
+    )[0]
+
+
+_PER_RUN_METRICS = ("output_tokens_per_s_per_user", "ttft_ms")
+
+
+def predict_rows(
+    rows: Sequence[Measurement],
+    catalog: Catalog | None = None,
+    efficiencies: EffTable | None = None,
+    *,
+    record: bool = False,
+    input_means: InputMeans | None = None,
+    length_datasets: Collection[str] | None = None,
+) -> tuple[RowResult, ...]:
+    """`predict_row` for rows of one run (`run_key`: the same run, other metrics), from one
+    simulation: the first row's deployment and replay, each row's metric read off the run."""
+    if not rows:
+        return ()
+    if len({run_key(m) for m in rows}) > 1:
+        raise InputError("predict_rows takes rows of one run (equal run_key); got several runs.")
     catalog = catalog or load_catalog()
+    m = rows[0]
     dataset = length_dataset(m)
-    m = _with_input_mean(m, fitted_input_means() if input_means is None else input_means)
+    means = fitted_input_means() if input_means is None else input_means
+    rows = [_with_input_mean(r, means) for r in rows]
+    m = rows[0]
     device = catalog.device(m.hardware)
     family = family_of(device.kind)
     engine = row_engine(m)
     group = efficiency_key(device, engine)
-    if m.scenario == "microbenchmark" or m.metric == "ratio":
-        return _skip(m, "microbenchmark: not an end-to-end inference run", group, family)
+
+    out: dict[int, RowResult] = {}
+    todo: list[int] = []
+    for k, r in enumerate(rows):
+        reason = _unsupported(r)
+        if reason:
+            out[k] = _skip(r, reason, group, family)
+        else:
+            todo.append(k)
+
+    def fail(reason: str) -> tuple[RowResult, ...]:
+        for k in todo:
+            out[k] = _skip(rows[k], reason, group, family)
+        return tuple(out[k] for k in range(len(rows)))
+
+    if not todo:
+        return fail("")
+    m = rows[todo[0]]
     if not m.model:
-        return _skip(m, "no model", group, family)
+        return fail("no model")
     if (family, engine) not in PRIORS:
-        return _skip(
-            m, f"no performance model for engine '{engine}' on {device.kind} devices "
-            "(no prior and no rows to fit)", group, family,
+        return fail(
+            f"no performance model for engine '{engine}' on {device.kind} devices "
+            "(no prior and no rows to fit)"
         )
-    if m.metric == "ttft_ms" and m.scenario != "single_user":
-        return _skip(m, "ttft_ms is supported for single_user rows only", group, family)
-    if m.metric == "output_tokens_per_s_per_user" and m.scenario != "single_user":
-        return _skip(m, "per-user speed is supported for single_user rows only", group, family)
     if _phase(m) == "prefill-only":
-        return _skip(m, "prefill-only rows are not supported", group, family)
+        return fail("prefill-only rows are not supported")
     if m.n_devices is None and m.scenario != "single_user":
-        return _skip(m, "system size not published (n_devices blank)", group, family)
+        return fail("system size not published (n_devices blank)")
     model = load_model(m.model)
     system = _system_for(catalog, device)
     eff = _eff(efficiencies, device, engine)
@@ -892,51 +1067,97 @@ def predict_row(
     )
     if spec and family == "wafer":
         base = replace(base, draft_model=load_model(WAFER_DRAFT_MODEL))
+
     try:
         choice = _choose(m, base, system, spec)
     except (FitError, InputError) as exc:
-        return _skip(m, f"no plan fits: {exc}", group, family)
+        return fail(f"no plan fits: {exc}")
     if choice is None:
-        return _skip(m, f"no plan of {m.model} fits {m.n_devices}x {m.hardware}", group, family)
+        return fail(f"no plan of {m.model} fits {m.n_devices}x {m.hardware}")
     dep, replicas, assumed = choice
+    plan = _label(dep, replicas) + (" spec-decode" if spec else "") + assumed
     try:
         rep = _replay(m, dep, replicas, spec=spec)
-        terms = _sensitivities(dep, rep.probe, spec) if record else None
-        sensitivity = None
+        reads: dict[int, tuple[float, str, _Probe]] = {todo[0]: (rep.value, rep.kind, rep.probe)}
+        for k in todo[1:]:
+            if rep.result is None or rows[k].scenario != "max_throughput_concurrency":
+                other = _replay(rows[k], dep, replicas, spec=spec)
+                reads[k] = (other.value, other.kind, other.probe)
+                continue
+            value, kind, measure = _closed_metric(rows[k], rep.result, rep.replicas)
+            reads[k] = (value, kind, replace(rep.probe, measure=measure))
+        terms: dict[int, tuple[float, ...]] = {}
+        sensitivity: dict[int, float] = {}
+        if record:
+            by_run: dict[int, list[int]] = {}  # rows read off the same probe run
+            for k, (_, _, probe) in reads.items():
+                by_run.setdefault(id(probe.requests), []).append(k)
+            for ks in by_run.values():
+                first = reads[ks[0]][2]
+                split = _sensitivities(dep, first, spec, [reads[k][2].measure for k in ks])
+                for k in ks:
+                    terms[k] = split[reads[k][2].measure]
         wanted = length_datasets is None or dataset in length_datasets
-        if record and dataset and wanted and rep.value > 0:
+        if record and dataset and wanted:
             # The same plan with every prompt 20% longer (a step wide enough to rise above the
             # 4% tolerance of the server scenarios' rate search).
-            mean = _lengths(m)[0].mean
-            longer = _replay(replace(m, input_len=mean * _LENGTH_STEP), dep, replicas, spec=spec)
-            if longer.value > 0:
-                sensitivity = math.log(longer.value / rep.value) / math.log(_LENGTH_STEP)
+            longer_rep: _Replay | None = None
+            for k in todo:
+                if not reads[k][0] > 0:
+                    continue
+                r = rows[k]
+                longer_row = replace(r, input_len=_lengths(r)[0].mean * _LENGTH_STEP)
+                if longer_rep is not None and longer_rep.result is not None and (
+                    r.scenario == "max_throughput_concurrency"
+                ):
+                    longer = _closed_metric(longer_row, longer_rep.result, longer_rep.replicas)[0]
+                else:
+                    longer_rep = _replay(longer_row, dep, replicas, spec=spec)
+                    longer = longer_rep.value
+                if longer > 0:
+                    sensitivity[k] = math.log(longer / reads[k][0]) / math.log(_LENGTH_STEP)
     except FitError as exc:
-        return _skip(m, f"no plan fits: {exc}", group, family)
-    plan = _label(dep, replicas) + (" spec-decode" if spec else "") + assumed
-    if not rep.value > 0:
-        return RowResult(
-            m.id, m.hardware, m.model, m.scenario, m.metric, m.value, None, plan,
-            "the run met no latency limit (" + "; ".join(rep.notes) + ")", group, family,
+        return fail(f"no plan fits: {exc}")
+    for k in todo:
+        r = rows[k]
+        value, kind, probe = reads[k]
+        if not value > 0:
+            out[k] = RowResult(
+                r.id, r.hardware, r.model, r.scenario, r.metric, r.value, None, plan,
+                "the run met no latency limit (" + "; ".join(rep.notes) + ")", group, family,
+            )
+            continue
+        out[k] = RowResult(
+            r.id,
+            r.hardware,
+            r.model,
+            r.scenario,
+            r.metric,
+            r.value,
+            value,
+            plan,
+            "",
+            group,
+            family,
+            terms.get(k),
+            kind,
+            tuple(rep.notes),
+            dataset,
+            sensitivity.get(k),
         )
-    return RowResult(
-        m.id,
-        m.hardware,
-        m.model,
-        m.scenario,
-        m.metric,
-        m.value,
-        rep.value,
-        plan,
-        "",
-        group,
-        family,
-        terms,
-        rep.kind,
-        tuple(rep.notes),
-        dataset,
-        sensitivity,
-    )
+    return tuple(out[k] for k in range(len(rows)))
+
+
+def _unsupported(m: Measurement) -> str:
+    """Why a row's metric cannot be replayed ('' when it can)."""
+    if m.scenario == "microbenchmark" or m.metric == "ratio":
+        return "microbenchmark: not an end-to-end inference run"
+    closed = m.scenario == "max_throughput_concurrency"
+    if m.metric == "ttft_ms" and m.scenario != "single_user" and not closed:
+        return "ttft_ms is supported for single_user and concurrency rows only"
+    if m.metric == "output_tokens_per_s_per_user" and m.scenario != "single_user" and not closed:
+        return "per-user speed is supported for single_user and concurrency rows only"
+    return ""
 
 
 def row_engine(m: Measurement) -> str:
@@ -1231,15 +1452,25 @@ def _worker_catalog() -> Catalog:
 
 
 def _predict_task(
-    args: tuple[Measurement, EffTable | None, bool, InputMeans | None, Collection[str] | None],
-) -> RowResult:
-    m, eff, record, means, lengths = args
-    return predict_row(
-        m, _worker_catalog(), eff, record=record, input_means=means, length_datasets=lengths
+    args: tuple[
+        Sequence[Measurement], EffTable | None, bool, InputMeans | None, Collection[str] | None
+    ],
+) -> tuple[RowResult, ...]:
+    rows, eff, record, means, lengths = args
+    return predict_rows(
+        rows, _worker_catalog(), eff, record=record, input_means=means, length_datasets=lengths
     )
 
 
 Progress = Callable[[int, int, str], None]
+
+
+def runs_of(measurements: Sequence[Measurement]) -> list[list[int]]:
+    """Indices of the rows of each run (`run_key`), runs in order of their first row."""
+    runs: dict[tuple[Any, ...], list[int]] = {}
+    for i, m in enumerate(measurements):
+        runs.setdefault(run_key(m), []).append(i)
+    return list(runs.values())
 
 
 def validate(
@@ -1253,38 +1484,49 @@ def validate(
     input_means: InputMeans | None = None,
     length_datasets: Collection[str] | None = None,
 ) -> Validation:
-    """Predict every row (in parallel processes when `workers` > 1; results are the same).
-    `efficiencies`, `input_means` and `record`: as `predict_row`."""
+    """Predict every row, the rows of one run (`run_key`) from one simulation (in parallel
+    processes when `workers` > 1; results are the same). `efficiencies`, `input_means` and
+    `record`: as `predict_row`."""
     n = len(measurements)
-    workers = min(workers or os.cpu_count() or 1, max(n, 1))
+    runs = runs_of(measurements)
+    workers = min(workers or os.cpu_count() or 1, max(len(runs), 1))
     out: list[RowResult | None] = [None] * n
     if progress:
         progress(0, n, "")
+    done = 0
     if workers <= 1 or catalog is not None:
         cat = catalog or load_catalog()
-        for i, m in enumerate(measurements):
-            out[i] = predict_row(
-                m, cat, efficiencies, record=record, input_means=input_means,
-                length_datasets=length_datasets,
+        for run in runs:
+            got = predict_rows(
+                [measurements[i] for i in run], cat, efficiencies, record=record,
+                input_means=input_means, length_datasets=length_datasets,
             )
+            for i, r in zip(run, got, strict=True):
+                out[i] = r
+            done += len(run)
             if progress:
-                progress(i + 1, n, m.id)
+                progress(done, n, measurements[run[-1]].id)
     else:
-        # Slowest rows first keeps both processes busy to the end.
-        order = sorted(range(n), key=lambda i: _cost_rank(measurements[i]))
+        # Slowest runs first keeps both processes busy to the end.
+        order = sorted(runs, key=lambda run: _cost_rank(measurements[run[0]]))
         with ProcessPoolExecutor(workers) as pool:
             futures = {
                 pool.submit(
                     _predict_task,
-                    (measurements[i], efficiencies, record, input_means, length_datasets),
-                ): i
-                for i in order
+                    (
+                        [measurements[i] for i in run], efficiencies, record, input_means,
+                        length_datasets,
+                    ),
+                ): run
+                for run in order
             }
-            for done, future in enumerate(as_completed(futures), start=1):
-                i = futures[future]
-                out[i] = future.result()
+            for future in as_completed(futures):
+                run = futures[future]
+                for i, r in zip(run, future.result(), strict=True):
+                    out[i] = r
+                done += len(run)
                 if progress:
-                    progress(done, n, measurements[i].id)
+                    progress(done, n, measurements[run[-1]].id)
     return Validation(tuple(r for r in out if r is not None))
 
 

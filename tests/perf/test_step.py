@@ -267,8 +267,28 @@ def test_a_large_prefill_chunk_is_compute_bound(name: str) -> None:
 
 def test_expert_parallel_prefill_spends_its_time_on_compute_and_communication() -> None:
     bd = step_model("gb200-tp8-ep8-deepseek").breakdown(shape("gb200-tp8-ep8-deepseek", [], [(8192, 0)]))
-    assert bd.by_bound["compute"] + bd.by_bound["communication"] > 0.9 * bd.total_s
+    # Of the device time: the engine's fixed overheads (eager dispatch of a prefill step) apart.
+    device_s = bd.total_s - bd.overhead_s
+    assert bd.by_bound["compute"] + bd.by_bound["communication"] > 0.9 * device_s
     assert bd.by_bound["memory"] < bd.by_bound["compute"]
+
+
+def test_a_step_with_a_prompt_chunk_pays_the_eager_dispatch_of_every_layer() -> None:
+    """Decode steps replay CUDA graphs; steps with prefill run eagerly: per layer of a stage."""
+    name = "gb200-tp8-ep8-deepseek"
+    model = step_model(name)
+    eff = model.deployment.eff
+    layers = model.deployment.model.n_layers
+    with_chunk = model.breakdown(shape(name, [1000] * 4, [(16, 0)]))
+    decode = model.breakdown(shape(name, [1000] * 4, []))
+    seq = eff.seq_overhead_s
+    assert decode.overhead_s == pytest.approx(eff.step_overhead_s + 4 * seq)
+    assert with_chunk.overhead_s - decode.overhead_s == pytest.approx(
+        eff.prefill_layer_overhead_s * layers + seq
+    )
+    assert model.coefficients().prefill_overhead_s == pytest.approx(
+        eff.prefill_layer_overhead_s * layers
+    )
 
 
 def test_expert_parallel_all_to_all_sends_each_devices_share_of_the_tokens() -> None:

@@ -16,6 +16,7 @@ from megawatt.workload import (
     Fixed,
     LengthDistribution,
     Lognormal,
+    Uniform,
     Zipf,
     length_distribution,
 )
@@ -25,6 +26,7 @@ EXAMPLES: list[LengthDistribution] = [
     Lognormal(1000, 1.0, max_tokens=32768),
     Empirical(np.array([1, 5, 9])),
     Zipf.vidur_prompt(),
+    Uniform.of_range_ratio(1024, 0.8),
 ]
 
 
@@ -140,6 +142,8 @@ def test_zipf_vidur_benchmark_means() -> None:
         (lambda: Empirical(np.array([])), "non-empty"),
         (lambda: Zipf(theta=1.0), r"theta must be in \(0, 1\)"),
         (lambda: Zipf(min_tokens=10, max_tokens=5), "max_tokens must be >= min_tokens"),
+        (lambda: Uniform(10, 5), "max_tokens must be >= min_tokens"),
+        (lambda: Uniform(0, 5), r"Uniform.min_tokens must be a whole number >= 1; got 0"),
     ],
 )
 def test_bad_parameters_are_named(make: object, message: str) -> None:
@@ -148,7 +152,8 @@ def test_bad_parameters_are_named(make: object, message: str) -> None:
 
 
 def test_the_registry_builds_each_kind_from_a_spec() -> None:
-    assert set(LENGTH_DISTRIBUTIONS) == {"fixed", "lognormal", "empirical", "zipf"}
+    assert set(LENGTH_DISTRIBUTIONS) == {"fixed", "lognormal", "empirical", "uniform", "zipf"}
+    assert length_distribution({"kind": "uniform", "min_tokens": 2, "max_tokens": 4}) == Uniform(2, 4)
     spec = {"kind": "lognormal", "median": 1000, "sigma": 1.0, "max_tokens": 32768}
     assert length_distribution(spec) == Lognormal(1000, 1.0, max_tokens=32768)
     assert length_distribution({"kind": "fixed", "n_tokens": 3}) == Fixed(3)
@@ -163,7 +168,7 @@ def test_the_registry_builds_each_kind_from_a_spec() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"kind": "gaussian"}, "kind must be one of empirical, fixed, lognormal, zipf"),
+        ({"kind": "gaussian"}, "kind must be one of empirical, fixed, lognormal, uniform, zipf"),
         ({"kind": "lognormal", "median": 5}, "needs keys sigma"),
         ({"kind": "fixed", "n_tokens": 3, "sigma": 1}, r"unknown \['sigma'\]"),
         ({"kind": "lognormal", "median": "big", "sigma": 1}, "median must be a number"),
@@ -191,3 +196,13 @@ def test_zipf_exact_mean_holds_for_odd_ranges(
     draws = zipf.sample(np.random.default_rng(11), 200_000)
     standard_error = draws.std() / np.sqrt(len(draws))
     assert abs(draws.mean() - zipf.mean) <= 5 * standard_error + 1e-9
+
+
+def test_uniform_is_the_serving_benchmarks_random_draw() -> None:
+    """InferenceX: `--random-range-ratio 0.8`, lengths uniform in [int(0.8 L), L]; the means its
+    README states are 921.5 for L = 1024 and 7372.5 for L = 8192."""
+    assert Uniform.of_range_ratio(1024, 0.8) == Uniform(819, 1024)
+    assert Uniform.of_range_ratio(1024, 0.8).mean == 921.5
+    assert Uniform.of_range_ratio(8192, 0.8).mean == 7372.5
+    draws = Uniform(819, 1024).sample(np.random.default_rng(0), 20_000)
+    assert draws.min() == 819 and draws.max() == 1024

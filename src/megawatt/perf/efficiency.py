@@ -35,6 +35,11 @@ class Efficiencies:
                              end (MeshGEMM-like: tiles shift through the mesh every step).
     step_overhead_s:         fixed cost of one engine step (scheduling, launch, sampling).
     seq_overhead_s:          extra per sequence in the step (sampling, bookkeeping).
+    prefill_layer_overhead_s: extra per layer (of a pipeline stage) of a step that carries
+                             prefill: engines capture decode steps in CUDA graphs, but run
+                             steps with prompt chunks eagerly, the CPU dispatching each
+                             layer's kernels one by one (Python engines: tens of kernels per
+                             layer at ~20-40 us each); it is most of a short prompt's TTFT.
     layer_fixed_cycles:      wafers only: fixed cycles per layer per pass (task switches, norms,
                              RoPE, softmax, residuals; everything but the reductions).
     reduce_stage_cycles:     wafers only: beta, cycles per software routing stage of a
@@ -62,6 +67,7 @@ class Efficiencies:
     handoff_s: float = 0.0
     sram_reserved_fraction: float = 0.0
     experts: float = 0.0
+    prefill_layer_overhead_s: float = 0.0
     source: str = ""
 
     def with_values(self, **values: float) -> Efficiencies:
@@ -75,7 +81,10 @@ _GPU_SOURCE = (
     "(permutation kernels, one GEMM per expert, uneven expert loads); flash attention ~50%; "
     "HBM streaming ~80% of peak; "
     "NCCL bus bandwidth ~70% of NVLink peak; per-step overhead 1.5-4 ms for vLLM-class engines "
-    "(CPU scheduling, sampling, kernel launches). To be replaced by `megawatt calibrate`."
+    "(CPU scheduling, sampling, kernel launches); steps with prefill run outside CUDA graphs: "
+    "~0.5 ms of eager kernel dispatch per layer for Python engines (vLLM, SGLang, TensorRT-LLM's "
+    "PyTorch executor; tens of kernels per layer at ~20-40 us of launch and Python each), "
+    "~0.05 ms for the compiled TensorRT engines of 2024. To be replaced by `megawatt calibrate`."
 )
 
 _WAFER_SOURCE = (
@@ -112,20 +121,25 @@ _WAFER_PRIOR = Efficiencies(
     source=_WAFER_SOURCE,
 )
 
+_EAGER_LAYER_S = 0.5e-3  # Python engines' eager dispatch per layer (prior, see _GPU_SOURCE)
+
 PRIORS: dict[tuple[str, str], Efficiencies] = {
     ("gpu", "vllm"): Efficiencies(
-        0.60, 0.50, 0.80, 0.70, 3.0e-3, 10e-6, experts=0.45, source=_GPU_SOURCE
+        0.60, 0.50, 0.80, 0.70, 3.0e-3, 10e-6, experts=0.45,
+        prefill_layer_overhead_s=_EAGER_LAYER_S, source=_GPU_SOURCE,
     ),
     ("gpu", "sglang"): Efficiencies(
-        0.60, 0.50, 0.80, 0.70, 2.5e-3, 8e-6, experts=0.45, source=_GPU_SOURCE
+        0.60, 0.50, 0.80, 0.70, 2.5e-3, 8e-6, experts=0.45,
+        prefill_layer_overhead_s=_EAGER_LAYER_S, source=_GPU_SOURCE,
     ),
     ("gpu", "trtllm"): Efficiencies(
-        0.65, 0.55, 0.82, 0.75, 1.5e-3, 5e-6, experts=0.50, source=_GPU_SOURCE
+        0.65, 0.55, 0.82, 0.75, 1.5e-3, 5e-6, experts=0.50,
+        prefill_layer_overhead_s=_EAGER_LAYER_S, source=_GPU_SOURCE,
     ),
     ("wafer", "cerebras"): _WAFER_PRIOR,
 }
 PRIORS[("gpu", "other")] = PRIORS[("gpu", "vllm")]
-PRIORS[("gpu", "trtllm-2024")] = PRIORS[("gpu", "trtllm")]
+PRIORS[("gpu", "trtllm-2024")] = replace(PRIORS[("gpu", "trtllm")], prefill_layer_overhead_s=0.05e-3)
 PRIORS[("gpu", "vllm-2024")] = PRIORS[("gpu", "vllm")]
 PRIORS[("wafer", "cerebras-2024-08")] = _WAFER_PRIOR
 PRIORS[("wafer", "waferllm")] = _WAFER_PRIOR
@@ -231,8 +245,9 @@ FITTED_FIELDS = (
     "memory",
     "link",
     "step_overhead_s",
+    "prefill_layer_overhead_s",
 )
-"""The efficiency fields calibration fits for GPU-like groups, six (the rest keep their prior:
+"""The efficiency fields calibration fits for GPU-like groups, seven (the rest keep their prior:
 the per-sequence overhead too - fitting it as well made the leave-one-out error worse, 15.0%
 against 14.7%, as it trades off against the per-step overhead and the attention efficiency)."""
 WAFER_FITTED_FIELDS = (

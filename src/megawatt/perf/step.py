@@ -178,8 +178,9 @@ class StepCoefficients:
     times outside Python (the compiled serving simulator). Per operator j (rows of `flops` and
     `bytes`, columns in `FEATURES` order): time_j = max(flops_j @ x / rate_j, bytes_j @ x /
     bandwidth_j); a step is sum_j time_j + comm @ x + latency_s + step_overhead_s +
-    seq_overhead_s x sequences, with x the features of the slowest of the pipeline's
-    micro-batches (see `RooflineStepModel._features`)."""
+    seq_overhead_s x sequences (+ prefill_overhead_s when it carries a prompt chunk), with x the
+    features of the slowest of the pipeline's micro-batches (see `RooflineStepModel._features`).
+    """
 
     flops: FloatArray  # (operators x N_FEATURES) FLOPs per unit of each feature
     bytes: FloatArray  # (operators x N_FEATURES) bytes moved per unit of each feature
@@ -194,6 +195,7 @@ class StepCoefficients:
     n_experts: int  # routed experts per MoE layer (0: dense)
     top_k: int  # routed experts per token
     prefill_unit_tokens: int = PREFILL_UNIT_TOKENS
+    prefill_overhead_s: float = 0.0  # extra for a step with prompt chunks (run eagerly)
     # Speculative decoding (`perf.speculative.SpeculativeStepModel`; 0 drafted tokens: none):
     spec_draft_tokens: int = 0
     spec_tokens_per_step: float = 1.0
@@ -481,6 +483,8 @@ class RooflineStepModel:
         # With data-parallel attention every rank schedules and samples its own sequences.
         seq_cost = eff.seq_overhead_s / (tp if dep.attention_dp else 1)
         self._overhead = (eff.step_overhead_s, seq_cost)
+        # Steps with prompt chunks run eagerly: every layer of a stage dispatched from the CPU.
+        self._prefill_overhead = eff.prefill_layer_overhead_s * math.ceil(m.n_layers / dep.pp)
         self._window = self.memory.window_tokens
         self._n_experts = m.n_experts
         self._top_k = m.n_experts_per_token
@@ -603,6 +607,7 @@ class RooflineStepModel:
         # batch through one layer at a time, and so does a layer-grid engine's measurement.
         self._depth = m.n_layers if lay.mapping == "resident" else 1
         self._overhead = (eff.step_overhead_s, eff.seq_overhead_s)
+        self._prefill_overhead = 0.0  # wafers run no CUDA graphs: no eager/graph split
         self._window = self.memory.window_tokens
         self._n_experts = m.n_experts
         self._top_k = m.n_experts_per_token
@@ -625,6 +630,7 @@ class RooflineStepModel:
             latency_s=float(self._latency),
             step_overhead_s=float(self._overhead[0]),
             seq_overhead_s=float(self._overhead[1]),
+            prefill_overhead_s=float(self._prefill_overhead),
             pipeline_depth=int(self._depth),
             window_tokens=self._window,
             n_experts=int(self._n_experts or 0),
@@ -689,22 +695,32 @@ class RooflineStepModel:
             x[_EXP] = 0.0
         return x, mb
 
-    def _times(self, x: FloatArray, n_seqs: FloatArray) -> FloatArray:
+    def _times(
+        self, x: FloatArray, n_seqs: FloatArray, eager: FloatArray | float = 0.0
+    ) -> FloatArray:
+        """Step times of feature columns `x`; `eager` is 1 for steps that carry a prompt
+        chunk (they pay `prefill_overhead_s`), 0 for the others."""
         compute = (self._flops @ x) / self._rate[:, None]
         memory = (self._bytes @ x) / self._bw[:, None]
         ops = np.maximum(compute, memory).sum(axis=0)
         step_overhead, seq_overhead = self._overhead
-        out: FloatArray = ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
+        out: FloatArray = (
+            ops + self._comm @ x + self._latency + step_overhead + seq_overhead * n_seqs
+            + self._prefill_overhead * eager
+        )
         return out
 
-    def times(self, n_seqs: FloatArray, *aggregates: FloatArray) -> FloatArray:
+    def times(
+        self, n_seqs: FloatArray, *aggregates: FloatArray, eager: FloatArray | float = 0.0
+    ) -> FloatArray:
         """Step times of many batches of `n_seqs` sequences given by their aggregates, vectors
         in `_features` order (tokens, logits, decode context and window, prefill attention,
         window and tokens, pipeline units, decodes, longest context); no prefill chunk larger
-        than the others is singled out."""
+        than the others is singled out. `eager`: 1 for steps with prompt chunks (see
+        `_times`)."""
         tokens, logits, dctx, dwin, patt, pwin, ptok, units, n_decode, dmax = aggregates
         x, _ = self._features(tokens, logits, dctx, dwin, patt, pwin, ptok, units, n_decode, dmax)
-        return self._times(x, n_seqs)
+        return self._times(x, n_seqs, eager)
 
     def step_time(self, batch: BatchShape) -> float:
         """Seconds one engine step over `batch` takes."""
@@ -724,7 +740,7 @@ class RooflineStepModel:
             np.array([batch.decode_context_max]),
             _largest_chunk(batch),
         )
-        return float(self._times(x, n)[0])
+        return float(self._times(x, n, 1.0 if batch.n_prefill else 0.0)[0])
 
     def decode_aggregates(
         self, contexts: FloatArray, n_steps: int
@@ -782,6 +798,8 @@ class RooflineStepModel:
         comm = float(self._comm @ x[:, 0])
         step_overhead, seq_overhead = self._overhead
         overhead = step_overhead + seq_overhead * float(n[0])
+        if batch.n_prefill:
+            overhead += self._prefill_overhead
         by_bound = {"compute": 0.0, "memory": 0.0}
         for op in ops:
             by_bound[op.bound] += op.time_s

@@ -175,7 +175,9 @@ def calibration_table(cal: Calibrator) -> Group:
                 cells.append("-")
                 continue
             scale = 1e3 if p.endswith("_s") else 1.0
-            unit = " ms" if p == "step_overhead_s" else (" us" if p == "seq_overhead_s" else "")
+            unit = " ms" if p.endswith("overhead_s") and p != "seq_overhead_s" else (
+                " us" if p == "seq_overhead_s" else ""
+            )
             if p == "seq_overhead_s":
                 scale = 1e6
             cells.append(f"{g.values[p] * scale:.3g} / {g.prior[p] * scale:.3g}{unit}")

@@ -116,7 +116,7 @@ def _preempt(
 
 _StepArrays = tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-    float, float, float, float, int, float, float,
+    float, float, float, float, int, float, float, float,
 ]
 """The step coefficients `_run` takes, bundled for `_step_s`."""
 
@@ -138,13 +138,15 @@ def _step_s(
     big_win: float,
     units: float,
     n_seqs: float,
+    eager: float,
     model: _StepArrays,
 ) -> float:
-    """RooflineStepModel._features and _times for one batch's aggregates; `model`: the step
-    coefficients as `_run` takes them (flops, nbytes, rate, bw, comm, latency, step_overhead,
-    seq_overhead, depth, model_window, n_experts, top_k)."""
+    """RooflineStepModel._features and _times for one batch's aggregates (`eager`: 1 when the
+    step carries a prompt chunk); `model`: the step coefficients as `_run` takes them (flops,
+    nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth, model_window,
+    n_experts, top_k, prefill_overhead)."""
     flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead = model[:8]
-    depth, model_window, n_experts, top_k = model[8:]
+    depth, model_window, n_experts, top_k, prefill_overhead = model[8:]
     mb = max(min(units, depth), 1.0)
     x[0] = 1.0
     x[1] = tokens / mb
@@ -179,7 +181,7 @@ def _step_s(
     cm = 0.0
     for f in range(n_feat):
         cm += comm[f] * x[f]
-    return ops + cm + latency + step_overhead + seq_overhead * n_seqs
+    return ops + cm + latency + step_overhead + seq_overhead * n_seqs + prefill_overhead * eager
 
 
 @njit(cache=True)
@@ -209,6 +211,7 @@ def _run(
     model_window: int,
     n_experts: float,
     top_k: float,
+    prefill_overhead: float,
     prefill_unit: float,
     spec_k: int,
     spec_tokens: float,
@@ -262,7 +265,7 @@ def _run(
     x = np.zeros(n_feat, np.float64)
     model = (
         flops, nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth, model_window,
-        n_experts, top_k,
+        n_experts, top_k, prefill_overhead,
     )
 
     itl_cap = 1024
@@ -426,11 +429,12 @@ def _run(
                 tokens = float(n_dec + p_tok)
                 units = n_dec + max(float(n_chunks), p_tok / prefill_unit)
                 fdec = float(n_dec)
+                eager = 1.0 if n_chunks > 0 else 0.0
                 if spec_k == 0 or n_dec == 0:
                     dt = _step_s(
                         x, tokens, float(n_logits), dctx, dwin, dmax, fdec, p_att, p_win,
                         float(p_tok), float(big_tok), big_att, big_win, units, float(n_seqs),
-                        model,
+                        eager, model,
                     )
                 else:
                     # ---- SpeculativeStepModel.step_time: a verify pass over k + 1 tokens per
@@ -445,7 +449,7 @@ def _run(
                         fdec, p_att + fk * (dctx + fdec * span), v_win, float(v_tok),
                         float(big_tok), big_att, big_win,
                         n_dec + max(float(n_chunks), v_tok / prefill_unit), float(n_seqs),
-                        model,
+                        eager, model,
                     )
                     if spec_pipelined:
                         pd = n_dec * (spec_k + 1)
@@ -456,12 +460,12 @@ def _run(
                             (fk + 1.0) * dwin + (pspan if model_window > 0 else 0.0),
                             dmax + fk, float(pd), p_att, p_win, float(p_tok), float(big_tok),
                             big_att, big_win, pd + max(float(n_chunks), p_tok / prefill_unit),
-                            float(pd + n_chunks), model,
+                            float(pd + n_chunks), eager, model,
                         )
                         dt = min(dt, piped)
                     draft = _step_s(
                         x, fdec, fdec, dctx, dwin, dmax, fdec, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                        fdec, fdec, model,
+                        fdec, fdec, 0.0, model,
                     )
                     dt = (dt + spec_cost * fk * draft) / spec_tokens
                 # Reserve the KV the step writes now, so arrivals during the step see it taken.
@@ -665,6 +669,7 @@ def simulate_fast(
         int(c.window_tokens or 0),
         float(c.n_experts),
         float(c.top_k),
+        float(c.prefill_overhead_s),
         float(c.prefill_unit_tokens),
         int(c.spec_draft_tokens),
         float(c.spec_tokens_per_step),

@@ -19,6 +19,7 @@ from megawatt.workload.lengths import (
     Fixed,
     LengthDistribution,
     Lognormal,
+    Uniform,
     Zipf,
     length_distribution,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "RequestClass",
     "Requests",
     "TraceFormat",
+    "Uniform",
     "Zipf",
     "arrival_process",
     "builtin_trace",

@@ -22,6 +22,7 @@ __all__ = [
     "Fixed",
     "LengthDistribution",
     "Lognormal",
+    "Uniform",
     "Zipf",
     "length_distribution",
 ]
@@ -98,6 +99,41 @@ class Fixed:
     def mean(self) -> float:
         """`n_tokens`, exactly."""
         return float(self.n_tokens)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Whole token counts uniform in [`min_tokens`, `max_tokens`], both included: the `random`
+    dataset of vLLM's and SGLang's serving benchmarks, which InferenceX drives with
+    `--random-range-ratio 0.8`, i.e. [int(0.8 L), L] (`Uniform.of_range_ratio`)."""
+
+    min_tokens: int
+    max_tokens: int
+
+    def __post_init__(self) -> None:
+        lo = _whole("Uniform", "min_tokens", self.min_tokens, 1)
+        hi = _whole("Uniform", "max_tokens", self.max_tokens, 1)
+        if hi < lo:
+            raise InputError(
+                f"Uniform.max_tokens must be >= min_tokens ({lo}); got {hi}. Swap them."
+            )
+        object.__setattr__(self, "min_tokens", lo)
+        object.__setattr__(self, "max_tokens", hi)
+
+    @classmethod
+    def of_range_ratio(cls, length: int, ratio: float) -> Uniform:
+        """The benchmark's draw for a nominal `length` and `--random-range-ratio` `ratio`:
+        `np.random.randint(int(length * ratio), length + 1)` (benchmark_serving.py)."""
+        return cls(max(1, int(length * ratio)), length)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """`n` integers drawn uniformly from the range."""
+        return rng.integers(self.min_tokens, self.max_tokens + 1, size=_count(n), dtype=np.int64)
+
+    @property
+    def mean(self) -> float:
+        """(min + max) / 2, exactly."""
+        return (self.min_tokens + self.max_tokens) / 2.0
 
 
 @dataclass(frozen=True)
@@ -340,10 +376,13 @@ class Zipf:
         return self._mean
 
 
-LENGTH_DISTRIBUTIONS: dict[str, type[Fixed] | type[Lognormal] | type[Empirical] | type[Zipf]] = {
+LENGTH_DISTRIBUTIONS: dict[
+    str, type[Fixed] | type[Lognormal] | type[Empirical] | type[Zipf] | type[Uniform]
+] = {
     "empirical": Empirical,
     "fixed": Fixed,
     "lognormal": Lognormal,
+    "uniform": Uniform,
     "zipf": Zipf,
 }
 
@@ -382,7 +421,8 @@ def length_distribution(spec: Mapping[str, Any]) -> LengthDistribution:
     """Build a length distribution from a dict such as
     `{"kind": "lognormal", "median": 1000, "sigma": 1.0, "max_tokens": 32768}`.
 
-    Kinds: `fixed` (n_tokens), `lognormal` (median, sigma, min_tokens, max_tokens), `empirical`
+    Kinds: `fixed` (n_tokens), `uniform` (min_tokens, max_tokens: whole numbers, both
+    included), `lognormal` (median, sigma, min_tokens, max_tokens), `empirical`
     (values; or trace + column to resample a built-in trace's `prompt_tokens`, `output_tokens`,
     `new_prompt_tokens` or non-zero `cached_tokens`), `zipf` (min_tokens, max_tokens, theta,
     part, prefill_to_decode_ratio). Unknown kinds and keys are errors.
