@@ -61,7 +61,7 @@ def test_an_unfitted_calibrator_says_to_fit_it_first() -> None:
     with pytest.raises(NotFittedError, match="not fitted yet"):
         cal.predict(ROWS)
     with pytest.raises(NotFittedError):
-        cal.document(input_name="x", input_sha256="0", data_date="2025")
+        cal.document(inputs=[("x", "0")], data_date="2025")
     assert not hasattr(cal, "fit_mape_")
 
 
@@ -129,8 +129,10 @@ def test_wafer_groups_fit_their_mesh_parameters_from_two_rows() -> None:
 
 
 def test_the_document_reads_back_as_the_fitted_efficiencies(fitted: Calibrator) -> None:
-    doc = fitted.document(input_name="small.csv", input_sha256="abc", data_date=newest_date(ROWS))
-    assert doc["input"] == {"file": "small.csv", "sha256": "abc", "newest_measurement": "2025-03-02"}
+    doc = fitted.document(inputs=[("small.csv", "abc")], data_date=newest_date(ROWS))
+    assert doc["input"] == {
+        "files": [{"file": "small.csv", "sha256": "abc"}], "newest_measurement": "2025-03-02"
+    }
     back = fitted_from(json.loads(json.dumps(doc)))
     assert set(back) == {KEY}
     assert back[KEY].memory == pytest.approx(fitted.efficiencies_[KEY].memory, rel=1e-5)
@@ -152,9 +154,10 @@ def test_calibrate_regenerates_its_file_bit_for_bit(tmp_path: Path) -> None:
     assert main(["calibrate", "--data", str(data), "--out", str(b), "--workers", "1"]) == 0
     assert a.read_bytes() == b.read_bytes()
     doc = json.loads(a.read_text())
-    assert doc["format"] == 1
-    assert doc["input"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
-    assert doc["input"]["file"] == "small.csv"
+    assert doc["format"] == 2
+    assert doc["input"]["files"] == [
+        {"file": "small.csv", "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    ]
     assert doc["groups"][KEY]["status"] == "fitted"
     assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4", "C5", "C6"}
     for value in doc["groups"][KEY]["values"].values():
@@ -191,7 +194,7 @@ def test_calibration_estimates_an_mlperf_datasets_mean_input_from_its_rows() -> 
     moved = math.log(fit.input_mean / fit.prior_input_mean) / math.log(1600 / fit.prior_input_mean)
     assert 0.6 < moved < 1.2
     assert cal.datasets_["mlperf-openorca"].status == "prior"  # no rows: the assumption kept
-    doc = cal.document(input_name="d.csv", input_sha256="abc", data_date="2025-09")
+    doc = cal.document(inputs=[("d.csv", "abc")], data_date="2025-09")
     assert doc["datasets"]["mlperf-cnndm"]["input_mean"] == pytest.approx(fit.input_mean, rel=1e-5)
     # Predictions with the estimate use it; the per-row sensitivity to it is negative for a
     # prefill-heavy throughput.
@@ -214,3 +217,16 @@ def test_a_dataset_only_one_model_replays_keeps_its_assumed_length() -> None:
     assert fit.status == "prior" and fit.input_mean == fit.prior_input_mean
     assert "of 1 model(s)" in fit.reason
     assert cal.input_means_ == {}
+
+
+def test_calibrate_fits_several_files_together_and_refuses_repeated_ids(tmp_path: Path) -> None:
+    first, second = tmp_path / "one.csv", tmp_path / "two.csv"
+    first.write_text("\n".join([HEADER, *LINES[:2]]) + "\n")
+    second.write_text("\n".join([HEADER, *LINES[2:4]]) + "\n")
+    out = tmp_path / "c.json"
+    args = ["calibrate", "--data", str(first), "--data", str(second), "--out", str(out)]
+    assert main([*args, "--workers", "1"]) == 0
+    doc = json.loads(out.read_text())
+    assert [f["file"] for f in doc["input"]["files"]] == ["one.csv", "two.csv"]
+    assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4"}
+    assert main(["calibrate", "--data", str(first), "--data", str(first), "--out", str(out)]) == 2

@@ -171,7 +171,7 @@ def test_pool_settings_reach_the_deployment_and_its_replica(data: dict) -> None:
     for i in (0, 1):
         pool = sc.options[i].pools[0]
         system = catalog.system(pool.system)
-        (dep, *_) = candidates(model, system, catalog.device(system.device_id), _settings(pool))
+        (dep, *_) = candidates(model, system, catalog.device(system.device_id), _settings(pool, sc))
         assert dep.speculation is not None
         step = ReplicaConfig.of(dep).step_model
         assert isinstance(step, SpeculativeStepModel)

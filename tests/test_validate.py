@@ -15,6 +15,7 @@ from megawatt.errors import InputError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment, RooflineStepModel, efficiency_key, prior
+from megawatt.perf.efficiency import engine_release
 from megawatt.validate import (
     COLUMNS,
     Measurement,
@@ -44,7 +45,7 @@ CLOUD = "T4,h100-sxm,,llama-3.1-8b,,other,offline,,,unknown,,,,,unknown,output_t
 GROQ = "T5,groq-lpu,,llama-2-70b,,groq,single_user,,,unknown,,,,,unknown,output_tokens_per_s_per_user,300,"
 
 PRIORS = {
-    efficiency_key(CATALOG.device("h200-sxm"), "trtllm"): prior("gpu", "trtllm"),
+    efficiency_key(CATALOG.device("h200-sxm"), engine_release("trtllm")): prior("gpu", "trtllm"),
     efficiency_key(CATALOG.device("h100-sxm"), "other"): prior("gpu", "other"),
 }
 

@@ -40,11 +40,14 @@ from megawatt.perf.efficiency import (
 )
 from megawatt.validate import (
     DATASETS,
+    RANDOM_DATASET,
+    SPECULATION,
     TERMS,
     Measurement,
     RowResult,
     Validation,
     assumed_input_mean,
+    is_random_dataset,
     length_dataset,
     row_engine,
     validate,
@@ -135,10 +138,25 @@ RESIDUAL_SIGMA = 0.2
 """Expected log error of one row (~20%: published figures drift 5-10% between runs, and the
 length assumptions add more); weighs the rows against the prior."""
 
+QUEUE_RESIDUAL_SIGMA = 0.5
+"""Expected log error (~65%) of a median TTFT measured at a concurrency: it is mostly time spent
+queueing for the KV cache or behind other prompts, which engines' admission policies shape
+(reserving room for outputs, batching prompts) beyond what efficiencies describe; such rows
+weigh (0.2 / 0.5)^2 = 0.16 of a throughput row in the fit."""
+
 ROBUST_SCALE = 0.25
 """Soft-L1 loss scale in log units: a row off by more than ~28% weighs linearly, not
 quadratically, so a few rows that the model cannot represent (software drift between MLPerf
 rounds, a wrong length assumption) do not drag every parameter."""
+
+ACCEPTANCE_GRID = tuple(float(a) for a in np.round(np.linspace(0.1, 0.95, 12), 4))
+"""Draft acceptance rates at which the speculative rows are simulated; between them a row's log
+prediction is interpolated linearly (it is smooth in the rate)."""
+
+ACCEPTANCE_PRIOR_SIGMA = 1.0
+"""Prior width of the draft acceptance, in logit units, around `validate.SPECULATION`'s 0.8
+(DeepSeek-V3 report, natural text): the random dataset's prompts are random tokens, so the
+drafts may well be accepted less often."""
 
 _SIG = 6  # significant digits of saved values: the file is regenerated bit for bit
 
@@ -236,6 +254,23 @@ class DatasetFit:
 
 
 @dataclass(frozen=True)
+class SpeculationFit:
+    """What calibration did for the draft acceptance of speculative rows of one dataset
+    (`validate.RANDOM_DATASET`): `fitted` from `n_rows` rows, or `prior` (with `reason`)."""
+
+    name: str
+    status: str
+    n_rows: int
+    acceptance: float
+    prior_acceptance: float
+    draft_tokens: int
+    draft_cost: float
+    reason: str = ""
+    fit_mape: float | None = None
+    cv_mape: float | None = None
+
+
+@dataclass(frozen=True)
 class GroupFit:
     """What calibration did for one group: `status` is `fitted` or `prior` (with `reason`)."""
 
@@ -265,6 +300,7 @@ class _Linearised:
     log_measured: np.ndarray
     sign: np.ndarray
     inverse: np.ndarray
+    row_weight: np.ndarray  # (RESIDUAL_SIGMA / the row's expected log error)^2
 
     def shifted(self, offset: np.ndarray) -> _Linearised:
         """The same rows with their log predictions moved by `offset` (a dataset's input mean
@@ -314,8 +350,9 @@ def _solve(
         u = (pred - lin.log_measured)[rows] / ROBUST_SCALE
         root = np.sqrt(1.0 + u * u)
         # soft-L1: 2 (sqrt(1 + u^2) - 1), ~ u^2 near 0; scaled so small errors weigh 1/sigma^2
-        loss = weight * 2.0 * float((root - 1.0).sum())
-        dloss = weight * 2.0 * (u / root) / ROBUST_SCALE
+        w = lin.row_weight[rows] * weight
+        loss = 2.0 * float((w * (root - 1.0)).sum())
+        dloss = w * 2.0 * (u / root) / ROBUST_SCALE
         g = (grad[rows] * dloss[:, None]).sum(axis=0)
         z = (phi - prior_phi) / sigma
         return loss + float(z @ z), g + 2.0 * z / sigma
@@ -344,6 +381,7 @@ def _linearise(
     log_value = np.zeros(len(index))
     log_measured = np.zeros(len(index))
     sign = np.zeros(len(index))
+    row_weight = np.ones(len(index))
     for row, i in enumerate(index):
         r = results[i]
         assert r.time_terms is not None and r.predicted is not None
@@ -356,10 +394,19 @@ def _linearise(
         log_value[row] = math.log(r.predicted)
         log_measured[row] = math.log(r.measured)
         sign[row] = 1.0 if r.kind == "ttft" else -1.0
+        row_weight[row] = (RESIDUAL_SIGMA / residual_sigma(r)) ** 2
     inverse = np.array([p in _INVERSE_FIELDS for p in fields])
     return _Linearised(
-        _log_params(eff, fields), terms, fixed, log_value, log_measured, sign, inverse
+        _log_params(eff, fields), terms, fixed, log_value, log_measured, sign, inverse, row_weight
     )
+
+
+def residual_sigma(r: RowResult) -> float:
+    """A row's expected log error: `RESIDUAL_SIGMA`, or `QUEUE_RESIDUAL_SIGMA` for a TTFT read off
+    a loaded closed loop (`QUEUE_RESIDUAL_SIGMA`)."""
+    if r.metric == "ttft_ms" and r.scenario == "max_throughput_concurrency":
+        return QUEUE_RESIDUAL_SIGMA
+    return RESIDUAL_SIGMA
 
 
 def _efficiencies(
@@ -468,6 +515,16 @@ class _Joint:
                     )
         return phi, psi
 
+    def solve_group(self, key: str, keep: np.ndarray, psi: dict[str, float]) -> np.ndarray:
+        """MAP parameters of one group from its rows in `keep`, the datasets' log means fixed
+        at `psi`."""
+        if key in self.fixed:
+            return self.lins[key].at
+        return _solve(
+            self.lins[key].shifted(self.offsets(key, psi)), self.prior_phi[key], keep,
+            self.fields[key],
+        )
+
     def predict(self, key: str, phi: np.ndarray, psi: dict[str, float]) -> np.ndarray:
         """Log predictions of a group's rows."""
         pred, _ = self.lins[key].shifted(self.offsets(key, psi)).log_predict(phi)
@@ -573,7 +630,86 @@ class Calibrator:
             means = {name: _round(math.exp(v)) for name, v in sorted(psi.items())}
         assert validation is not None
         self._finish(rows, validation, table, priors, fitted_keys, means)
+        self._fit_acceptance(rows, validation, table, means, progress)
         return self
+
+    def _fit_acceptance(
+        self,
+        rows: Sequence[Measurement],
+        validation: Validation,
+        table: dict[str, Efficiencies],
+        means: dict[str, float],
+        progress: Progress | None,
+    ) -> None:
+        """The draft acceptance of the speculative GPU rows of the random dataset (InferenceX's
+        MTP runs): each row simulated at every rate of `ACCEPTANCE_GRID` with the fitted
+        efficiencies, the rate that minimises the groups' robust loss plus a logit-normal prior
+        around `SPECULATION`'s, and a leave-one-out rate per row."""
+        index = [
+            i for i, (m, r) in enumerate(zip(rows, validation.rows, strict=True))
+            if m.spec_decode == "yes" and r.family == "gpu" and r.predicted is not None
+            and is_random_dataset(m)
+        ]
+        prior_a = SPECULATION.acceptance
+        base = {"prior_acceptance": prior_a, "draft_tokens": SPECULATION.draft_tokens,
+                "draft_cost": SPECULATION.draft_cost}
+        self.spec_residuals_: tuple[Residual, ...] = ()
+        if len(index) < self.min_rows:
+            self.speculation_ = {
+                RANDOM_DATASET: SpeculationFit(
+                    RANDOM_DATASET, "prior", len(index), prior_a, reason=(
+                        f"{len(index)} speculative row(s) of the random dataset, fewer than "
+                        f"{self.min_rows}: the assumed acceptance kept"
+                    ), **base,  # type: ignore[arg-type]
+                )
+            }
+            return
+        subset = [rows[i] for i in index]
+        grid = np.array(ACCEPTANCE_GRID)
+        logs = np.full((grid.size, len(index)), np.nan)
+        for g, a in enumerate(grid):
+
+            def tick(done: int, total: int, rid: str, a: float = float(a)) -> None:
+                if progress:
+                    progress(f"draft acceptance {a:.2f}", done, total, rid)
+
+            got = validate(
+                subset, efficiencies=table, catalog=self.catalog,
+                workers=self.workers, input_means=means, acceptance=float(a), progress=tick,
+            )
+            logs[g] = [math.log(r.predicted) if r.predicted else np.nan for r in got.rows]
+        ok = np.isfinite(logs).all(axis=0)
+        measured = np.log([m.value for m in subset])
+        fine = np.round(np.arange(grid[0], grid[-1] + 1e-9, 0.001), 4)
+        curves = np.array([np.interp(fine, grid, logs[:, j]) if ok[j] else fine * np.nan
+                           for j in range(len(index))])  # rows x fine rates
+        z = (np.log(fine / (1 - fine)) - math.log(prior_a / (1 - prior_a))) / ACCEPTANCE_PRIOR_SIGMA
+        weight = (ROBUST_SCALE / RESIDUAL_SIGMA) ** 2 * np.array(
+            [(RESIDUAL_SIGMA / residual_sigma(validation.rows[i])) ** 2 for i in index]
+        )
+        u = (curves - measured[:, None]) / ROBUST_SCALE
+        loss = weight[:, None] * 2.0 * (np.sqrt(1.0 + u * u) - 1.0)  # rows x fine rates
+        loss[~ok] = 0.0
+        total = loss.sum(axis=0)
+        best = int(np.argmin(total + z * z))
+        a_fit = float(fine[best])
+        residuals = []
+        for j, i in enumerate(index):
+            if not ok[j]:
+                continue
+            a_cv = int(np.argmin(total - loss[j] + z * z))
+            residuals.append(Residual(
+                rows[i].id, validation.rows[i].group, rows[i].hardware, rows[i].metric,
+                rows[i].value, math.exp(float(curves[j, best])), math.exp(float(curves[j, a_cv])),
+            ))
+        self.spec_residuals_ = tuple(residuals)
+        self.speculation_ = {
+            RANDOM_DATASET: SpeculationFit(
+                RANDOM_DATASET, "fitted", len(residuals), _round(a_fit), **base,  # type: ignore[arg-type]
+                fit_mape=_mape([x.abs_pct_error for x in residuals]),
+                cv_mape=_mape([x.cv_abs_pct_error for x in residuals]),
+            )
+        }
 
     @staticmethod
     def _by_group(rows: Sequence[Measurement], validation: Validation) -> dict[str, list[int]]:
@@ -648,16 +784,24 @@ class Calibrator:
         fixed_keys = [k for k in by_group if k in table and k not in keys]
         joint = self._joint(validation.rows, by_group, keys, fixed_keys, table, priors, means)
         cv: dict[int, float] = {}
+        full = {k: np.ones(len(by_group[k]), dtype=bool) for k in joint.lins}
+        _, psi_all = joint.solve(full) if joint.at else ({}, {})
         for key in joint.lins:
             if key in joint.fixed and not any(d for d in joint.datasets[key]):
                 continue  # nothing fitted informs these rows: the fit is out of sample
             for j, i in enumerate(by_group[key]):
                 # Leave the row out of everything it informs: its group's parameters and its
                 # dataset's mean input length.
-                keep = {k: np.ones(len(by_group[k]), dtype=bool) for k in joint.lins}
+                keep = {k: v.copy() for k, v in full.items()}
                 keep[key][j] = False
-                phi, psi = joint.solve(keep)
-                cv[i] = math.exp(float(joint.predict(key, phi[key], psi)[j]))
+                if joint.datasets[key][j]:
+                    phi, psi = joint.solve(keep)
+                    cv[i] = math.exp(float(joint.predict(key, phi[key], psi)[j]))
+                    continue
+                # A row of no estimated dataset informs only its group (the datasets' means
+                # hardly move with it): refit the group alone, the means as fitted on all rows.
+                phi_key = joint.solve_group(key, keep[key], psi_all)
+                cv[i] = math.exp(float(joint.predict(key, phi_key, psi_all)[j]))
         counts: dict[str, int] = {}
         models: dict[str, set[str]] = {}
         for i in index:
@@ -737,16 +881,21 @@ class Calibrator:
             workers=self.workers, input_means=self.input_means_,
         )
 
-    def document(self, *, input_name: str, input_sha256: str, data_date: str) -> dict[str, Any]:
+    def document(
+        self, *, inputs: Sequence[tuple[str, str]], data_date: str
+    ) -> dict[str, Any]:
         """The calibration file's content (`data/calibration/efficiencies.json`): versioned, with
-        its provenance (input file, its hash, the newest measurement date), the fitted values
-        and the residual of every fitted row. Values are rounded to 6 significant digits, and
-        nothing depends on the clock, so the same input gives the same bytes."""
+        its provenance (each input file and its hash, the newest measurement date), the fitted
+        values and the residual of every fitted row. Values are rounded to 6 significant digits,
+        and nothing depends on the clock, so the same input gives the same bytes."""
         self._check_fitted()
         return {
             "format": CALIBRATION_FORMAT,
             "produced_by": f"megawatt calibrate (megawatt {_version()})",
-            "input": {"file": input_name, "sha256": input_sha256, "newest_measurement": data_date},
+            "input": {
+                "files": [{"file": name, "sha256": sha} for name, sha in inputs],
+                "newest_measurement": data_date,
+            },
             "method": (
                 "per group (family/vendor-generation/engine release): MAP fit of compute, "
                 "attention, MoE-expert, memory, link efficiency and per-step overhead "
@@ -805,6 +954,21 @@ class Calibrator:
                 }
                 for name, d in self.datasets_.items()
             },
+            "speculation": {
+                name: {
+                    "status": f.status,
+                    "n_rows": f.n_rows,
+                    "acceptance": _round(f.acceptance),
+                    "prior_acceptance": f.prior_acceptance,
+                    "draft_tokens": f.draft_tokens,
+                    "draft_cost": f.draft_cost,
+                    "grid": list(ACCEPTANCE_GRID),
+                    **({"reason": f.reason} if f.reason else {}),
+                    "fit_mape": _opt(f.fit_mape),
+                    "cv_mape": _opt(f.cv_mape),
+                }
+                for name, f in self.speculation_.items()
+            },
             "residuals": [
                 {
                     "id": x.id,
@@ -815,8 +979,10 @@ class Calibrator:
                     "predicted": _round(x.predicted),
                     "log_error": _round(math.log(x.predicted / x.measured)),
                     "cv_predicted": _round(x.cv_predicted),
+                    **({"fits": "draft acceptance"} if spec else {}),
                 }
-                for x in self.residuals_
+                for spec, rows in ((False, self.residuals_), (True, self.spec_residuals_))
+                for x in rows
             ],
         }
 

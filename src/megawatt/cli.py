@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from megawatt.errors import MegawattError
+from megawatt.errors import InputError, MegawattError
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model, presets
 from megawatt.units import GB, KIB, TB, TERA
@@ -418,7 +418,11 @@ def explain(
 # -- validate / calibrate -------------------------------------------------------------------------
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="measurements CSV (default: the packaged published measurements)"),
+    typer.Option(
+        "--data",
+        help="measurements CSV, or a packaged one by name: measurements (the default: published "
+        "figures), inferencex, inferencex-disagg (open engines, closed-loop benchmarks)",
+    ),
 ]
 WorkersOpt = Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")]
 
@@ -441,9 +445,18 @@ def validate(
         Path | None, typer.Option("--json", help="also write every row and the summary as JSON")
     ] = None,
     workers: WorkersOpt = None,
+    rows_shown: Annotated[
+        str,
+        typer.Option(
+            "--rows",
+            help="which rows to list: auto (all up to 150, else the 25 worst), all, worst",
+        ),
+    ] = "auto",
 ) -> None:
     """Replay published measurements through the simulator: measured vs predicted per row, the
     chosen plan, MAPE overall / per hardware / per metric, and the rows not predicted."""
+    if rows_shown not in ("auto", "all", "worst"):
+        raise InputError(f"--rows must be auto, all or worst; got {rows_shown!r}.")
     from megawatt.report import write_atomic
     from megawatt.report.validation import validation_json, validation_summary, validation_table
     from megawatt.validate import calibration_cv, load_measurements
@@ -457,7 +470,7 @@ def validate(
             bar.update(task, completed=done, total=total, description=f"replayed {rid}" if rid else "")
 
         result = run_validation(rows, workers=workers, progress=progress)
-    console.print(validation_table(result))
+    console.print(validation_table(result, rows_shown))
     console.print(validation_summary(result, calibration_cv()))
     if json_path is not None:
         write_atomic(json_path, validation_json(result))
@@ -466,7 +479,14 @@ def validate(
 
 @app.command()
 def calibrate(
-    data: DataOpt = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            help="measurements CSVs to fit together, paths or packaged names (default: "
+            "measurements and inferencex); repeat the option for several",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="where to write (default: the package's calibration file)"),
@@ -482,9 +502,22 @@ def calibrate(
     from megawatt.perf.efficiency import CALIBRATION_FILE
     from megawatt.report import write_atomic
     from megawatt.report.validation import calibration_table
-    from megawatt.validate import load_measurements, measurements_sha256
+    from megawatt.validate import (
+        CALIBRATION_DATA,
+        data_name,
+        load_measurements,
+        measurements_sha256,
+    )
 
-    rows = load_measurements(data)
+    sources: list[str | Path] = list(data) if data else list(CALIBRATION_DATA)
+    rows = tuple(row for source in sources for row in load_measurements(source))
+    ids = [r.id for r in rows]
+    if len(set(ids)) < len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise InputError(
+            f"calibrate --data: ids must be unique across the files; {', '.join(twice)} repeat. "
+            "Give each file's rows their own ids."
+        )
     with _bar("calibrate") as bar:
         task = bar.add_task("simulating", total=len(rows))
 
@@ -492,9 +525,9 @@ def calibrate(
             bar.update(task, completed=done, total=total, description=f"{label}: {rid}")
 
         cal = Calibrator(workers=workers).fit(rows, progress=progress)
-    name = "data/validation/measurements.csv" if data is None else Path(data).name
     document = cal.document(
-        input_name=name, input_sha256=measurements_sha256(data), data_date=newest_date(rows)
+        inputs=[(data_name(source), measurements_sha256(source)) for source in sources],
+        data_date=newest_date(rows),
     )
     target = out or Path(megawatt.__file__).parent / CALIBRATION_FILE
     write_atomic(target, json.dumps(document, indent=1) + "\n")

@@ -18,7 +18,7 @@ from megawatt.errors import CatalogError, ScenarioError
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model
 from megawatt.perf import family_of
-from megawatt.perf.efficiency import PRIORS
+from megawatt.perf.efficiency import PRIORS, pick_release
 from megawatt.serving import SCHEDULERS
 
 
@@ -81,6 +81,11 @@ class PoolSpec(_Strict):
     system: str = Field(description="system id from the hardware catalog, e.g. gb200-nvl72")
     power_share: float = Field(1.0, gt=0, le=1, description="share of the option's IT power")
     engine: str = Field("vllm", description="serving engine: vllm, sglang, trtllm, cerebras")
+    engine_release: str | None = Field(
+        None,
+        description="software release assumed: latest, as-published (the tuned MLPerf-era "
+        "release of published figures) or a month YYYY-MM; default: the scenario's",
+    )
     weight_dtype: Literal["auto", "native", "bf16", "fp8", "fp4"] = "auto"
     kv_dtype: Literal["bf16", "fp8"] = "bf16"
     scheduler: str = Field("vllm", description="scheduler policy: vllm, fcfs, static")
@@ -202,6 +207,12 @@ class Scenario(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     seed: int = Field(0, ge=0)
+    engine_release: str = Field(
+        "latest",
+        description="software release every pool assumes unless it says otherwise: latest (each "
+        "engine's newest calibrated release: open engines as InferenceX runs them where data "
+        "exist), as-published (the tuned MLPerf-era releases) or a month YYYY-MM",
+    )
     hardware_files: list[str] = Field(default_factory=list)
     budget: BudgetSpec
     models: list[str] = Field(min_length=1)
@@ -317,6 +328,12 @@ def _set(data: dict[str, Any], override: str) -> None:
             )
 
 
+def pool_engine(scenario: Scenario, pool: PoolSpec) -> str:
+    """The engine release a pool runs: its engine at the pool's `engine_release`, else the
+    scenario's (`perf.efficiency.pick_release`), e.g. trtllm at latest is `trtllm-2025-11`."""
+    return pick_release(pool.engine, pool.engine_release or scenario.engine_release)
+
+
 def _check_ids(scenario: Scenario, where: str) -> None:
     """Hardware ids, model ids and engines must exist; say which field holds a bad one."""
     try:
@@ -342,6 +359,11 @@ def _check_ids(scenario: Scenario, where: str) -> None:
                     f"{where}: {path}.engine: must be one of {', '.join(engines)} for "
                     f"{family} systems like {system.id}; got {pool.engine!r}."
                 )
+            release_path = f"{path}.engine_release" if pool.engine_release else "engine_release"
+            try:
+                pool_engine(scenario, pool)
+            except CatalogError as exc:
+                raise ScenarioError(f"{where}: {release_path}: {exc}") from None
             if pool.weight_streaming and family != "wafer":
                 raise ScenarioError(
                     f"{where}: {path}.weight_streaming: applies to wafer-scale systems only; "

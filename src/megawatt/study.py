@@ -33,7 +33,7 @@ from megawatt.model import ModelSpec, load_model
 from megawatt.perf import plan_memory
 from megawatt.perf.speculative import Speculation
 from megawatt.plan import Choice, PoolSettings, choose
-from megawatt.scenario import PoolSpec, Scenario
+from megawatt.scenario import PoolSpec, Scenario, pool_engine
 from megawatt.serving import ReplicaConfig, Slo, single_user
 from megawatt.units import MW
 from megawatt.workload import Mix, Poisson, Requests, chatgpt_mix, mix_from_spec
@@ -74,10 +74,10 @@ def workload(scenario: Scenario, model_index: int, model: ModelSpec) -> Requests
     return traffic_mix(scenario, model).sample(rng, scenario.simulation.n_requests, Poisson(1.0))
 
 
-def _settings(pool: PoolSpec) -> PoolSettings:
+def _settings(pool: PoolSpec, scenario: Scenario) -> PoolSettings:
     spec = pool.speculative
     return PoolSettings(
-        engine=pool.engine,
+        engine=pool_engine(scenario, pool),
         weight_dtype=pool.weight_dtype,
         kv_dtype=pool.kv_dtype,
         policy=pool.scheduler,
@@ -124,7 +124,7 @@ def _evaluate(task: _Task) -> _Evaluated:
         model,
         system,
         device,
-        _settings(task.pool),
+        _settings(task.pool, sc),
         requests,
         np.asarray(requests.arrival_s),
         slo,

@@ -45,10 +45,12 @@ from megawatt.perf.efficiency import (
 from megawatt.perf.speculative import Speculation, SpeculativeStepModel, wafer_speculation
 from megawatt.plan import resolve_weight_dtype
 from megawatt.serving import (
+    KvLink,
     ReplicaConfig,
     RunResult,
     Slo,
     capacity,
+    closed_loop_by_symmetry,
     concurrency,
     offline,
     unit_poisson,
@@ -63,9 +65,12 @@ __all__ = [
     "SCENARIOS",
     "Measurement",
     "RowResult",
+    "CALIBRATION_DATA",
+    "PACKAGED_DATA",
     "Validation",
     "assumptions",
     "calibration_cv",
+    "data_name",
     "load_measurements",
     "measurements_sha256",
     "parse_measurements",
@@ -273,16 +278,42 @@ def assumptions(input_means: InputMeans | None = None) -> tuple[str, ...]:
 # -- reading a measurements file ---------------------------------------------------------------
 
 
+PACKAGED_DATA: dict[str, str] = {
+    "measurements": "data/validation/measurements.csv",
+    "inferencex": "data/validation/inferencex/inferencex.csv",
+    "inferencex-disagg": "data/validation/inferencex/inferencex_disagg.csv",
+}
+"""Measurement files in the package, by the name `--data` accepts in place of a path:
+published (mostly MLPerf and vendor) figures, and InferenceX's open-engine benchmarks
+(single-node and disaggregated runs; data/validation/inferencex/README.md)."""
+
+CALIBRATION_DATA: tuple[str, ...] = ("measurements", "inferencex")
+"""What `megawatt calibrate` fits by default: both packaged single-node files."""
+
+
+def data_name(path: str | os.PathLike[str] | None) -> str:
+    """How a measurements file is named in reports: its packaged path, or its file name."""
+    if path is None:
+        return PACKAGED_DATA["measurements"]
+    if _packaged(path):
+        return PACKAGED_DATA[str(path)]
+    return Path(path).name
+
+
+def _packaged(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` names a packaged file (a file of that name in the working folder wins)."""
+    return str(path) in PACKAGED_DATA and not Path(path).exists()
+
+
 def measurements_sha256(path: str | os.PathLike[str] | None = None) -> str:
     """SHA-256 of a measurements file's bytes (the packaged file when `path` is None)."""
     return hashlib.sha256(_read_bytes(path)).hexdigest()
 
 
 def _read_bytes(path: str | os.PathLike[str] | None) -> bytes:
-    if path is None:
-        return (
-            resources.files("megawatt").joinpath("data/validation/measurements.csv").read_bytes()
-        )
+    if path is None or _packaged(path):
+        name = PACKAGED_DATA["measurements" if path is None else str(path)]
+        return resources.files("megawatt").joinpath(name).read_bytes()
     try:
         return Path(path).read_bytes()
     except OSError as exc:
@@ -292,8 +323,9 @@ def _read_bytes(path: str | os.PathLike[str] | None) -> bytes:
 def load_measurements(
     path: str | os.PathLike[str] | None = None, catalog: Catalog | None = None
 ) -> tuple[Measurement, ...]:
-    """Read and check a measurements CSV (the packaged file when `path` is None)."""
-    name = "data/validation/measurements.csv" if path is None else str(path)
+    """Read and check a measurements CSV: a path, a name in `PACKAGED_DATA`, or (None) the
+    packaged published measurements."""
+    name = data_name(path) if path is None or _packaged(path) else str(path)
     text = _read_bytes(path).decode("utf-8-sig")
     return parse_measurements(text, name, catalog)
 
@@ -733,25 +765,26 @@ time only or its first request's TTFT; (closed loops) the median TTFT or median 
 token over the requests (serving benchmarks report medians)."""
 
 
-def speculation_for(dep: Deployment) -> Speculation:
-    """The speculative-decoding settings a row's deployment is replayed with: `SPECULATION`, or
-    on a wafer with a draft model its measured draft cost (`wafer_speculation`)."""
+def speculation_for(dep: Deployment, spec: Speculation = SPECULATION) -> Speculation:
+    """The speculative-decoding settings a row's deployment is replayed with: `spec`, or on a
+    wafer with a draft model its drafts and acceptance at the measured draft cost
+    (`wafer_speculation`)."""
     if dep.family == "wafer" and dep.draft_model is not None:
-        return wafer_speculation(dep, SPECULATION.draft_tokens, SPECULATION.acceptance)
-    return SPECULATION
+        return wafer_speculation(dep, spec.draft_tokens, spec.acceptance)
+    return spec
 
 
-def _config(dep: Deployment, spec: bool) -> ReplicaConfig:
+def _config(dep: Deployment, spec: Speculation | None) -> ReplicaConfig:
     cfg = ReplicaConfig.of(dep)
-    if spec:
+    if spec is not None:
         model = SpeculativeStepModel(
-            cfg.step_model, speculation_for(dep), pipelined_verify=dep.family == "wafer"
+            cfg.step_model, speculation_for(dep, spec), pipelined_verify=dep.family == "wafer"
         )
         cfg = replace(cfg, step_model=model)
     return cfg
 
 
-def _run_probe(dep: Deployment, probe: _Probe, spec: bool) -> RunResult:
+def _run_probe(dep: Deployment, probe: _Probe, spec: Speculation | None) -> RunResult:
     cfg = replace(_config(dep, spec), max_num_seqs=probe.max_num_seqs)
     if probe.n_in_flight:
         return concurrency(cfg, probe.requests, probe.n_in_flight)
@@ -784,7 +817,7 @@ def _median_tpot_s(res: RunResult) -> float:
 
 
 def _sensitivities(
-    dep: Deployment, probe: _Probe, spec: bool, measures: Sequence[str] = ()
+    dep: Deployment, probe: _Probe, spec: Speculation | None, measures: Sequence[str] = ()
 ) -> dict[str, tuple[float, ...]]:
     """The probe run's measure split into `TERMS` (seconds; they sum to the measure), for its
     own measure and each of `measures` (read off the same runs)."""
@@ -830,7 +863,7 @@ class _Replay:
     probe: _Probe
     notes: list[str] = field(default_factory=list)
     result: RunResult | None = None  # the run (closed loops: its other metrics are read off it)
-    replicas: int = 1
+    replicas: float = 1.0  # closed loops: what the run's output rate is multiplied by
 
 
 def _steady_tokens_per_s(res: RunResult) -> float:
@@ -854,7 +887,12 @@ def _steady_tokens_per_s(res: RunResult) -> float:
 
 
 def _replay(
-    m: Measurement, dep: Deployment, replicas: int, *, spec: bool, quick: bool = False
+    m: Measurement,
+    dep: Deployment,
+    replicas: int,
+    *,
+    spec: Speculation | None,
+    quick: bool = False,
 ) -> _Replay:
     """Replay a row's scenario on one replica of `dep`; the value is for all `replicas`."""
     cfg = _config(dep, spec)
@@ -925,7 +963,7 @@ def _replay(
     return _Replay(cap.output_tokens_per_s * replicas, "inverse", probe, notes)
 
 
-def _closed_metric(m: Measurement, res: RunResult, replicas: int) -> tuple[float, str, str]:
+def _closed_metric(m: Measurement, res: RunResult, replicas: float) -> tuple[float, str, str]:
     """A closed-loop run's figure for a row's metric (all replicas), how it scales with step
     times, and the probe measure it scales with: output or input tokens/s over the whole run
     (first request sent to last completion, as the benchmark's duration), the median per-user
@@ -999,9 +1037,12 @@ def predict_rows(
     record: bool = False,
     input_means: InputMeans | None = None,
     length_datasets: Collection[str] | None = None,
+    acceptance: float | None = None,
 ) -> tuple[RowResult, ...]:
     """`predict_row` for rows of one run (`run_key`: the same run, other metrics), from one
-    simulation: the first row's deployment and replay, each row's metric read off the run."""
+    simulation: the first row's deployment and replay, each row's metric read off the run.
+    `acceptance` overrides the draft acceptance of speculative rows of the random dataset
+    (`_row_speculation`)."""
     if not rows:
         return ()
     if len({run_key(m) for m in rows}) > 1:
@@ -1062,11 +1103,12 @@ def predict_rows(
         max_num_batched_tokens=TOKEN_BUDGET,
         efficiencies=eff,
     )
-    spec = m.spec_decode == "yes" or (
-        m.spec_decode == "unknown" and engine in SPECULATIVE_ENGINES
-    )
+    spec = _row_speculation(m, engine, family, acceptance)
     if spec and family == "wafer":
         base = replace(base, draft_model=load_model(WAFER_DRAFT_MODEL))
+    sides = disagg_topology(m)
+    if sides is not None:
+        return _predict_disagg(rows, todo, out, base, system, spec, sides, group, family)
 
     try:
         choice = _choose(m, base, system, spec)
@@ -1075,7 +1117,7 @@ def predict_rows(
     if choice is None:
         return fail(f"no plan of {m.model} fits {m.n_devices}x {m.hardware}")
     dep, replicas, assumed = choice
-    plan = _label(dep, replicas) + (" spec-decode" if spec else "") + assumed
+    plan = _label(dep, replicas) + _spec_label(spec) + assumed
     try:
         rep = _replay(m, dep, replicas, spec=spec)
         reads: dict[int, tuple[float, str, _Probe]] = {todo[0]: (rep.value, rep.kind, rep.probe)}
@@ -1148,6 +1190,88 @@ def predict_rows(
     return tuple(out[k] for k in range(len(rows)))
 
 
+def _predict_disagg(
+    rows: Sequence[Measurement],
+    todo: Sequence[int],
+    out: dict[int, RowResult],
+    base: Deployment,
+    system: System,
+    spec: Speculation | None,
+    sides: tuple[Workers, Workers],
+    group: str,
+    family: str,
+) -> tuple[RowResult, ...]:
+    """`predict_rows` for a disaggregated run: one replay on the P/D model, each row's metric
+    read off it (no time terms: calibration fits single-node runs only)."""
+    m = rows[todo[0]]
+    pre, dec = sides
+    reason = ""
+    if not (pre.n and dec.n and pre.gpus and dec.gpus):
+        reason = "the run's split into prefill and decode workers is not stated (legacy record)"
+    elif m.concurrency is None:
+        reason = "a disaggregated run needs its concurrency"
+    if not reason:
+        try:
+            rep, plan = _replay_disagg(m, base, system, spec, sides)
+        except (FitError, InputError) as exc:
+            reason = f"no plan fits: {exc}"
+    if reason:
+        for k in todo:
+            out[k] = _skip(rows[k], reason, group, family)
+        return tuple(out[k] for k in range(len(rows)))
+    assert rep.result is not None
+    for k in todo:
+        r = rows[k]
+        value = _closed_metric(r, rep.result, rep.replicas)[0]
+        out[k] = RowResult(
+            r.id, r.hardware, r.model, r.scenario, r.metric, r.value,
+            value if value > 0 else None, plan, "" if value > 0 else "the run completed nothing",
+            group, family,
+        )
+    return tuple(out[k] for k in range(len(rows)))
+
+
+def _row_speculation(
+    m: Measurement, engine: str, family: str, acceptance: float | None
+) -> Speculation | None:
+    """The speculative decoding a row is replayed with (None: none): its `spec_decode`, or an
+    unknown one on an engine that speculates by default (`SPECULATIVE_ENGINES`). GPU rows of the
+    serving benchmarks' random dataset (InferenceX's MTP runs) draft with the acceptance
+    `acceptance`, else the one `megawatt calibrate` fitted for that dataset
+    (`fitted_acceptance`), else `SPECULATION`'s."""
+    if not (m.spec_decode == "yes" or (m.spec_decode == "unknown" and engine in SPECULATIVE_ENGINES)):
+        return None
+    if family == "gpu" and _random_lengths(m) is not None:
+        a = acceptance if acceptance is not None else fitted_acceptance()
+        if a is not None:
+            return replace(SPECULATION, acceptance=a)
+    return SPECULATION
+
+
+def _spec_label(spec: Speculation | None) -> str:
+    if spec is None:
+        return ""
+    return f" spec-decode k={spec.draft_tokens} a={spec.acceptance:.2f}"
+
+
+def fitted_acceptance() -> float | None:
+    """The acceptance rate of speculative drafts on the serving benchmarks' random dataset that
+    the packaged calibration file holds (None when it has none)."""
+    document = calibration_document() or {}
+    fit = document.get("speculation", {}).get(RANDOM_DATASET)
+    return float(fit["acceptance"]) if fit and fit.get("status") == "fitted" else None
+
+
+RANDOM_DATASET = "random"
+"""The calibration file's name for the serving benchmarks' random dataset (uniform lengths of
+random tokens, outputs forced by ignore_eos), whose draft acceptance calibration estimates."""
+
+
+def is_random_dataset(m: Measurement) -> bool:
+    """Whether a row's prompts are the serving benchmarks' random dataset (`_random_lengths`)."""
+    return _random_lengths(m) is not None
+
+
 def _unsupported(m: Measurement) -> str:
     """Why a row's metric cannot be replayed ('' when it can)."""
     if m.scenario == "microbenchmark" or m.metric == "ratio":
@@ -1160,14 +1284,28 @@ def _unsupported(m: Measurement) -> str:
     return ""
 
 
+_ATOM_RE = re.compile(r"\bATOM\b")
+_INNER_RE = re.compile(r"\bframework (?:dynamo|mori)-(sglang|trt|vllm)\b", re.IGNORECASE)
+_INNER = {"sglang": "sglang", "trt": "trtllm", "vllm": "vllm"}
+
+
 def row_engine(m: Measurement) -> str:
     """The engine (release) a row ran on: its `engine`, resolved by its date for engines with
-    several releases (`engine_release`)."""
-    return engine_release(m.engine, m.date)
+    several releases (`engine_release`); `other` whose notes name AMD's ATOM engine is `atom`,
+    and a disaggregated run's orchestrator (NVIDIA Dynamo, AMD MoRI) is the engine it drives
+    (`framework dynamo-trt` is TensorRT-LLM)."""
+    engine = m.engine
+    if engine == "other":
+        inner = _INNER_RE.search(m.notes)
+        if inner:
+            engine = _INNER[inner.group(1).lower()]
+        elif _ATOM_RE.search(m.notes):
+            engine = "atom"
+    return engine_release(engine, m.date)
 
 
 def _choose(
-    m: Measurement, base: Deployment, system: System, spec: bool
+    m: Measurement, base: Deployment, system: System, spec: Speculation | None
 ) -> tuple[Deployment, int, str] | None:
     """The deployment and replica count for a row (see ASSUMPTIONS), and any assumption made."""
     inp, out, _ = _lengths(m)
@@ -1238,7 +1376,12 @@ def _choose(
             dep = replace(dep, pp=max(1, n_dev // tp), ep=min(dep.ep, n_dev))
         if m.scenario == "max_throughput_concurrency":
             dep = replace(dep, max_num_seqs=max(1, math.ceil(conc_cap / (n_dev // dep.n_devices))))
-        plan_memory(dep)
+        dep, raised = _fitting(dep)
+        if raised:
+            assumed += (
+                f" (memory fraction {dep.gpu_memory_utilization:.2f} assumed: the stated plan ran, "
+                f"and holds the weights only above the default {Deployment.gpu_memory_utilization})"
+            )
         return dep, max(1, n_dev // dep.n_devices), assumed
     if m.scenario == "single_user" or wafer:
         if wafer:
@@ -1287,6 +1430,146 @@ def _choose(
             best = (score, dep)
     assert best is not None
     return best[1], n_dev // best[1].n_devices, assumed
+
+
+_ROLE = r"(\d+) worker\(s\) x TP(\d+) EP(\d+)( attention-DP)? = (\d+) GPUs"
+_DISAGG_RE = re.compile(rf"prefill {_ROLE}, decode {_ROLE}")
+
+
+@dataclass(frozen=True)
+class Workers:
+    """One side of a disaggregated run: `n` workers (replicas) of `gpus` devices each, with the
+    stated TP, EP and attention data parallelism."""
+
+    n: int
+    gpus: int
+    tp: int
+    ep: int
+    attention_dp: bool
+
+
+def disagg_topology(m: Measurement) -> tuple[Workers, Workers] | None:
+    """The prefill and decode workers a disaggregated row's notes state ("prefill 1 worker(s) x
+    TP4 EP4 attention-DP = 4 GPUs, decode 5 worker(s) x TP8 EP8 = 40 GPUs"), None when the notes
+    state none. Worker sizes are the role's GPUs over its workers."""
+    hit = _DISAGG_RE.search(m.notes)
+    if hit is None:
+        return None
+    sides = []
+    for k in (0, 5):
+        n, tp, ep, adp, total = (hit.group(k + j) for j in range(1, 6))
+        n_workers, n_gpus = int(n), int(total)
+        sides.append(
+            Workers(
+                n_workers, n_gpus // n_workers if n_workers else 0, int(tp), int(ep), bool(adp)
+            )
+        )
+    return sides[0], sides[1]
+
+
+def _worker_deployment(base: Deployment, w: Workers) -> Deployment:
+    """A worker's deployment: TP over its devices, or (attention-DP, or TP smaller than the
+    worker: SGLang's DP attention) attention data-parallel over them; experts over EP devices
+    (MoE models); the memory fraction raised if the stated worker needs it. Tensor parallelism
+    over more devices than one scale-up domain (TP16 on two 8-GPU nodes) is modelled as TP over
+    a domain and pipeline stages across domains."""
+    g = w.gpus
+    adp = w.attention_dp or w.tp < g
+    ep = min(max(w.ep, g if adp else 1), g) if base.model.is_moe else 1
+    domain = base.system.n_devices
+    tp, pp = g, 1
+    if g > domain and not (adp and ep == g) and g % domain == 0:
+        tp, pp = domain, g // domain
+    dep = replace(base, tp=tp, pp=pp, ep=ep, attention_dp=adp and tp > 1)
+    return _fitting(dep)[0]
+
+
+def _kv_link(system: System, prefill: Deployment, total_devices: int) -> KvLink:
+    """The KV path from one prefill worker: its devices' scale-up links when the whole run fits
+    one scale-up domain (GB200 NVL72), else their scale-out NICs in parallel; at the link
+    efficiency, with the fabric's latency."""
+    eff = prefill.eff.link
+    dev = prefill.device
+    inside = total_devices <= system.n_devices
+    per_device = (
+        (system.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s)
+        if inside
+        else (system.scaleout_bandwidth_bytes_per_s or dev.scaleout_bandwidth_bytes_per_s)
+    )
+    if not per_device:
+        raise InputError(f"{system.id}: no {'scale-up' if inside else 'scale-out'} bandwidth "
+                         "for the KV transfers of a disaggregated run.")
+    latency = system.scaleup_latency_s if inside else system.scaleout_latency_s
+    return KvLink(per_device * prefill.n_devices * eff, latency)
+
+
+def _replay_disagg(
+    m: Measurement,
+    base: Deployment,
+    system: System,
+    spec: Speculation | None,
+    sides: tuple[Workers, Workers],
+) -> tuple[_Replay, str]:
+    """A disaggregated run replayed on the P/D model: the benchmark's closed loop over prefill
+    and decode workers, KV over `_kv_link`, estimated by symmetry on the compiled engine
+    (`serving.closed_loop_by_symmetry`: one worker of each side, iterated; the whole pair on the
+    Python engine takes minutes for the largest runs); the value is the row's metric for the
+    whole run, and the plan in words."""
+    pre, dec = sides
+    assert m.concurrency is not None
+    prefill = _worker_deployment(replace(base, max_num_seqs=MAX_BATCH), pre)
+    decode = _worker_deployment(
+        replace(base, max_num_seqs=max(1, min(MAX_BATCH, m.concurrency))), dec
+    )
+    n = m.n_requests or DISAGG_PROMPTS_PER_CONCURRENCY * m.concurrency
+    reqs = _requests(m, n)
+    link = _kv_link(system, prefill, pre.n * pre.gpus + dec.n * dec.gpus)
+    result = closed_loop_by_symmetry(
+        _config(prefill, None), _config(decode, spec), reqs, link,
+        n_prefill=pre.n, n_decode=dec.n, n_in_flight=m.concurrency,
+    )
+    share = m.concurrency / max(1, round(m.concurrency / dec.n))
+    value, kind, measure = _closed_metric(m, result, share)
+    plan = (
+        f"prefill {pre.n}x [{_label(prefill, 1)[3:]}], decode {dec.n}x [{_label(decode, 1)[3:]}]"
+        f"{_spec_label(spec)}, KV link {link.bandwidth_bytes_per_s / 1e9:.0f} GB/s"
+    )
+    return _Replay(value, kind, _Probe(reqs, decode.max_num_seqs, measure, m.concurrency),
+                   result=result, replicas=share), plan
+
+
+DISAGG_PROMPTS_PER_CONCURRENCY = 10
+"""Prompts per unit of concurrency of a disaggregated run that does not state its count: the
+NVIDIA (Dynamo) runs are driven by recipes outside InferenceX's repository (README: lengths and
+counts ASSUMED as its AMD harness, 10 x concurrency)."""
+
+
+STATED_PLAN_MEMORY_FRACTIONS = (0.93, 0.96, 0.98)
+"""Fractions of device memory tried when a plan a measurement states (so it ran) does not hold
+the weights at the default `Deployment.gpu_memory_utilization`: engines let users raise it
+(SGLang's --mem-fraction-static, vLLM's --gpu-memory-utilization) when a model barely fits,
+e.g. DeepSeek-R1 in FP8 on 4 B200 (168 GB of weights per 180 GB device)."""
+
+
+def _fitting(dep: Deployment) -> tuple[Deployment, bool]:
+    """The deployment with the lowest memory fraction (the default, else one of
+    `STATED_PLAN_MEMORY_FRACTIONS`) that holds it, and whether it was raised; the default's
+    `FitError` when none does."""
+    try:
+        plan_memory(dep)
+        return dep, False
+    except FitError as exc:
+        first = exc
+    for fraction in STATED_PLAN_MEMORY_FRACTIONS:
+        if fraction <= dep.gpu_memory_utilization:
+            continue
+        raised = replace(dep, gpu_memory_utilization=fraction)
+        try:
+            plan_memory(raised)
+        except FitError:
+            continue
+        return raised, True
+    raise first
 
 
 # -- the whole file ----------------------------------------------------------------------------
@@ -1381,7 +1664,38 @@ def summarize(
         ),
         "wafer": _wafer_summary(rows, cv_predicted),
         "skipped": [(r.id, r.skipped_reason) for r in rows if r.predicted is None],
+        "metrics": {
+            metric: _figures(mine, cv_predicted) for metric, mine in sorted(by_metric.items())
+        },
+        "breakdown": [
+            {"hardware": hw, "engine": engine, "metric": metric, **_figures(mine, cv_predicted)}
+            for (hw, engine, metric), mine in sorted(_by_hw_engine_metric(done).items())
+        ],
     }
+
+
+def _by_hw_engine_metric(rows: Sequence[RowResult]) -> dict[tuple[str, str, str], list[RowResult]]:
+    out: dict[tuple[str, str, str], list[RowResult]] = {}
+    for r in rows:
+        out.setdefault((r.hardware, r.group.split("/")[-1], r.metric), []).append(r)
+    return out
+
+
+def _figures(
+    rows: Sequence[RowResult], cv_predicted: Mapping[tuple[str, float], float] | None
+) -> dict[str, Any]:
+    """n, MAPE, median predicted/measured, and (where the calibration file has them) the
+    leave-one-out MAPE over the rows it fitted (`cv_n`)."""
+    ratios = [r.predicted / r.measured for r in rows if r.predicted is not None]
+    out: dict[str, Any] = {
+        "n": len(rows),
+        "mape": _mape(rows),
+        "median_ratio": float(np.median(ratios)) if ratios else None,
+    }
+    cv = _cv(rows, cv_predicted)
+    if cv:
+        out |= {"cv_n": cv["cv_n"], "cv_mape": cv["cv_mape"]}
+    return out
 
 
 def _cv(
@@ -1453,12 +1767,18 @@ def _worker_catalog() -> Catalog:
 
 def _predict_task(
     args: tuple[
-        Sequence[Measurement], EffTable | None, bool, InputMeans | None, Collection[str] | None
+        Sequence[Measurement],
+        EffTable | None,
+        bool,
+        InputMeans | None,
+        Collection[str] | None,
+        float | None,
     ],
 ) -> tuple[RowResult, ...]:
-    rows, eff, record, means, lengths = args
+    rows, eff, record, means, lengths, acceptance = args
     return predict_rows(
-        rows, _worker_catalog(), eff, record=record, input_means=means, length_datasets=lengths
+        rows, _worker_catalog(), eff, record=record, input_means=means, length_datasets=lengths,
+        acceptance=acceptance,
     )
 
 
@@ -1483,10 +1803,11 @@ def validate(
     progress: Progress | None = None,
     input_means: InputMeans | None = None,
     length_datasets: Collection[str] | None = None,
+    acceptance: float | None = None,
 ) -> Validation:
     """Predict every row, the rows of one run (`run_key`) from one simulation (in parallel
-    processes when `workers` > 1; results are the same). `efficiencies`, `input_means` and
-    `record`: as `predict_row`."""
+    processes when `workers` > 1; results are the same). `efficiencies`, `input_means`,
+    `record` and `acceptance`: as `predict_rows`."""
     n = len(measurements)
     runs = runs_of(measurements)
     workers = min(workers or os.cpu_count() or 1, max(len(runs), 1))
@@ -1499,7 +1820,7 @@ def validate(
         for run in runs:
             got = predict_rows(
                 [measurements[i] for i in run], cat, efficiencies, record=record,
-                input_means=input_means, length_datasets=length_datasets,
+                input_means=input_means, length_datasets=length_datasets, acceptance=acceptance,
             )
             for i, r in zip(run, got, strict=True):
                 out[i] = r
@@ -1515,7 +1836,7 @@ def validate(
                     _predict_task,
                     (
                         [measurements[i] for i in run], efficiencies, record, input_means,
-                        length_datasets,
+                        length_datasets, acceptance,
                     ),
                 ): run
                 for run in order

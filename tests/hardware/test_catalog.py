@@ -118,7 +118,9 @@ def test_each_spec_row_is_converted_to_si(row: dict[str, str]) -> None:
     device = CATALOG.device(row["id"])
     assert (device.name, device.vendor, device.kind) == (row["name"], row["vendor"], row["kind"])
     assert device.verification == row["verification"]
-    assert device.mem_capacity_bytes == pytest.approx(float(row["mem_capacity_gb"]) * 1e9)
+    binary = row["vendor"] in ("NVIDIA", "AMD") and row["mem_type"].upper().startswith("HBM")
+    unit = 2**30 if binary else 1e9  # GPU vendors' HBM "GB" are GiB (catalog.BINARY_HBM_VENDORS)
+    assert device.mem_capacity_bytes == pytest.approx(float(row["mem_capacity_gb"]) * unit)
     assert device.mem_bandwidth_bytes_per_s == pytest.approx(float(row["mem_bw_tb_s"]) * 1e12)
     for dtype in ("bf16", "fp8", "fp4"):
         tflops = number(row[f"dense_{dtype}_tflops"])
@@ -142,7 +144,7 @@ def test_h100_numbers_arrive_in_si_units() -> None:
     assert h100.mem_bandwidth_bytes_per_s == pytest.approx(3.35e12)
     assert h100.scaleup_bandwidth_bytes_per_s == pytest.approx(450e9)
     assert h100.scaleout_bandwidth_bytes_per_s == pytest.approx(50e9)
-    assert h100.mem_capacity_bytes == pytest.approx(80e9)
+    assert h100.mem_capacity_bytes == pytest.approx(80 * 2**30)  # "80 GB" HBM: 80 GiB
     assert h100.tdp_w == 700
 
 

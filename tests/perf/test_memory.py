@@ -13,7 +13,7 @@ from megawatt.errors import FitError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model, model_from_config
 from megawatt.perf import Deployment, min_devices, plan_memory, weight_bytes
-from megawatt.units import GB
+from megawatt.units import GB, GIB
 
 CATALOG = load_catalog()
 
@@ -84,18 +84,18 @@ def test_405b_in_bf16_on_one_h100_names_the_model_device_and_tp() -> None:
         plan_memory(deployment("llama-3.1-405b", "dgx-h100", tp=1, weight_dtype="bf16"))
     message = str(err.value)
     assert "llama-3.1-405b" in message
-    assert "1x h100-sxm (80 GB HBM" in message
+    assert "1x h100-sxm (80 GiB HBM" in message
     assert "weights 811.7 GB" in message
     assert "Use tp x pp >=" in message
 
 
 def test_min_devices_on_gpus_counts_tp_times_pp() -> None:
-    dep = deployment("llama-3.1-70b", "dgx-h100", tp=2, weight_dtype="bf16")
+    dep = deployment("llama-3.1-405b", "dgx-h100", tp=4, weight_dtype="fp8")
     with pytest.raises(FitError):
-        plan_memory(dep)  # 141 GB of weights on 2x 80 GB
+        plan_memory(dep)  # 406 GB of weights on 4x 80 GiB (344 GB)
     n = min_devices(dep)
-    assert n == 4  # tp2 x pp2
-    plan_memory(replace(dep, pp=n // 2))
+    assert n == 8  # tp4 x pp2
+    plan_memory(replace(dep, pp=n // 4))
     with pytest.raises(FitError, match="does not fit on 2 wse3 devices"):
         min_devices(on_cs3("llama-3.1-405b"), max_devices=2)
 
@@ -131,7 +131,7 @@ def test_an_fp8_cache_holds_twice_the_tokens() -> None:
 def test_an_hbm_plan_adds_up() -> None:
     plan = plan_memory(deployment("llama-3.1-70b", "hgx-h200", tp=8, weight_dtype="fp8"))
     assert plan.memory == "HBM"
-    assert plan.usable_bytes_per_device == pytest.approx(0.9 * 141 * GB)
+    assert plan.usable_bytes_per_device == pytest.approx(0.9 * 141 * GIB)  # vendor GB are GiB
     assert plan.weight_bytes_per_device == pytest.approx(plan.weight_bytes_total / 8)
     assert plan.kv_bytes_per_device == pytest.approx(
         plan.usable_bytes_per_device - plan.weight_bytes_per_device - plan.workspace_bytes_per_device

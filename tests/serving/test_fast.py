@@ -308,6 +308,22 @@ def test_closed_loops_agree(policy: str, model: str, n_in_flight: int) -> None:
     np.testing.assert_array_equal(later, ended[: later.size])
 
 
+@pytest.mark.parametrize("model", ["h100-llama-8b", "h100-gpt-oss-20b-adp", "cs3-llama-8b"])
+@pytest.mark.parametrize("n_in_flight", [1, 7, 100])
+def test_closed_loops_with_issue_delays_agree(model: str, n_in_flight: int) -> None:
+    """The decode side of a disaggregated pair: each request reaches the replica a while after
+    its issue (its prefill and KV transfer elsewhere), in issue order."""
+    requests = random_requests(8, 50, rate_per_s=30, max_prompt=2000, max_output=200)
+    delay = np.random.default_rng(3).uniform(0.0, 0.4, len(requests))
+    cfg = with_kv_tokens(roofline(model), 4000)
+    fast = concurrency(cfg, requests, n_in_flight, engine="fast", issue_delay_s=delay)
+    slow = concurrency(cfg, requests, n_in_flight, engine="python", issue_delay_s=delay)
+    assert_same_run(fast, slow)
+    np.testing.assert_allclose(fast.arrival_s, slow.arrival_s, rtol=1e-9, atol=0.0)
+    assert (np.diff(fast.arrival_s) >= 0).all()
+    assert (fast.arrival_s[:n_in_flight] >= delay[:n_in_flight]).all()
+
+
 # -- choosing the engine ----------------------------------------------------------------------
 def test_auto_takes_the_fast_engine_when_the_step_model_exports_coefficients(
     monkeypatch: pytest.MonkeyPatch,

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from megawatt.errors import CatalogError, InputError
-from megawatt.units import GB, GIGA, KW, MB, TB, TERA, US
+from megawatt.units import GB, GIB, GIGA, KW, MB, TB, TERA, US
 
 __all__ = [
     "DEFAULT_IDLE_POWER_FRACTION",
@@ -78,6 +78,29 @@ _ID_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]*$"
 _PACKAGE_DIR: Final = "data/hardware"
 _US_PER_S: Final = 1e6  # dividing keeps 5 µs exactly 5e-6 s (5 * 1e-6 is not)
 
+
+
+BINARY_HBM_VENDORS = frozenset({"NVIDIA", "AMD"})
+"""GPU vendors whose HBM capacities count binary gigabytes: HBM stacks are built of DRAM dies
+of 2^n Gbit, so an "80 GB" H100 holds 5 stacks x 16 GiB (nvidia-smi: 81,559 MiB; recalled,
+not retrieved here), a "180 GB" B200 ~180 GiB. `specs.csv` keeps the vendors' figures at face
+value (its README); megawatt reads them as GiB. The InferenceX runs bear it out: DeepSeek-R1 in
+FP8 (168 GB of weights per device at TP4) served 32 concurrent 8k-token prompts on 4 B200
+without queueing, which 180 x 10^9 bytes could not hold."""
+
+BINARY_HBM_NOTE = (
+    "GPU vendors' HBM figures count binary gigabytes (HBM stacks of 2^n-Gbit dies; an 80 GB H100 "
+    "shows 81,559 MiB in nvidia-smi, recalled), see megawatt.hardware.catalog.BINARY_HBM_VENDORS"
+)
+
+
+def memory_bytes(vendor: str, mem_type: str, capacity_gb: float) -> float:
+    """A device's memory in bytes from its datasheet figure: GiB for the HBM of
+    `BINARY_HBM_VENDORS`, else GB (10^9 bytes; on-chip SRAM, TPU and Trainium figures, which the
+    shared data already converted from GiB)."""
+    if vendor in BINARY_HBM_VENDORS and mem_type.upper().startswith("HBM"):
+        return capacity_gb * GIB
+    return capacity_gb * GB
 
 def _freeze(value: object) -> object:
     """A hashable image of a (nested) model value: mappings become sorted item tuples."""
@@ -216,6 +239,14 @@ class Device(_FrozenModel):
         """True if the device publishes its own dense rate for `dtype` (fp16 counts as bf16)."""
         key = "bf16" if dtype == "fp16" else dtype
         return key in self.peak_flops_per_s
+
+    @property
+    def mem_capacity_label(self) -> str:
+        """The memory as its datasheet states it: `80 GiB` for binary HBM figures
+        (`BINARY_HBM_VENDORS`), else `44 GB`."""
+        if memory_bytes(self.vendor, self.mem_type, 1.0) == GIB:
+            return f"{self.mem_capacity_bytes / GIB:.0f} GiB"
+        return f"{self.mem_capacity_bytes / GB:.0f} GB"
 
 
 class System(_FrozenModel):
@@ -657,6 +688,11 @@ def _device_from_entry(entry: _DeviceEntry, path: str, fail: _Fail) -> Device:
     if estimated:
         listed = "; ".join(why for reasons in estimated.values() for why in reasons)
         notes = f"{notes} Estimated or derived: {listed}.".strip()
+    if memory_bytes(entry.vendor, entry.mem_type, entry.mem_capacity_gb) != entry.mem_capacity_gb * GB:
+        notes = (
+            f"{notes} Memory read as {entry.mem_capacity_gb:g} GiB "
+            f"({entry.mem_capacity_gb * GIB / GB:,.1f} GB): {BINARY_HBM_NOTE}"
+        ).strip()
 
     def scaled(value: float | None, factor: float) -> float | None:
         return None if value is None else value * factor
@@ -671,7 +707,7 @@ def _device_from_entry(entry: _DeviceEntry, path: str, fail: _Fail) -> Device:
             process=entry.process,
             peak_flops_per_s=peaks,
             mem_type=entry.mem_type,
-            mem_capacity_bytes=entry.mem_capacity_gb * GB,
+            mem_capacity_bytes=memory_bytes(entry.vendor, entry.mem_type, entry.mem_capacity_gb),
             mem_bandwidth_bytes_per_s=entry.mem_bw_tb_s * TB,
             sram_bytes=scaled(entry.sram_mb, MB),
             scaleup_bandwidth_bytes_per_s=scaled(entry.scaleup_bw_gb_s_per_device, GB),

@@ -139,19 +139,25 @@ PRIORS: dict[tuple[str, str], Efficiencies] = {
     ("wafer", "cerebras"): _WAFER_PRIOR,
 }
 PRIORS[("gpu", "other")] = PRIORS[("gpu", "vllm")]
+PRIORS[("gpu", "atom")] = PRIORS[("gpu", "vllm")]  # AMD's ATOM: a vLLM-like Python engine
 PRIORS[("gpu", "trtllm-2024")] = replace(PRIORS[("gpu", "trtllm")], prefill_layer_overhead_s=0.05e-3)
+PRIORS[("gpu", "trtllm-2025-11")] = PRIORS[("gpu", "trtllm")]
+PRIORS[("gpu", "sglang-2026-01")] = PRIORS[("gpu", "sglang")]
 PRIORS[("gpu", "vllm-2024")] = PRIORS[("gpu", "vllm")]
 PRIORS[("wafer", "cerebras-2024-08")] = _WAFER_PRIOR
 PRIORS[("wafer", "waferllm")] = _WAFER_PRIOR
 PRIORS[("wafer", "other")] = _WAFER_PRIOR
 
 ENGINES: tuple[str, ...] = (
+    "atom",
     "cerebras",
     "cerebras-2024-08",
     "other",
     "sglang",
+    "sglang-2026-01",
     "trtllm",
     "trtllm-2024",
+    "trtllm-2025-11",
     "vllm",
     "vllm-2024",
     "waferllm",
@@ -171,6 +177,14 @@ ENGINE_RELEASES: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "trtllm": (
         (
+            "2025-11",
+            "trtllm-2025-11",
+            "TensorRT-LLM 1.1 to 1.3 (Nov 2025 on) as InferenceX runs it nightly: the PyTorch "
+            "executor with trtllm-serve and an open benchmark client, untuned per run (the "
+            "containers nvcr.io/nvidia/tensorrt-llm/release:1.1.0rc2 to 1.3.0rc14 in its notes), "
+            "not the MLPerf submission harness",
+        ),
+        (
             "2025-01",
             "trtllm",
             "TensorRT-LLM of 2025 (MLPerf v5.1 submissions, the v1.0 performance tables): "
@@ -178,6 +192,16 @@ ENGINE_RELEASES: dict[str, tuple[tuple[str, str, str], ...]] = {
             "H100 systems are ~30% above v4.1 per GPU (validation README caveat 8)",
         ),
         ("", "trtllm-2024", "TensorRT-LLM of 2024 (MLPerf v4.1 submissions, Aug 2024)"),
+    ),
+    "sglang": (
+        (
+            "2026-01",
+            "sglang-2026-01",
+            "SGLang of 2026 (v0.5.7 on; the InferenceX notes name lmsysorg/sglang v0.5.9 and "
+            "v0.5.12 images): MI355X runs 25% faster per user than in Dec 2025 on the same "
+            "configurations (InferenceX README: software drift)",
+        ),
+        ("", "sglang", "SGLang of 2025 (v0.4 to v0.5.6)"),
     ),
     "vllm": (
         (
@@ -196,6 +220,30 @@ newest first. A measurement's date picks its release (`engine_release`)."""
 SPECULATIVE_ENGINES: frozenset[str] = frozenset({"cerebras"})
 """Engine releases that serve with speculative decoding: measurements whose `spec_decode` is
 `unknown` are replayed with it."""
+
+
+AS_PUBLISHED = "2025-09"
+"""The month `engine_release: as-published` stands for: MLPerf Inference v5.1, the newest round
+of the tuned submissions most published figures come from (validation README)."""
+
+RELEASE_CHOICES = ("latest", "as-published", "YYYY-MM")
+"""What a scenario's `engine_release` may say: the newest release of each engine (`latest`,
+calibrated mostly on open engines as InferenceX runs them), the release of the published best
+cases (`as-published`), or the release current in a month."""
+
+
+def pick_release(engine: str, release: str) -> str:
+    """The engine id a scenario's `engine_release` (see `RELEASE_CHOICES`) gives `engine`."""
+    if release == "latest":
+        return engine_release(engine)
+    if release == "as-published":
+        return engine_release(engine, AS_PUBLISHED)
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", release):
+        raise CatalogError(
+            f"engine_release must be latest, as-published or a month YYYY-MM; got {release!r}. "
+            "Write e.g. engine_release: 2026-06."
+        )
+    return engine_release(engine, release)
 
 
 def engine_release(engine: str, date: str = "") -> str:
@@ -236,7 +284,7 @@ def prior(family: str, engine: str) -> Efficiencies:
 
 CALIBRATION_FILE = "data/calibration/efficiencies.json"
 """Where `megawatt calibrate` writes the fitted efficiencies, inside the package."""
-CALIBRATION_FORMAT = 1
+CALIBRATION_FORMAT = 2
 """Version of the calibration file's layout; a file of another version is ignored."""
 FITTED_FIELDS = (
     "compute",
@@ -288,10 +336,13 @@ def fitted_from(document: dict[str, Any]) -> dict[str, Efficiencies]:
         base = prior(family, engine)
         allowed = WAFER_FITTED_FIELDS if family == "wafer" else FITTED_FIELDS
         values = {k: float(v) for k, v in group["values"].items() if k in allowed}
+        files = ", ".join(
+            f"{f.get('file', '?')} (sha256 {str(f.get('sha256', ''))[:12]})"
+            for f in document.get("input", {}).get("files", [])
+        )
         source = (
             f"fitted by `megawatt calibrate` on {group.get('n_rows', '?')} published measurements "
-            f"(input sha256 {str(document.get('input_sha256', ''))[:12]}); unfitted fields keep "
-            f"the prior. {base.source}"
+            f"of {files or 'unrecorded files'}; unfitted fields keep the prior. {base.source}"
         )
         out[key] = replace(base, **values, source=source)
     return out

@@ -152,7 +152,7 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
         fix = f"Use tp x pp >= {more}, a lower weight_dtype, or a larger device"
         raise FitError(
             f"{m.id} does not fit on {dep.n_devices}x {dep.device.id} "
-            f"({capacity / GB:.0f} GB {memory}, {usable / GB:.1f} GB usable): weights "
+            f"({dep.device.mem_capacity_label} {memory}, {usable / GB:.1f} GB usable): weights "
             f"{wb.total / GB:.1f} GB in all, {weights_dev / GB:.1f} GB per device plus "
             f"{workspace / GB:.1f} GB workspace leave no room for the KV cache. {fix}."
         )

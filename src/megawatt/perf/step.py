@@ -85,6 +85,13 @@ class BatchShape:
         return self.n_decode + self.n_prefill
 
     @property
+    def eager(self) -> bool:
+        """Whether the step carries a prompt chunk of more than one token: engines replay
+        CUDA graphs for decode-shaped steps only (a one-token chunk, e.g. a prompt whose KV
+        arrived from a prefill worker, is decode-shaped), the rest run eagerly."""
+        return self.prefill_max_tokens > 1
+
+    @property
     def tokens(self) -> int:
         """Tokens processed in the step."""
         return self.n_decode + self.prefill_tokens
@@ -178,7 +185,7 @@ class StepCoefficients:
     times outside Python (the compiled serving simulator). Per operator j (rows of `flops` and
     `bytes`, columns in `FEATURES` order): time_j = max(flops_j @ x / rate_j, bytes_j @ x /
     bandwidth_j); a step is sum_j time_j + comm @ x + latency_s + step_overhead_s +
-    seq_overhead_s x sequences (+ prefill_overhead_s when it carries a prompt chunk), with x the
+    seq_overhead_s x sequences (+ prefill_overhead_s when it is `BatchShape.eager`), with x the
     features of the slowest of the pipeline's micro-batches (see `RooflineStepModel._features`).
     """
 
@@ -740,7 +747,7 @@ class RooflineStepModel:
             np.array([batch.decode_context_max]),
             _largest_chunk(batch),
         )
-        return float(self._times(x, n, 1.0 if batch.n_prefill else 0.0)[0])
+        return float(self._times(x, n, 1.0 if batch.eager else 0.0)[0])
 
     def decode_aggregates(
         self, contexts: FloatArray, n_steps: int
@@ -798,7 +805,7 @@ class RooflineStepModel:
         comm = float(self._comm @ x[:, 0])
         step_overhead, seq_overhead = self._overhead
         overhead = step_overhead + seq_overhead * float(n[0])
-        if batch.n_prefill:
+        if batch.eager:
             overhead += self._prefill_overhead
         by_bound = {"compute": 0.0, "memory": 0.0}
         for op in ops:

@@ -34,9 +34,25 @@ def _num(x: float | None) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.3g}"
 
 
-def validation_table(v: Validation) -> Table:
-    """One line per row: measured, predicted, signed error and the plan (or why skipped)."""
-    t = Table(title="Measurements replayed", title_justify="left", header_style="bold")
+ROWS_SHOWN = 150
+"""`validate --rows auto` lists every row up to this many, else the `WORST_SHOWN` worst."""
+WORST_SHOWN = 25
+
+
+def validation_table(v: Validation, rows: str = "auto") -> Table:
+    """One line per row: measured, predicted, signed error and the plan (or why skipped).
+    `rows`: `all`, `worst` (the `WORST_SHOWN` largest errors), `auto` (all up to `ROWS_SHOWN`
+    rows, else the worst)."""
+    shown = list(v.rows)
+    title = "Measurements replayed"
+    if rows == "worst" or (rows == "auto" and len(shown) > ROWS_SHOWN):
+        done = [r for r in shown if r.predicted is not None]
+        shown = sorted(done, key=lambda r: -(r.abs_pct_error or 0.0))[:WORST_SHOWN]
+        title += (
+            f": the {len(shown)} largest errors of {len(v.rows)} rows (--rows all lists every "
+            "row, --json writes them)"
+        )
+    t = Table(title=title, title_justify="left", header_style="bold")
     for name, justify in [
         ("id", "left"),
         ("hardware", "left"),
@@ -48,7 +64,7 @@ def validation_table(v: Validation) -> Table:
         ("plan / reason", "left"),
     ]:
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in v.rows:
+    for r in shown:
         unit = _UNITS.get(r.metric, "")
         if r.predicted is None:
             t.add_row(
@@ -123,22 +139,54 @@ def validation_summary(v: Validation, cv_predicted: dict[tuple[str, float], floa
     for hw, mape in s["mape_by_hardware"].items():
         n, gm = g["by_hardware"].get(hw, (0, None))
         t.add_row(hw, _pct(mape), str(n), _pct(gm))
-    m = Table(header_style="bold", title="MAPE by metric")
-    m.add_column("metric")
-    m.add_column("MAPE", justify="right")
-    for metric, mape in s["mape_by_metric"].items():
-        m.add_row(metric, _pct(mape))
-    lines += [t, m]
+    lines += [t, _figures_table("By metric", [{"metric": k, **v} for k, v in s["metrics"].items()],
+                                ("metric",))]
+    if len(s["breakdown"]) > len(s["metrics"]):
+        lines.append(_figures_table(
+            "By hardware, engine release and metric", s["breakdown"], ("hardware", "engine", "metric")
+        ))
     if s["skipped"]:
         k = Table(header_style="bold", title="Not predicted")
-        k.add_column("id")
-        k.add_column("reason")
+        reasons: dict[str, list[str]] = {}
         for rid, reason in s["skipped"]:
-            k.add_row(rid, reason)
+            reasons.setdefault(reason, []).append(rid)
+        if len(reasons) < len(s["skipped"]):  # many rows, few reasons: count them
+            k.add_column("rows", justify="right")
+            k.add_column("ids")
+            k.add_column("reason")
+            for reason, ids in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+                shown = ", ".join(ids[:4]) + (", ..." if len(ids) > 4 else "")
+                k.add_row(str(len(ids)), shown, reason)
+        else:
+            k.add_column("id")
+            k.add_column("reason")
+            for rid, reason in s["skipped"]:
+                k.add_row(rid, reason)
         lines.append(k)
     lines.append(Text("Assumptions:", style="bold"))
     lines += [Text(f"  - {a}") for a in assumptions()]
     return Group(*lines)
+
+
+def _figures_table(title: str, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> Table:
+    """Rows, MAPE, leave-one-out MAPE (calibration file; its rows) and median predicted /
+    measured per group."""
+    t = Table(header_style="bold", title=title, title_justify="left")
+    for k in keys:
+        t.add_column(k)
+    for col in ("rows", "MAPE", "LOO MAPE", "LOO rows", "median pred/meas"):
+        t.add_column(col, justify="right")
+    for row in rows:
+        ratio = row.get("median_ratio")
+        t.add_row(
+            *(str(row[k]) for k in keys),
+            str(row["n"]),
+            _pct(row["mape"]),
+            _pct(row.get("cv_mape")),
+            str(row.get("cv_n", "-")),
+            "-" if ratio is None else f"{ratio:.2f}",
+        )
+    return t
 
 
 def validation_json(v: Validation) -> str:

@@ -4,7 +4,13 @@ per-request metrics and timelines. Open-loop runs take a compiled copy of the re
 (`serving.fast`) when the step model exports its coefficients and no prefix-block hashes are
 given."""
 
-from megawatt.serving.disagg import ROUTERS, DisaggResult, KvLink, disaggregated
+from megawatt.serving.disagg import (
+    ROUTERS,
+    DisaggResult,
+    KvLink,
+    closed_loop_by_symmetry,
+    disaggregated,
+)
 from megawatt.serving.drivers import (
     Capacity,
     ReplicaConfig,
@@ -40,6 +46,7 @@ __all__ = [
     "Timeline",
     "capacity",
     "concurrency",
+    "closed_loop_by_symmetry",
     "disaggregated",
     "offline",
     "offline_rate_hint",

@@ -216,13 +216,20 @@ def concurrency(
     engine: str = "auto",
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
+    issue_delay_s: np.ndarray | None = None,
 ) -> RunResult:
     """Closed loop: `n_in_flight` requests at a time, in table order; each completion (or
     rejection) issues the next request at that instant, and it joins the replica's next step.
-    The result's `arrival_s` are the issue times. `engine` and `prefix_blocks` as in
-    `simulate`."""
+    `issue_delay_s` (per request, seconds; none by default) delays each request's arrival
+    after its issue, arrivals kept in issue order (the decode side of a disaggregated pair:
+    the prefill and KV transfer come first). The result's `arrival_s` are the arrivals.
+    `engine` and `prefix_blocks` as in `simulate`."""
     if n_in_flight < 1:
         raise InputError(f"concurrency must be >= 1; got {n_in_flight}.")
+    n = len(requests)
+    delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
+    if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
+        raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
     coefficients = _engine_coefficients(cfg, engine, prefix_blocks)
     if coefficients is not None:
         from megawatt.serving.fast import simulate_fast  # compiles on first use
@@ -236,26 +243,29 @@ def concurrency(
             max_num_batched_tokens=cfg.max_num_batched_tokens,
             timeline_bin_s=cfg.timeline_bin_s,
             n_in_flight=n_in_flight,
+            issue_delay_s=delay,
         )
     env = Environment()
-    n = len(requests)
     arrival = np.zeros(n)
     issued = [0]
     rep: Replica
 
+    def issue() -> None:
+        i = issued[0]
+        issued[0] += 1
+        arrival[i] = env.now + delay[i]
+        if i:  # arrivals keep the issue order
+            arrival[i] = max(arrival[i], arrival[i - 1])
+        env.schedule_at(float(arrival[i]), rep.submit, i)
+
     def on_finish(_: int) -> None:
         if issued[0] < n:
-            i = issued[0]
-            issued[0] += 1
-            arrival[i] = env.now
-            env.schedule(0.0, rep.submit, i)
+            issue()
 
     reqs = requests.with_arrivals(np.zeros(n))
     rep = cfg.build(env, reqs, on_finish, prefix_blocks, prefix_block_tokens)
     for _ in range(min(n_in_flight, n)):
-        i = issued[0]
-        issued[0] += 1
-        env.schedule(0.0, rep.submit, i)
+        issue()
     env.run()
     result = RunResult.of(rep, env.now)
     result.arrival_s = arrival

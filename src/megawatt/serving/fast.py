@@ -223,6 +223,7 @@ def _run(
     bin_s: float,
     max_bins: int,
     n_in_flight: int,
+    issue_delay: np.ndarray,
 ) -> tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     int, float, np.ndarray, np.ndarray, np.ndarray,
@@ -230,12 +231,17 @@ def _run(
     n = arrival.shape[0]
     # Closed loop (n_in_flight > 0, drivers.concurrency): the first n_in_flight requests arrive
     # at the start, each later one when an earlier one completes or is rejected (it then joins
-    # the next step, as the Python driver's submit scheduled after the step end).
+    # the next step, as the Python driver's submit scheduled after the step end), each
+    # `issue_delay` after its issue, in issue order.
     issued = n
     if n_in_flight > 0:
         issued = min(n_in_flight, n)
         for i in range(n):
-            arrival[i] = start_s if i < issued else math.inf
+            arrival[i] = math.inf
+            if i < issued:
+                arrival[i] = start_s + issue_delay[i]
+                if i > 0:
+                    arrival[i] = max(arrival[i], arrival[i - 1])
     half_block = block_tokens / 2.0
     n_feat = flops.shape[1]
 
@@ -429,7 +435,7 @@ def _run(
                 tokens = float(n_dec + p_tok)
                 units = n_dec + max(float(n_chunks), p_tok / prefill_unit)
                 fdec = float(n_dec)
-                eager = 1.0 if n_chunks > 0 else 0.0
+                eager = 1.0 if big_tok > 1 else 0.0  # a prompt chunk (one token: a decode)
                 if spec_k == 0 or n_dec == 0:
                     dt = _step_s(
                         x, tokens, float(n_logits), dctx, dwin, dmax, fdec, p_att, p_win,
@@ -517,7 +523,7 @@ def _run(
                     state[ai] = _REJECTED
                     finish[ai] = now
                     if issued < n:
-                        arrival[issued] = now
+                        arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
                         issued += 1
                 else:
                     waiting[(w_head + w_count) % cap] = ai
@@ -562,7 +568,7 @@ def _run(
                     ctx[i] = 0
                     finish[i] = now
                     if issued < n:
-                        arrival[issued] = now
+                        arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
                         issued += 1
             start_now = True
             continue
@@ -581,7 +587,7 @@ def _run(
                 state[ai] = _REJECTED
                 finish[ai] = now
                 if issued < n:
-                    arrival[issued] = now
+                    arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
                     issued += 1
             else:
                 waiting[(w_head + w_count) % cap] = ai
@@ -620,6 +626,7 @@ def simulate_fast(
     until_s: float | None = None,
     timeline_bin_s: float = DEFAULT_BIN_S,
     n_in_flight: int = 0,
+    issue_delay_s: np.ndarray | None = None,
 ) -> RunResult:
     """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
     model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
@@ -628,16 +635,21 @@ def simulate_fast(
     `n_in_flight` > 0 runs a closed loop instead (what `drivers.concurrency` gives): the
     requests' `arrival_s` are ignored; the first `n_in_flight` arrive at 0 and each completion
     (or rejection) issues the next in table order at that instant. The result's `arrival_s` are
-    the times each request was issued."""
+    the times each request reached the replica: its issue, plus `issue_delay_s` (per request,
+    seconds; none by default) - e.g. the prefill and KV transfer of a disaggregated pair -
+    kept in issue order."""
     if n_in_flight < 0:
         raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
+    n = len(requests)
+    delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
+    if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
+        raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
     if max_num_seqs < 1 or max_num_batched_tokens < 1:
         raise InputError(
             "max_num_seqs and max_num_batched_tokens must be >= 1; got "
             f"{max_num_seqs} and {max_num_batched_tokens}."
         )
     pol = scheduler(policy) if isinstance(policy, str) else policy
-    n = len(requests)
     start_s = min(0.0, float(requests.arrival_s[0])) if n and not n_in_flight else 0.0
     if until_s is not None and not until_s >= start_s:
         raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
@@ -681,6 +693,7 @@ def simulate_fast(
         float(timeline_bin_s),
         DEFAULT_MAX_BINS,
         int(n_in_flight),
+        np.array(delay, dtype=np.float64),
     )
     timeline.busy_s, timeline.seq_s, timeline.kv_s, timeline.tokens = (
         bins[_TL_BUSY], bins[_TL_SEQ], bins[_TL_KV], bins[_TL_TOKENS]
