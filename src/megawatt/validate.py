@@ -59,14 +59,14 @@ from megawatt.workload import Fixed, LengthDistribution, Lognormal, Requests, Un
 
 __all__ = [
     "ASSUMPTIONS",
+    "CALIBRATION_DATA",
     "COLUMNS",
     "DATASETS",
     "METRICS",
+    "PACKAGED_DATA",
     "SCENARIOS",
     "Measurement",
     "RowResult",
-    "CALIBRATION_DATA",
-    "PACKAGED_DATA",
     "Validation",
     "assumptions",
     "calibration_cv",
