@@ -34,6 +34,36 @@ def test_hardware_show_a_system(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "120.0 kW" in out
 
 
+def test_hardware_show_gives_the_fitted_power_curve_of_an_amd_gpu(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "hardware", "show", "mi355x")
+    assert code == 0
+    assert "mi355x-8 power against load" in out and "0%/25%/50%/75%/100% load (fitted)" in out
+    assert "calibrate-power" in out and "leave-one-out" in out
+
+
+@pytest.mark.parametrize("id", ["dgx-h100", "h100-sxm"])
+def test_hardware_show_gives_the_prior_power_curve_elsewhere(
+    capsys: pytest.CaptureFixture[str], id: str
+) -> None:
+    code, out, _ = _run(capsys, "hardware", "show", id)
+    assert code == 0
+    assert "3.6 / 5.2 / 6.9 / 8.5 / 10.2 kW at 0%/25%/50%/75%/100% load (prior)" in out
+
+
+def test_calibrate_power_writes_the_packaged_file_again(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from importlib import resources
+
+    out_file = tmp_path / "curves.json"
+    code, out, _ = _run(capsys, "calibrate-power", "--out", str(out_file))
+    assert code == 0 and "gpu/amd" in out and "broken run" in out
+    packaged = resources.files("megawatt").joinpath("data/power/curves.json").read_bytes()
+    assert out_file.read_bytes() == packaged
+
+
 def test_hardware_lists_every_device_and_system(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "hardware")
     assert code == 0

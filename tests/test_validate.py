@@ -132,6 +132,16 @@ def test_expert_parallelism_beyond_a_node_is_wide_ep_with_data_parallel_attentio
     assert got.plan.startswith("1x tp32 ep32 attention-dp fp8")
 
 
+def test_a_b300_row_is_predicted_on_a_dgx_b300_in_the_blackwell_fp4_group() -> None:
+    # InferenceX benchmarks hardware `b300`: it needs a device and a system in the catalog.
+    (m,) = rows(
+        "T7,b300,8,llama-3.1-8b,fp4,trtllm,offline,1024,1024,fixed,,64,,,no,output_tokens_per_s,50000,TP1"
+    )
+    got = predict_row(m, CATALOG)
+    assert got.predicted is not None and got.predicted > 0
+    assert got.group == "gpu/nvidia-fp4/" + engine_release("trtllm")  # undated: the newest
+
+
 def test_plan_choice_runs_offline_candidates_long_enough_to_reach_steady_state() -> None:
     # Mixtral on 8 H200s offline and server: both pick the same tensor-parallel width (short
     # plan-choice runs used to favour the plan with fewer replicas offline).

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from megawatt.errors import InputError, MegawattError
+from megawatt.fleet.power import LOAD_SHARES, PowerCurve, power_curve
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model, presets
 from megawatt.units import GB, KIB, TB, TERA
@@ -220,13 +221,26 @@ def hardware_show(
                 ", ".join(f"{s.id} ({s.n_devices}x, {s.power_w / 1e3:,.1f} kW)" for s in systems),
             )
         )
+    curves = [power_curve(s, d) for s in systems]
+    for s, curve in zip(systems, curves, strict=True):
+        rows.append((f"{s.id} power against load", _curve_text(curve)))
+    if curves:
+        rows.append(("power curve source", " | ".join(dict.fromkeys(c.source for c in curves))))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
 
 
+def _curve_text(curve: PowerCurve) -> str:
+    kw = " / ".join(f"{w / 1e3:,.1f}" for w in curve.points_w())
+    shares = "/".join(f"{u:.0%}" for u in LOAD_SHARES)
+    return f"{kw} kW at {shares} load ({'fitted' if curve.fitted else 'prior'})"
+
+
 def _show_system(cat: Catalog, id: str) -> None:
     s = cat.system(id)
+    curve = power_curve(s, cat.device(s.device_id))
+    fitted_idle = f" (the fitted curve below idles at {curve.idle_w / 1e3:,.1f} kW)" if curve.fitted else ""
     t = Table(title=f"{s.name} ({s.id})", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
@@ -234,7 +248,7 @@ def _show_system(cat: Catalog, id: str) -> None:
     for name, value in [
         ("device_id", f"{s.device_id} x {s.n_devices}"),
         ("power_w", f"{s.power_w / 1e3:,.1f} kW peak"),
-        ("idle_power_w", f"{s.idle_power_w / 1e3:,.1f} kW idle"),
+        ("idle_power_w", f"{s.idle_power_w / 1e3:,.1f} kW idle{fitted_idle}"),
         ("price_usd", f"${s.price_usd:,.0f}"),
         (
             "scaleup_bandwidth_bytes_per_s",
@@ -246,8 +260,9 @@ def _show_system(cat: Catalog, id: str) -> None:
             _fmt(s.scaleout_bandwidth_bytes_per_s, GB, ",.1f") + " GB/s per device",
         ),
         ("scaleout_latency_s", f"{s.scaleout_latency_s * 1e6:g} us"),
+        ("power against load", _curve_text(curve)),
     ]:
-        source = s.sources.get(name, "")
+        source = curve.source if name == "power against load" else s.sources.get(name, "")
         t.add_row(name + (" (estimate)" if name in est else ""), f"{value}  [dim]{source}[/dim]")
     console.print(t)
 
@@ -533,6 +548,62 @@ def calibrate(
     write_atomic(target, json.dumps(document, indent=1) + "\n")
     console.print(calibration_table(cal))
     console.print(f"Calibration file: {target}")
+
+
+@app.command("calibrate-power")
+def calibrate_power(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="power CSV in power.csv's schema (default: the packaged one)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="where to write (default: the package's power curves file)"),
+    ] = None,
+) -> None:
+    """Fit each device family's power-against-load curve to measured GPU power and write the
+    versioned curves file (same input, same bytes); prints the fit and cross-validated errors."""
+    import json
+
+    import megawatt
+    from megawatt.fleet.power import (
+        POWER_CSV,
+        POWER_CURVES_FILE,
+        PowerCurveFitter,
+        load_power_records,
+        power_records_sha256,
+    )
+    from megawatt.report import write_atomic
+
+    fitter = PowerCurveFitter().fit(load_power_records(data))
+    name = POWER_CSV if data is None else Path(data).name
+    document = fitter.document(
+        input_name=name, input_sha256=power_records_sha256(data), version=megawatt.__version__
+    )
+    target = out or Path(megawatt.__file__).parent / POWER_CURVES_FILE
+    write_atomic(target, json.dumps(document, indent=1) + "\n")
+    t = Table(title="Power against load: per-GPU power / TDP = idle + (full - idle) x u^exponent")
+    for col in ("family", "hardware", "points", "idle", "full load", "exponent", "fit MAPE",
+                "leave-one-out", "leave-one-config-out", "linear prior"):
+        t.add_column(col)
+    for fit in fitter.fits_.values():
+        t.add_row(
+            fit.family,
+            ", ".join(fit.hardware),
+            str(fit.n_points),
+            f"{fit.idle_fraction:.3f}",
+            f"{fit.full_load_fraction:.3f}",
+            f"{fit.exponent:.3f}",
+            f"{fit.fit_mape_pct:.1f}%",
+            f"{fit.loo_mape_pct:.1f}%",
+            f"{fit.loco_mape_pct:.1f}%",
+            f"{fit.prior_mape_pct:.1f}%",
+        )
+    console.print(t)
+    for row, why in fitter.excluded_:
+        if "worker" not in why:
+            console.print(f"left out: {row}: {why}")
+    console.print(f"Power curves file: {target}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from megawatt.fleet import (
     size_pool,
 )
 from megawatt.fleet.demand import simulate_demand
+from megawatt.fleet.power import LOAD_SHARES, power_curve
 from megawatt.hardware import Catalog
 from megawatt.model import ModelSpec, load_model
 from megawatt.perf import plan_memory
@@ -217,6 +218,13 @@ def assumptions(scenario: Scenario, catalog: Catalog) -> tuple[Assumption, ...]:
                     f"{s.sources.get('power_w', '')}; idle: {s.sources.get('idle_power_w', '')}",
                 )
             )
+            curve = power_curve(s, catalog.device(s.device_id))
+            if curve.fitted:  # prior curves are the linear idle-to-peak line stated above
+                kw = " / ".join(f"{w / 1e3:.3g}" for w in curve.points_w())
+                shares = "/".join(f"{u:.0%}" for u in LOAD_SHARES)
+                out.append(
+                    Assumption(f"{s.id} power against load", f"{kw} kW at {shares} load", curve.source)
+                )
             out.append(
                 Assumption(
                     f"{s.id} price",

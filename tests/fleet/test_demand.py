@@ -36,7 +36,7 @@ def test_a_pool_asked_for_more_than_its_capacity_is_named_not_simulated(study) -
 
 def test_power_at_demand_lies_between_idle_and_peak(study) -> None:
     for option in study.options:
-        idle = sum(p.size.n_systems * p.system.idle_power_w for p in option.pools)
+        idle = sum(p.size.n_systems * p.power_curve.idle_w for p in option.pools)
         assert idle <= option.demand.it_w <= option.it_peak_w + 1e-6
 
 

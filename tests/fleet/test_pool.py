@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from megawatt.fleet.power import fitted_families
 from megawatt.scenario import load_scenario
 from megawatt.study import run_study
 from megawatt.units import SECONDS_PER_YEAR
@@ -21,9 +22,29 @@ def study():
 
 def test_mean_power_lies_between_idle_and_peak(study) -> None:
     for option in study.options:
-        idle = sum(p.size.n_systems * p.system.idle_power_w for p in option.pools) * option.pue
+        idle = sum(p.size.n_systems * p.power_curve.idle_w for p in option.pools) * option.pue
         peak = option.it_peak_w * option.pue
         assert idle <= option.facility_mean_w <= peak
+
+
+def test_prior_pools_draw_power_linearly_from_idle_to_peak(study) -> None:
+    for pool in study.options[2].pools:
+        s, n = pool.system, pool.size.n_systems
+        assert not pool.power_curve.fitted
+        assert pool.mean_it_power_w(0.5) == pytest.approx(n * (s.idle_power_w + s.power_w) / 2)
+
+
+def test_an_mi355x_pool_draws_power_along_its_fitted_curve() -> None:
+    sc = load_scenario(GOLDEN / "small.yaml",
+                       ["simulation.n_requests=150", "options.0.pools.0.system=mi355x-8"])
+    pool = run_study(sc, workers=1).options[0].pools[0]
+    fit = fitted_families()["gpu/amd"]
+    n, max_w = pool.size.n_systems, pool.system.power_w
+    assert pool.power_curve.fitted
+    assert pool.mean_it_power_w(0.0) == pytest.approx(n * max_w * fit.idle_fraction)
+    assert pool.mean_it_power_w(1.0) == pytest.approx(n * max_w * fit.full_load_fraction)
+    # Concave: half the load draws more than half-way between idle and full load.
+    assert pool.mean_it_power_w(0.5) > (pool.mean_it_power_w(0.0) + pool.mean_it_power_w(1.0)) / 2
 
 
 def test_energy_per_token_is_mean_power_over_mean_tokens(study) -> None:

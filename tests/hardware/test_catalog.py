@@ -33,6 +33,8 @@ SPEC_ROWS = list(
 )
 CATALOG = load_catalog()
 SYSTEM_IDS = list(CATALOG.systems)
+# Devices the steering specs.csv lacks, written in systems.yaml `devices:` with their sources.
+YAML_DEVICE_IDS = ["b300"]
 
 # The systems the rest of megawatt (scenarios, the default 750 MW comparison) refers to by id.
 EXPECTED_SYSTEMS = {
@@ -43,6 +45,7 @@ EXPECTED_SYSTEMS = {
     "dgx-b200": "b200",
     "gb200-nvl72": "gb200",
     "gb300-nvl72": "gb300",
+    "dgx-b300": "b300",
     "mi300x-8": "mi300x",
     "mi325x-8": "mi325x",
     "mi355x-8": "mi355x",
@@ -110,7 +113,7 @@ def number(cell: str) -> float | None:
 def test_spec_ids_are_unique_and_each_is_a_device() -> None:
     ids = [row["id"] for row in SPEC_ROWS]
     assert len(ids) == len(set(ids))
-    assert list(CATALOG.devices) == ids
+    assert list(CATALOG.devices) == ids + YAML_DEVICE_IDS
 
 
 @pytest.mark.parametrize("row", SPEC_ROWS, ids=lambda row: row["id"])
@@ -152,6 +155,61 @@ def test_gb200_has_a_native_fp4_rate_of_ten_petaflops() -> None:
     gb200 = CATALOG.device("gb200")
     assert gb200.peak_flops_per_s["fp4"] == pytest.approx(1e16)
     assert gb200.has_native("fp4")
+
+
+def test_b300_has_the_recalled_dgx_b300_datasheet_rates_marked_as_estimates() -> None:
+    b300 = CATALOG.device("b300")
+    assert (b300.vendor, b300.kind, b300.verification) == ("NVIDIA", "gpu", "estimate")
+    assert b300.peak_flops_per_s == pytest.approx({"bf16": 2.25e15, "fp8": 4.5e15, "fp4": 1.35e16})
+    assert b300.mem_capacity_bytes == pytest.approx(288 * 2**30)  # vendor HBM GB are GiB
+    assert b300.mem_bandwidth_bytes_per_s == pytest.approx(8e12)
+    assert b300.scaleup_bandwidth_bytes_per_s == pytest.approx(900e9)
+    assert b300.scaleout_bandwidth_bytes_per_s == pytest.approx(800e9 / 8)
+    assert b300.tdp_w == 1400  # FACTS.md C.4
+    recalled = {"peak_flops_per_s", "mem_capacity_bytes", "mem_bandwidth_bytes_per_s",
+                "scaleup_bandwidth_bytes_per_s", "scaleout_bandwidth_bytes_per_s", "price_usd"}
+    assert set(b300.estimated_fields) == recalled
+    assert "NOT retrieved" in b300.source and "DGX B300 datasheet" in b300.source
+
+
+def test_b300_sits_between_b200_and_gb300() -> None:
+    b200, b300, gb300 = (CATALOG.device(i) for i in ("b200", "b300", "gb300"))
+    for dtype in ("bf16", "fp8", "fp4"):
+        assert b200.peak_flops_per_s[dtype] <= b300.peak_flops_per_s[dtype]
+        assert b300.peak_flops_per_s[dtype] <= gb300.peak_flops_per_s[dtype]
+    assert b300.mem_capacity_bytes == gb300.mem_capacity_bytes > b200.mem_capacity_bytes
+
+
+def test_dgx_b300_draws_the_sourced_14_5_kw() -> None:
+    dgx = CATALOG.system("dgx-b300")
+    assert (dgx.device_id, dgx.n_devices) == ("b300", 8)
+    assert dgx.power_w == pytest.approx(14.5e3)
+    assert "power_w" not in dgx.estimated_fields and "FACTS.md C.4" in dgx.sources["power_w"]
+    assert dgx.scaleout_bandwidth_bytes_per_s == pytest.approx(100e9)
+
+
+def test_gb300_is_cross_checked_and_its_rack_power_cites_the_shared_range() -> None:
+    gb300 = CATALOG.device("gb300")
+    assert "Cross-check: megawatt, recalled and not retrieved here" in gb300.notes
+    assert gb300.scaleout_bandwidth_bytes_per_s == pytest.approx(100e9)
+    assert "scaleout_bandwidth_bytes_per_s" in gb300.estimated_fields
+    rack = CATALOG.system("gb300-nvl72")
+    assert 120e3 <= rack.power_w <= 140e3
+    assert "120-140 kW" in rack.sources["power_w"] and "power_w" in rack.estimated_fields
+
+
+def test_a_yaml_device_may_not_repeat_a_spec_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    from megawatt.hardware import catalog as module
+
+    real = module._package_text
+
+    def fake(name: str) -> str:
+        text = real(name)
+        return text.replace("  - id: b300\n", "  - id: b200\n", 1) if name == "systems.yaml" else text
+
+    monkeypatch.setattr(module, "_package_text", fake)
+    with pytest.raises(CatalogError, match=r"devices\[0\]\.id repeats a device of specs.csv"):
+        load_catalog()
 
 
 def test_wse3_has_a_mesh_and_a_derived_estimated_peak() -> None:
@@ -264,7 +322,7 @@ def test_an_unknown_system_lists_system_ids_and_the_systems_of_a_device() -> Non
     with pytest.raises(CatalogError) as caught:
         CATALOG.system("h100-sxm")
     message = str(caught.value)
-    assert "known: a100-8, cs-2, cs-3, dgx-b200, dgx-h100" in message
+    assert "known: a100-8, cs-2, cs-3, dgx-b200, dgx-b300, dgx-h100" in message
     assert "systems with it: dgx-h100" in message
 
 

@@ -149,17 +149,15 @@ def simulate_demand(
             )
             runs.append(run)
             busy = rate / p.rate_per_s  # load as a share of capacity sets power (see PoolResult)
-        s = p.system
-        idle_w = p.size.n_systems * s.idle_power_w
-        dynamic_w = p.size.n_systems * (s.power_w - s.idle_power_w) * busy
-        it_w += idle_w + dynamic_w
+        curve = p.power_curve
+        it_w += p.size.n_systems * curve.power_w(busy)
         # Over a year the load averages `mean_to_peak` of this peak-hour demand.
-        mean_w = (idle_w + dynamic_w * mean_to_peak) * pue
+        mean_w = p.size.n_systems * curve.power_w(busy * mean_to_peak) * pue
         costs.append(
             annual_cost(
                 economics,
                 n_systems=p.size.n_systems,
-                system_price_usd=s.price_usd,
+                system_price_usd=p.system.price_usd,
                 it_peak_w=p.size.used_w,
                 facility_mean_w=mean_w,
                 pue=pue,

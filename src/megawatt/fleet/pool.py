@@ -17,6 +17,7 @@ import numpy as np
 
 from megawatt.fleet.budget import PoolSize
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
+from megawatt.fleet.power import PowerCurve, power_curve
 
 if TYPE_CHECKING:
     from megawatt.fleet.demand import DemandResult
@@ -57,14 +58,18 @@ class PoolResult:
         res = self.capacity.result
         return res.summary()["busy_fraction"] if res is not None else 0.0
 
+    @property
+    def power_curve(self) -> PowerCurve:
+        """One system's power against its load share (`fleet.power`): fitted to measured GPU
+        power for device families with measurements, else linear from idle to peak (a prior)."""
+        return power_curve(self.system, self.deployment.device)
+
     def mean_it_power_w(self, load_fraction: float) -> float:
-        """Mean IT power (W) at `load_fraction` of capacity. Assumption: power rises linearly
-        from idle to peak with the load as a share of the capacity at the SLO (a replica at
-        capacity runs its accelerators flat out; continuous batching keeps an engine busy at
-        any load, so busy time is not a measure of power)."""
-        u = min(max(load_fraction, 0.0), 1.0)
-        s = self.system
-        return self.size.n_systems * (s.idle_power_w + (s.power_w - s.idle_power_w) * u)
+        """Mean IT power (W) at `load_fraction` of capacity, from the power curve. Its load share
+        is the load as a share of the capacity at the SLO (continuous batching keeps an engine
+        busy at any load, so busy time is not a measure of power); a load that varies is taken
+        at its mean, which overstates a concave curve's mean power slightly."""
+        return self.size.n_systems * self.power_curve.power_w(load_fraction)
 
 
 @dataclass(frozen=True)

@@ -1033,14 +1033,15 @@ def _csv_rows(text: str) -> list[dict[str, Any]]:
 
 
 def _package_catalog() -> Catalog:
-    """The catalog shipped with megawatt: specs.csv devices and systems.yaml systems."""
+    """The catalog shipped with megawatt: specs.csv devices, then the systems.yaml devices that
+    specs.csv lacks, and the systems.yaml systems."""
     csv_fail = _Fail("megawatt/data/hardware/specs.csv")
     yaml_file = "megawatt/data/hardware/systems.yaml"
     yaml_fail = _Fail(yaml_file)
     try:
         extra = _top_level(
             _parse_yaml(_package_text("systems.yaml"), yaml_file),
-            ("device_supplements", "systems"),
+            ("device_supplements", "devices", "systems"),
             yaml_fail,
         )
         supplements = extra.get("device_supplements") or {}
@@ -1054,6 +1055,12 @@ def _package_catalog() -> Catalog:
                     "must be a mapping",
                     type(supplement).__name__,
                 )
+            # A cross-check adds to the notes (it never replaces a specs.csv value).
+            cross_check = supplement.get("cross_check")
+            supplement = {k: v for k, v in supplement.items() if k != "cross_check"}
+            if cross_check is not None:
+                supplement["notes"] = f"{row.get('notes', '')} Cross-check: {cross_check}".strip()
+                row = {k: v for k, v in row.items() if k != "notes"}
             clash = sorted(set(row) & set(supplement))
             if clash:
                 raise yaml_fail(
@@ -1071,6 +1078,14 @@ def _package_catalog() -> Catalog:
         stray = sorted(set(supplements) - set(devices))
         if stray:
             raise yaml_fail("device_supplements", "names devices not in specs.csv", stray)
+        for index, data in enumerate(_list_of(extra, "devices", yaml_fail)):
+            path = f"devices[{index}]"
+            entry = _validate(_DeviceEntry, data, path, yaml_fail)
+            if entry.id in devices:
+                raise yaml_fail(
+                    f"{path}.id", "repeats a device of specs.csv", entry.id, "Use device_supplements."
+                )
+            devices[entry.id] = _device_from_entry(entry, path, yaml_fail)
         systems = _systems(_list_of(extra, "systems", yaml_fail), devices, yaml_fail, {})
         return Catalog(devices=devices, systems=systems)
     except InputError as error:
