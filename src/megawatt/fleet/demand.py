@@ -14,7 +14,7 @@ import numpy as np
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
 from megawatt.fleet.pool import PoolResult
 from megawatt.fleet.routing import PoolTarget, pool_router
-from megawatt.fleet.sim import PoolRun, pooled_percentile, simulate_pool
+from megawatt.fleet.sim import PoolOutcome, Progress, pooled_percentile, simulate_pool
 from megawatt.serving import ReplicaConfig
 from megawatt.units import SECONDS_PER_YEAR
 from megawatt.workload import Mix, Poisson
@@ -25,12 +25,13 @@ OVERLOAD = 1.0  # demand above this share of a pool's capacity is not simulated
 @dataclass(frozen=True)
 class DemandResult:
     """One option serving `rate_per_s` (its peak-hour demand). `runs` has one entry per pool
-    (None where the pool gets no traffic); `over_capacity` lists pools whose share exceeds
-    their capacity at the SLO (those are not simulated: their queues would grow without end)."""
+    (None where the pool gets no traffic): a `PoolRun` in sampled mode, a `PoolTally` in exact
+    mode; `over_capacity` lists pools whose share exceeds their capacity at the SLO (those are
+    not simulated: their queues would grow without end)."""
 
     rate_per_s: float
     pool_rates: tuple[float, ...]
-    runs: tuple[PoolRun | None, ...]
+    runs: tuple[PoolOutcome | None, ...]
     over_capacity: tuple[str, ...]
     it_w: float
     facility_w: float
@@ -42,7 +43,7 @@ class DemandResult:
         """True when every pool could carry its share."""
         return not self.over_capacity
 
-    def _runs(self) -> list[PoolRun]:
+    def _runs(self) -> list[PoolOutcome]:
         return [r for r in self.runs if r is not None]
 
     def percentile(self, metric: str, q: float) -> float:
@@ -67,15 +68,9 @@ class DemandResult:
         return self.annual.total / tokens * 1e6 if tokens > 0 and self.ok else math.inf
 
     def class_percentile(self, class_name: str, metric: str, q: float) -> float:
-        """q-th percentile of a metric for one request class, across pools."""
-        values = []
-        for run in self._runs():
-            for res, mask in zip(run.replicas, run.served, strict=True):
-                if class_name in res.class_names:
-                    keep = mask & ~res.rejected & (res.class_id == res.class_names.index(class_name))
-                    values.append(getattr(res, metric)[keep])
-        v = np.concatenate(values) if values else np.zeros(0)
-        return float(np.percentile(v, q, method="inverted_cdf")) if v.size else math.nan
+        """q-th percentile of a metric for one request class, across pools (each request
+        weighted by the replicas it stands for)."""
+        return pooled_percentile(self._runs(), metric, q, class_name) if self.ok else math.nan
 
 
 def _pool_mix(mix: Mix, weights: np.ndarray) -> Mix:
@@ -105,8 +100,10 @@ def simulate_demand(
     replica_router: str = "random",
     policy: str = "vllm",
     seed: tuple[int, ...] = (0,),
+    progress: Progress | None = None,
 ) -> DemandResult:
-    """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals."""
+    """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals;
+    `progress` is called with the requests simulated as they are."""
     targets = [
         PoolTarget(
             p.name,
@@ -117,7 +114,7 @@ def simulate_demand(
         for p in pools
     ]
     split = pool_router(router).shares(mix.class_names, list(mix.shares), targets)
-    runs: list[PoolRun | None] = []
+    runs: list[PoolOutcome | None] = []
     rates: list[float] = []
     over: list[str] = []
     it_w = 0.0
@@ -146,6 +143,7 @@ def simulate_demand(
                 k=k,
                 router=replica_router,
                 seed=(*seed, j),
+                progress=progress,
             )
             runs.append(run)
             busy = rate / p.rate_per_s  # load as a share of capacity sets power (see PoolResult)
