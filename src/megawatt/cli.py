@@ -1,16 +1,31 @@
 """The `megawatt` command: a thin shell over the library. Every verb is a library call plus
-rendering; errors go to stderr as one line, exit code 2, no traceback."""
+rendering; errors go to stderr as one line, exit code 2, no traceback. Ctrl-C and SIGTERM stop
+any verb the same way: `megawatt: interrupted` on stderr, exit code 130, worker processes
+reaped, nothing written."""
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from megawatt.errors import MegawattError
 from megawatt.hardware import Catalog, load_catalog
@@ -43,6 +58,40 @@ def _catalog(files: list[Path] | None) -> Catalog:
     return load_catalog(*(files or []))
 
 
+class _RateColumn(ProgressColumn):
+    """Requests simulated per second, for tasks counted in requests."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if task.fields.get("unit") != "requests" or not speed:
+            return Text("")
+        return Text(f"{speed:,.0f} requests/s", style="progress.data.speed")
+
+
+@contextmanager
+def _progress(*, keep: bool = False) -> Iterator[Progress]:
+    """A progress display on stderr when stderr is a terminal (pipes and logs get only the
+    results, or the one-line error). `keep`: leave the finished bars on screen; a command that
+    fails or is interrupted clears them, so its message stands alone."""
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not keep,
+        disable=not console.is_terminal,
+    )
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True
+            raise
+
+
 # -- run ----------------------------------------------------------------------------------------
 @app.command()
 def run(
@@ -58,7 +107,7 @@ def run(
     workers: Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")] = None,
 ) -> None:
     """Run a scenario end to end: table in the terminal, HTML report and JSON under --out."""
-    from megawatt.report import demand_table, results_table, write_atomic, write_outputs
+    from megawatt.report import demand_table, results_table, write_outputs
     from megawatt.scenario import load_scenario
     from megawatt.study import run_study
 
@@ -66,15 +115,7 @@ def run(
     if hardware:
         overrides.append("hardware_files=[" + ", ".join(f'"{h}"' for h in hardware) + "]")
     sc = load_scenario(scenario, overrides)
-    write_atomic(out / "scenario.resolved.yaml", sc.dump())
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    ) as bar:
+    with _progress(keep=True) as bar:
         task = bar.add_task("simulating", total=None)
 
         def progress(done: int, total: int, label: str) -> None:
@@ -423,17 +464,6 @@ DataOpt = Annotated[
 WorkersOpt = Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")]
 
 
-def _bar(label: str) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 @app.command()
 def validate(
     data: DataOpt = None,
@@ -450,7 +480,7 @@ def validate(
     from megawatt.validate import validate as run_validation
 
     rows = load_measurements(data)
-    with _bar("validate") as bar:
+    with _progress() as bar:
         task = bar.add_task("replaying", total=len(rows))
 
         def progress(done: int, total: int, rid: str) -> None:
@@ -485,7 +515,7 @@ def calibrate(
     from megawatt.validate import load_measurements, measurements_sha256
 
     rows = load_measurements(data)
-    with _bar("calibrate") as bar:
+    with _progress() as bar:
         task = bar.add_task("simulating", total=len(rows))
 
         def progress(label: str, done: int, total: int, rid: str) -> None:
@@ -502,20 +532,54 @@ def calibrate(
     console.print(f"Calibration file: {target}")
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops a command as Ctrl-C does (workers reaped, nothing written)."""
+    raise KeyboardInterrupt
+
+
+def _by_interrupt(exc: BaseException) -> bool:
+    """True when `exc` was raised by Ctrl-C or SIGTERM, or on the way out of one (typer turns
+    KeyboardInterrupt into exit code 130; numba's runtime can wrap it in a SystemError)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning megawatt errors into one line on stderr and exit 2."""
+    """Entry point: run the CLI, turning megawatt errors into one line on stderr and exit 2, and
+    Ctrl-C or SIGTERM into `megawatt: interrupted` and exit 130."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         app(args=argv, standalone_mode=True)
     except MegawattError as exc:
         print(f"megawatt: error: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:
+    except (KeyboardInterrupt, SystemExit, SystemError) as exc:
+        if _by_interrupt(exc):
+            print("megawatt: interrupted", file=sys.stderr)
+            return INTERRUPTED
+        if not isinstance(exc, SystemExit):
+            raise
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
-    except KeyboardInterrupt:
-        print("megawatt: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 
 def _console_main() -> None:
-    sys.exit(main())
+    code = main()
+    if code == INTERRUPTED:  # a second Ctrl-C while the interpreter shuts down stays quiet
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)

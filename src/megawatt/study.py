@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from megawatt.fleet import (
 )
 from megawatt.fleet.demand import simulate_demand
 from megawatt.hardware import Catalog
+from megawatt.interrupts import worker_pool
 from megawatt.model import ModelSpec, load_model
 from megawatt.perf import plan_memory
 from megawatt.perf.speculative import Speculation
@@ -255,10 +256,8 @@ def run_study(
             if progress:
                 progress(len(results), total, _label(tasks[k], models))
     else:
-        with ProcessPoolExecutor(max_workers=min(n_workers, total)) as pool_exec:
+        with worker_pool(min(n_workers, total)) as pool_exec:
             futures = {pool_exec.submit(_evaluate, tasks[k]): k for k in keys}
-            from concurrent.futures import as_completed
-
             for fut in as_completed(futures):
                 k = futures[fut]
                 results[k] = fut.result()
