@@ -183,3 +183,35 @@ def test_interrupted_validation_and_calibration_stop_their_workers(
     flag = "--json" if verb == "validate" else "--out"
     interrupted_cleanly([verb, "--workers", "2", flag, str(target)], target, sig=sig, whole_group=True,
                         workers=True)
+
+
+# -- what a run costs -------------------------------------------------------------------------------
+def test_a_run_too_large_for_memory_is_one_line_naming_the_estimate_and_the_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "fleet.k=100000",
+                        "--set", "fleet.duration_s=86400", "--out", str(tmp_path / "out"))
+    assert code == 2 and err.count("\n") == 1
+    assert "GB of memory" in err and "the memory limit is 4 GB" in err and "--max-memory-gb" in err
+    assert not (tmp_path / "out").exists()
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "simulation.n_requests=150",
+                        "--max-memory-gb", "0.001", "--out", str(tmp_path / "out"))
+    assert code == 2 and "the memory limit is 0.001 GB" in err
+
+
+def test_a_long_run_gets_a_note_with_its_estimate_first(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("megawatt.study.LONG_RUN_S", 0.0)
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "simulation.n_requests=150",
+                        "--out", str(tmp_path), "--workers", "1")
+    assert code == 0
+    assert err.startswith("megawatt: note: this study will take a while: at least ") and "requests" in err
+
+
+def test_the_default_memory_limit_is_the_librarys() -> None:
+    from megawatt.cli import MEMORY_LIMIT_GB
+    from megawatt.study import MEMORY_LIMIT_BYTES
+    from megawatt.units import GB
+
+    assert MEMORY_LIMIT_GB * GB == MEMORY_LIMIT_BYTES

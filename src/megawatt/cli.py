@@ -17,20 +17,21 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from megawatt.errors import MegawattError
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model, presets
 from megawatt.units import GB, KIB, TB, TERA
+
+MEMORY_LIMIT_GB = 4.0  # megawatt.study.MEMORY_LIMIT_BYTES, in the unit of --max-memory-gb
 
 app = typer.Typer(
     add_completion=False,
@@ -58,14 +59,26 @@ def _catalog(files: list[Path] | None) -> Catalog:
     return load_catalog(*(files or []))
 
 
-class _RateColumn(ProgressColumn):
-    """Requests simulated per second, for tasks counted in requests."""
+def _compact(n: float) -> str:
+    """1,234,567 as 1.23M."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+class _CountColumn(ProgressColumn):
+    """Done out of total: pools evaluated, or requests simulated and their rate."""
 
     def render(self, task: Task) -> Text:
+        total = "?" if task.total is None else f"{task.total:,.0f}"
+        if task.fields.get("unit") != "requests":
+            return Text(f"{task.completed:,.0f}/{total}", style="progress.download")
         speed = task.finished_speed or task.speed
-        if task.fields.get("unit") != "requests" or not speed:
-            return Text("")
-        return Text(f"{speed:,.0f} requests/s", style="progress.data.speed")
+        rate = f" ({_compact(speed)}/s)" if speed else ""
+        return Text(
+            f"{_compact(task.completed)}/{_compact(task.total or 0)} req{rate}", style="progress.download"
+        )
 
 
 @contextmanager
@@ -75,10 +88,9 @@ def _progress(*, keep: bool = False) -> Iterator[Progress]:
     fails or is interrupted clears them, so its message stands alone."""
     console = Console(stderr=True)
     bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=24),
+        _CountColumn(table_column=Column(no_wrap=True)),
         TimeElapsedColumn(),
         console=console,
         transient=not keep,
@@ -105,28 +117,42 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     hardware: HardwareOpt = None,
     workers: Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")] = None,
+    max_memory_gb: Annotated[
+        float,
+        typer.Option(
+            help="refuse a study estimated to need more memory than this (GB); see the estimate "
+            "in the error"
+        ),
+    ] = MEMORY_LIMIT_GB,
 ) -> None:
     """Run a scenario end to end: table in the terminal, HTML report and JSON under --out."""
     from megawatt.report import demand_table, results_table, write_outputs
     from megawatt.scenario import load_scenario
-    from megawatt.study import run_study
+    from megawatt.study import LONG_RUN_S, check_memory, estimate_cost, run_study
 
     overrides = list(set_ or [])
     if hardware:
         overrides.append("hardware_files=[" + ", ".join(f'"{h}"' for h in hardware) + "]")
     sc = load_scenario(scenario, overrides)
+    limit = max_memory_gb * GB
+    cost = estimate_cost(sc, workers=workers)
+    check_memory(cost, limit, sc.name)
+    if cost.wall_s > LONG_RUN_S:
+        print(f"megawatt: note: this study will take a while: {cost.describe()}", file=sys.stderr)
     with _progress(keep=True) as bar:
-        task = bar.add_task("simulating", total=None)
+        tasks = {"plans": bar.add_task("simulating", total=None)}
 
-        def progress(done: int, total: int, label: str) -> None:
+        def progress(phase: str, done: int, total: int, label: str) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(label, total=total, unit="requests")
             bar.update(
-                task,
+                tasks[phase],
                 completed=done,
                 total=total,
-                description=f"simulated {label}" if done else label,
+                description=f"simulated {label}" if done and phase == "plans" else label,
             )
 
-        study = run_study(sc, progress=progress, workers=workers)
+        study = run_study(sc, progress=progress, workers=workers, memory_limit_bytes=limit)
     console.print(results_table(study))
     at_demand = demand_table(study)
     if at_demand is not None:

@@ -73,6 +73,46 @@ class DemandResult:
         return pooled_percentile(self._runs(), metric, q, class_name) if self.ok else math.nan
 
 
+def pool_split(
+    pools: Sequence[PoolResult], mix: Mix, *, router: str, economics: Economics, pue: float
+) -> np.ndarray:
+    """Where the pool router sends each request class: a (classes x pools) matrix of shares."""
+    targets = [
+        PoolTarget(
+            p.name,
+            p.rate_per_s,
+            usd_per_request=_usd_per_request(p, economics, pue),
+            tpot_s=p.capacity.result.percentile("tpot_s", 50) if p.capacity.result else math.inf,
+        )
+        for p in pools
+    ]
+    return pool_router(router).shares(mix.class_names, list(mix.shares), targets)
+
+
+def simulated_requests(
+    pools: Sequence[PoolResult],
+    mix: Mix,
+    rate_per_s: float,
+    split: np.ndarray,
+    *,
+    duration_s: float,
+    mode: str,
+    k: int,
+) -> list[float]:
+    """Requests `simulate_demand` will simulate in each pool (expected): the pool's share of the
+    traffic over `duration_s`, all of it in exact mode, k / N of it in sampled mode; none for a
+    pool without traffic or over its capacity."""
+    out = []
+    for j, p in enumerate(pools):
+        rate = rate_per_s * float(mix.shares @ split[:, j])
+        if rate <= 0 or rate > OVERLOAD * p.rate_per_s:
+            out.append(0.0)
+            continue
+        n = p.size.n_replicas
+        out.append(rate * duration_s * (1.0 if mode == "exact" else min(k, n) / n))
+    return out
+
+
 def _pool_mix(mix: Mix, weights: np.ndarray) -> Mix:
     """The mix a pool sees when it takes `weights[i]` of class i's requests."""
     shares = mix.shares * weights
@@ -104,16 +144,7 @@ def simulate_demand(
 ) -> DemandResult:
     """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals;
     `progress` is called with the requests simulated as they are."""
-    targets = [
-        PoolTarget(
-            p.name,
-            p.rate_per_s,
-            usd_per_request=_usd_per_request(p, economics, pue),
-            tpot_s=p.capacity.result.percentile("tpot_s", 50) if p.capacity.result else math.inf,
-        )
-        for p in pools
-    ]
-    split = pool_router(router).shares(mix.class_names, list(mix.shares), targets)
+    split = pool_split(pools, mix, router=router, economics=economics, pue=pue)
     runs: list[PoolOutcome | None] = []
     rates: list[float] = []
     over: list[str] = []

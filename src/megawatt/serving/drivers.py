@@ -374,6 +374,8 @@ def capacity(
         arrivals = unit_arrivals / rate
         span = float(arrivals[-1])
         res = simulate(cfg, requests.with_arrivals(arrivals), until_s=50.0 * span + 86_400.0, engine=engine)
+        for old in [r for r in cache if r not in (lo, hi)]:  # only the bracket's runs are needed
+            del cache[old]
         cache[rate] = res
         ok = res.meets(slo)
         evals.append((rate, ok))
