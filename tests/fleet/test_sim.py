@@ -19,7 +19,7 @@ from megawatt.fleet.sim import (
     PoolTally,
     batch_size,
     pooled_percentile,
-    replica_batch,
+    replica_batches,
     simulate_pool,
 )
 from megawatt.hardware import load_catalog
@@ -68,13 +68,8 @@ def _per_request(
     config: ReplicaConfig, n_replicas: int, rate: float, duration_s: float, router: str, seed: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
     """Exact mode's requests, replica by replica, simulated step by step and kept whole."""
-    arrivals = Poisson(rate)
-    size = batch_size(n_replicas, arrivals, duration_s)
     out: dict[str, list[np.ndarray]] = {m: [] for m in (*METRICS, "tokens")}
-    for first in range(0, n_replicas, size):
-        arrival, offsets, reqs = replica_batch(
-            MIX, arrivals, n_replicas, first, min(first + size, n_replicas), duration_s, router, seed
-        )
+    for arrival, offsets, reqs in replica_batches(MIX, Poisson(rate), n_replicas, duration_s, router, seed):
         for a, e in itertools.pairwise(offsets):
             rows = np.arange(a, e)
             res = simulate(config, Requests(arrival[rows], reqs.prompt_tokens[rows], reqs.output_tokens[rows],

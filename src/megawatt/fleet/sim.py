@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,7 +248,8 @@ def simulate_pool(
         raise InputError(f"pool {name}: n_replicas must be >= 1; got {n_replicas}.")
     check_replica_router(router)
     if mode == "exact" and router != "least_outstanding":
-        return _exact(name, config, n_replicas, mix, arrivals, duration_s, router, seed, progress)
+        batches = replica_batches(mix, arrivals, n_replicas, duration_s, router, seed)
+        return _tally(name, config, n_replicas, duration_s, mix.class_names, batches, progress)
     group = n_replicas if mode == "exact" else min(k, n_replicas)
     if group < 1:
         raise InputError(f"sampled mode needs k >= 1; got {k}.")
@@ -326,49 +327,44 @@ def batch_size(n_replicas: int, arrivals: ArrivalProcess, duration_s: float) -> 
     return max(1, min(n_replicas, int(BATCH_REQUESTS / max(per_replica, 1.0))))
 
 
-def replica_batch(
+def replica_batches(
     mix: Mix,
     arrivals: ArrivalProcess,
     n_replicas: int,
-    first: int,
-    last: int,
     duration_s: float,
     router: str,
     seed: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray, Requests]:
-    """The requests exact mode gives replicas first .. last - 1 of the pool: their arrival
-    times (s, sorted within each replica), the offsets of each replica's rows, and the
-    requests' lengths and classes (arrivals of the table unused: lengths and classes are drawn
-    for each request independently of when it arrives). Deterministic for `seed` and `first`."""
-    rng = np.random.default_rng([*seed, 20_011, first])
-    times = [_replica_arrivals(rng, arrivals, n_replicas, r, duration_s, router) for r in range(first, last)]
-    offsets = np.zeros(len(times) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([t.size for t in times])
-    arrival = np.concatenate(times)
-    return arrival, offsets, mix.sample(rng, int(arrival.size), Poisson(1.0))
+) -> Iterator[tuple[np.ndarray, np.ndarray, Requests]]:
+    """The requests exact mode gives the pool's replicas, `batch_size` replicas at a time: their
+    arrival times (s, sorted within each replica), the offsets of each replica's rows, and the
+    requests' lengths and classes (the table's own arrivals unused: lengths and classes are
+    drawn for each request independently of when it arrives). Deterministic for `seed`."""
+    size = batch_size(n_replicas, arrivals, duration_s)
+    for first in range(0, n_replicas, size):
+        rng = np.random.default_rng([*seed, 20_011, first])
+        replicas = range(first, min(first + size, n_replicas))
+        times = [_replica_arrivals(rng, arrivals, n_replicas, r, duration_s, router) for r in replicas]
+        offsets = np.zeros(len(times) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([t.size for t in times])
+        arrival = np.concatenate(times)
+        yield arrival, offsets, mix.sample(rng, int(arrival.size), Poisson(1.0))
 
 
-def _exact(
+def _tally(
     name: str,
     config: ReplicaConfig,
     n_replicas: int,
-    mix: Mix,
-    arrivals: ArrivalProcess,
     duration_s: float,
-    router: str,
-    seed: tuple[int, ...],
+    class_names: tuple[str, ...],
+    batches: Iterable[tuple[np.ndarray, np.ndarray, Requests]],
     progress: Progress | None,
 ) -> PoolTally:
-    """Every replica, a batch at a time, folded into histograms and counters (see the module
-    docstring). Deterministic for `seed`: batches are fixed by the pool's size and rate."""
-    batch = batch_size(n_replicas, arrivals, duration_s)
-    hist = LatencyHistograms(mix.class_names)
+    """Simulate each batch of replicas and fold it into histograms and counters (see the module
+    docstring)."""
+    hist = LatencyHistograms(class_names)
     n = done = rejected = 0
     tokens = busy = 0.0
-    for first in range(0, n_replicas, batch):
-        arrival, offsets, reqs = replica_batch(
-            mix, arrivals, n_replicas, first, min(first + batch, n_replicas), duration_s, router, seed
-        )
+    for arrival, offsets, reqs in batches:
         runs = simulate_replicas(
             config, arrival, reqs.prompt_tokens, reqs.output_tokens, reqs.cached_tokens, offsets
         )

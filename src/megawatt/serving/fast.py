@@ -938,32 +938,7 @@ def _run_replicas(
     output: np.ndarray,
     cached: np.ndarray,
     offsets: np.ndarray,
-    chunked: bool,
-    admit_while_running: bool,
-    max_num_seqs: int,
-    max_tokens: int,
-    capacity: float,
-    bpt: float,
-    bptw: float,
-    kv_window: int,
-    block_tokens: int,
-    flops: np.ndarray,
-    nbytes: np.ndarray,
-    rate: np.ndarray,
-    bw: np.ndarray,
-    comm: np.ndarray,
-    latency: float,
-    step_overhead: float,
-    seq_overhead: float,
-    depth: float,
-    model_window: int,
-    n_experts: float,
-    top_k: float,
-    prefill_unit: float,
-    spec_k: int,
-    spec_tokens: float,
-    spec_cost: float,
-    spec_pipelined: bool,
+    replica: tuple[Any, ...],  # `_replica_args`, taken whole
     abort: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Independent replicas, replica r serving rows offsets[r] .. offsets[r + 1] - 1, each
@@ -979,11 +954,8 @@ def _run_replicas(
         e = offsets[r + 1]
         if e <= a:
             continue
-        out = _run(
-            arrival[a:e], prompt[a:e], output[a:e], cached[a:e], chunked, admit_while_running,
-            max_num_seqs, max_tokens, capacity, bpt, bptw, kv_window, block_tokens, flops,
-            nbytes, rate, bw, comm, latency, step_overhead, seq_overhead, depth, model_window,
-            n_experts, top_k, prefill_unit, spec_k, spec_tokens, spec_cost, spec_pipelined,
+        out = _run(  # type: ignore[call-arg]  # mypy cannot count *replica
+            arrival[a:e], prompt[a:e], output[a:e], cached[a:e], *replica,
             min(0.0, arrival[a]), False, math.inf, 1.0, 1, True, abort,
         )
         if out[12]:
@@ -1072,8 +1044,7 @@ def simulate_replicas_fast(
     )
     while True:  # again only if a held signal's handler chose not to stop the run
         with held_signals() as abort:
-            kernel: Callable[..., Any] = _run_replicas  # mypy cannot count *args
-            first, finish, rejected, busy, aborted = kernel(*columns, *args, abort)
+            first, finish, rejected, busy, aborted = _run_replicas(*columns, args, abort)
         if not aborted:
             return first, finish, rejected, busy
 
