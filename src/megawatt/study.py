@@ -161,11 +161,16 @@ def estimate_cost(scenario: Scenario, *, workers: int | None = None) -> Cost:
     at_least = False
     if fleet.simulate_demand:
         per_option = _peak_rate(scenario) * fleet.duration_s
+        catalog = scenario.catalog()
+        economics = Economics(**scenario.economics.model_dump())
         for option in scenario.options:
             share = 1.0
             if fleet.mode == "sampled":
                 at_least = True
-                share = min(_sampled_share_at_least(scenario, pool, fleet.k) for pool in option.pools)
+                share = min(
+                    _sampled_share_at_least(scenario, catalog.system(pool.system), economics, pool, fleet.k)
+                    for pool in option.pools
+                )
             demand_requests += per_option * share * len(scenario.models)
     exact = fleet.mode == "exact"
     memory = max(capacity_bytes, kept + _demand_bytes(demand_requests, exact))
@@ -174,13 +179,13 @@ def estimate_cost(scenario: Scenario, *, workers: int | None = None) -> Cost:
     return Cost(capacity_requests, demand_requests, memory, wall, at_least and not exact)
 
 
-def _sampled_share_at_least(scenario: Scenario, pool: PoolSpec, k: int) -> float:
+def _sampled_share_at_least(
+    scenario: Scenario, system: System, economics: Economics, pool: PoolSpec, k: int
+) -> float:
     """The least share of a pool's traffic sampled mode simulates: k over the most replicas the
     pool could have (one device each); 0 when the budget buys none (the study says why)."""
-    catalog = scenario.catalog()
-    economics = Economics(**scenario.economics.model_dump())
     try:
-        most = _pool_size(scenario, catalog.system(pool.system), economics, pool, 1, "").n_replicas
+        most = _pool_size(scenario, system, economics, pool, 1, "").n_replicas
     except InputError:
         return 0.0
     return min(k, most) / most
