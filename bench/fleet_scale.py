@@ -1,24 +1,28 @@
-"""A 750 MW fleet serving one simulated hour of ChatGPT's average traffic, in sampled mode.
+"""A 750 MW fleet serving one simulated hour of ChatGPT's average traffic.
 
-  python bench/fleet_scale.py [--option NAME] [--model ID] [--rate 28900] [--hours 1] [--k 8]
+  python bench/fleet_scale.py [--mode sampled|exact] [--option NAME] [--model ID] [--rate 28900]
+                              [--hours 1] [--k 8]
 
 Takes an option of the default scenario (default: the CS-3 + GB200 mix), gives each pool the
 smallest plan that holds the model and its longest request, sizes the pools from the budget,
 splits ChatGPT's ~28,900 prompts/s (FACTS.md C.1) over the pools in proportion to their
-capacity at the SLO, and simulates k replicas per pool for the hour (every request followed to
-completion). Last line: `wall_s=<number> peak_rss_mb=<number> requests=<number>`, where
-requests is the fleet's requests in the hour (the simulated replicas stand for the rest).
+capacity at the SLO, and simulates the hour (every request followed to completion): k replicas
+per pool in sampled mode (the default), every replica in exact mode (~100 M requests, streamed
+into latency histograms: memory bounded by the replicas, not the requests). Progress goes to
+stderr. Last line: `wall_s=<number> peak_rss_mb=<number> requests=<number>`, where requests is
+the fleet's requests in the hour (in sampled mode the simulated replicas stand for the rest).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 
 import numpy as np
 
-from megawatt.fleet import PowerBudget, simulate_pool, size_pool
+from megawatt.fleet import PoolRun, PowerBudget, simulate_pool, size_pool
 from megawatt.model import load_model
 from megawatt.plan import PoolSettings, candidates
 from megawatt.scenario import load_scenario
@@ -38,6 +42,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--k", type=int, default=8, help="replicas simulated per pool")
     parser.add_argument("--router", default="random")
+    parser.add_argument("--mode", choices=("sampled", "exact"), default="sampled")
     args = parser.parse_args()
     start = time.perf_counter()
 
@@ -71,6 +76,16 @@ def main() -> None:
     represented = 0.0
     simulated = 0
     facility_w = 0.0
+    ticks = {"done": 0, "last": time.perf_counter(), "start": time.perf_counter()}
+
+    def progress(n: int) -> None:
+        ticks["done"] += n
+        now = time.perf_counter()
+        if now - ticks["last"] >= 10.0:
+            ticks["last"] = now
+            rate = ticks["done"] / (now - ticks["start"])
+            print(f"  simulated {ticks['done']:,} requests ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
     for j, (pool, system, dep, cfg, cap_rate, size) in enumerate(pools):
         rate = args.rate * cap_rate / total_cap
         run = simulate_pool(
@@ -80,10 +95,11 @@ def main() -> None:
             mix,
             Poisson(rate),
             duration_s,
-            mode="sampled",
+            mode=args.mode,
             k=args.k,
             router=args.router,
             seed=(sc.seed, j),
+            progress=progress,
         )
         represented += run.n_requests * run.scale
         simulated += run.n_requests
@@ -91,13 +107,16 @@ def main() -> None:
         power = size.n_systems * (system.idle_power_w + (system.power_w - system.idle_power_w) * busy)
         facility_w += power * sc.budget.pue
         t50, t99 = run.percentile("ttft_s", 50), run.percentile("ttft_s", 99)
-        lo, hi = run.interval("ttft_s", 99)
-        tlo, thi = run.interval("throughput")
+        ttft_ci = tput_ci = ""
+        if isinstance(run, PoolRun):  # sampled: bootstrap intervals across the replicas
+            lo, hi = run.interval("ttft_s", 99)
+            tlo, thi = run.interval("throughput")
+            ttft_ci, tput_ci = f" [{lo:.3f}, {hi:.3f}]", f" [{tlo / 1e6:.2f}, {thi / 1e6:.2f}]"
         print(
-            f"  {pool.system}: {dep.label}; {size.n_replicas:,} replicas ({run.n_simulated} simulated, "
-            f"{run.n_requests:,} requests), {rate:,.0f} req/s, TTFT p50 {t50:.3f} s p99 {t99:.3f} s "
-            f"[{lo:.3f}, {hi:.3f}], TPOT p50 {run.percentile('tpot_s', 50) * 1e3:.1f} ms, "
-            f"output {run.output_tokens_per_s / 1e6:.2f}M tok/s [{tlo / 1e6:.2f}, {thi / 1e6:.2f}], "
+            f"  {pool.system}: {dep.label}; {size.n_replicas:,} replicas ({run.n_simulated:,} simulated, "
+            f"{run.n_requests:,} requests), {rate:,.0f} req/s, TTFT p50 {t50:.3f} s p99 {t99:.3f} s"
+            f"{ttft_ci}, TPOT p50 {run.percentile('tpot_s', 50) * 1e3:.1f} ms, "
+            f"output {run.output_tokens_per_s / 1e6:.2f}M tok/s{tput_ci}, "
             f"busy {busy:.1%}, {power / MW:.1f} MW IT"
         )
     print(

@@ -1,11 +1,13 @@
-"""The command line: each verb works, and bad input is one line on stderr, exit code 2, no
-traceback."""
+"""The command line: each verb works, bad input is one line on stderr, exit code 2, no
+traceback, and Ctrl-C or SIGTERM is one line, exit code 130, workers reaped, nothing written."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,70 @@ def test_run_writes_the_table_report_results_and_resolved_scenario(capsys: pytes
     resolved = yaml.safe_load((tmp_path / "scenario.resolved.yaml").read_text())
     assert resolved["simulation"]["n_requests"] == 150
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+# -- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+LONG_RUN = [str(GOLDEN / "small.yaml"), "--set", "simulation.n_requests=100000"]
+
+
+@pytest.mark.parametrize(
+    ("workers", "sig", "whole_group"),
+    [
+        ("1", signal.SIGINT, False),  # Ctrl-C, one process
+        ("2", signal.SIGINT, True),  # a terminal's Ctrl-C reaches the workers too
+        ("2", signal.SIGTERM, False),  # a service manager stopping the command
+    ],
+)
+def test_an_interrupted_run_says_so_in_one_line_and_leaves_nothing(
+    interrupted_cleanly: Callable[..., object], tmp_path: Path, workers: str, sig: int, whole_group: bool
+) -> None:
+    out = tmp_path / "out"
+    interrupted_cleanly(
+        ["run", *LONG_RUN, "--out", str(out), "--workers", workers],
+        out,
+        sig=sig,
+        whole_group=whole_group,
+        workers=workers != "1",
+    )
+
+
+@pytest.mark.parametrize(("verb", "sig"), [("validate", signal.SIGINT), ("calibrate", signal.SIGTERM)])
+def test_interrupted_validation_and_calibration_stop_their_workers(
+    interrupted_cleanly: Callable[..., object], tmp_path: Path, verb: str, sig: int
+) -> None:
+    target = tmp_path / "out.json"
+    flag = "--json" if verb == "validate" else "--out"
+    interrupted_cleanly([verb, "--workers", "2", flag, str(target)], target, sig=sig, whole_group=True,
+                        workers=True)
+
+
+# -- what a run costs -------------------------------------------------------------------------------
+def test_a_run_too_large_for_memory_is_one_line_naming_the_estimate_and_the_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "fleet.k=100000",
+                        "--set", "fleet.duration_s=86400", "--out", str(tmp_path / "out"))
+    assert code == 2 and err.count("\n") == 1
+    assert "GB of memory" in err and "the memory limit is 4 GB" in err and "--max-memory-gb" in err
+    assert not (tmp_path / "out").exists()
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "simulation.n_requests=150",
+                        "--max-memory-gb", "0.001", "--out", str(tmp_path / "out"))
+    assert code == 2 and "the memory limit is 0.001 GB" in err
+
+
+def test_a_long_run_gets_a_note_with_its_estimate_first(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("megawatt.study.LONG_RUN_S", 0.0)
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "simulation.n_requests=150",
+                        "--out", str(tmp_path), "--workers", "1")
+    assert code == 0
+    assert err.startswith("megawatt: note: this study will take a while: at least ") and "requests" in err
+
+
+def test_the_default_memory_limit_is_the_librarys() -> None:
+    from megawatt.cli import MEMORY_LIMIT_GB
+    from megawatt.study import MEMORY_LIMIT_BYTES
+    from megawatt.units import GB
+
+    assert MEMORY_LIMIT_GB * GB == MEMORY_LIMIT_BYTES

@@ -1,5 +1,6 @@
 """A scenario end to end: the same seed gives identical numbers however the work is scheduled,
-the small example matches its golden summary, and the default scenario runs with every option."""
+the small example matches its golden summary, the default scenario runs with every option, and
+a study too large for memory is refused, with its estimate, before it simulates."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from megawatt.errors import InputError
 from megawatt.report import option_rows
 from megawatt.report.files import results_json
 from megawatt.scenario import load_scenario
-from megawatt.study import run_study
+from megawatt.study import Cost, estimate_cost, run_study
+from megawatt.units import GB
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -91,3 +94,46 @@ def test_a_capital_budget_is_spent_on_systems_and_their_facility() -> None:
         spent = sum(p.size.n_systems * (p.system.price_usd + 15e6 * p.system.power_w / 1e6)
                     for p in option.pools)
         assert 0.8 * 20e6 < spent <= 20e6
+
+
+# -- what a study costs, before it runs ---------------------------------------------------------
+def test_exact_mode_is_estimated_at_the_peak_rate_over_the_duration_for_every_option() -> None:
+    sc = load_scenario(None, ["fleet.mode=exact", "fleet.duration_s=600"])
+    cost = estimate_cost(sc, workers=2)
+    peak = 2.5e9 / 86_400 * 1.5
+    assert cost.demand_requests == pytest.approx(peak * 600 * len(sc.options) * len(sc.models))
+    assert not cost.at_least
+    assert cost.memory_bytes < 1 * GB  # streamed: no request is kept
+    assert cost.wall_s > 60
+
+
+def test_a_study_that_cannot_fit_in_memory_is_refused_before_any_simulation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_simulation(*args: object) -> None:
+        raise AssertionError("simulated before refusing")
+
+    monkeypatch.setattr("megawatt.study._evaluate", no_simulation)
+    sc = load_scenario(None, ["fleet.k=100000", "fleet.duration_s=86400"])  # the issue's repro
+    with pytest.raises(InputError, match=r"at least .* B requests .* GB of memory.*--max-memory-gb \d+"):
+        run_study(sc, workers=1)
+    cost = estimate_cost(sc)
+    assert cost.at_least and cost.memory_bytes > 100 * GB
+
+
+def test_the_demand_estimate_is_what_the_fleets_simulate() -> None:
+    sc = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=300", "fleet.duration_s=60"])
+    seen: dict[str, list[tuple[int, int]]] = {}
+    study = run_study(sc, workers=1, progress=lambda phase, done, total, label: seen.setdefault(
+        phase, []).append((done, total)))
+    simulated = sum(r.n_requests for o in study.options for r in o.demand.runs if r is not None)
+    total = seen["demand"][-1][1]
+    assert seen["demand"][-1] == (total, total) and seen["plans"][-1][0] == seen["plans"][-1][1]
+    assert simulated == pytest.approx(total, rel=0.05)
+
+
+def test_the_fleets_are_checked_again_once_their_pools_are_sized(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("megawatt.study.estimate_cost", lambda scenario, workers=None: Cost(0, 0, 0, 0))
+    sc = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150"])
+    with pytest.raises(InputError, match="small example at demand would simulate about"):
+        run_study(sc, workers=1, memory_limit_bytes=1.0)

@@ -1,22 +1,38 @@
 """The `megawatt` command: a thin shell over the library. Every verb is a library call plus
-rendering; errors go to stderr as one line, exit code 2, no traceback."""
+rendering; errors go to stderr as one line, exit code 2, no traceback. Ctrl-C and SIGTERM stop
+any verb the same way: `megawatt: interrupted` on stderr, exit code 130, worker processes
+reaped, nothing written."""
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Column, Table
+from rich.text import Text
 
 from megawatt.errors import InputError, MegawattError
 from megawatt.fleet.power import LOAD_SHARES, PowerCurve, power_curve
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model, presets
 from megawatt.units import GB, KIB, TB, TERA
+
+MEMORY_LIMIT_GB = 4.0  # megawatt.study.MEMORY_LIMIT_BYTES, in the unit of --max-memory-gb
 
 app = typer.Typer(
     add_completion=False,
@@ -44,6 +60,51 @@ def _catalog(files: list[Path] | None) -> Catalog:
     return load_catalog(*(files or []))
 
 
+def _compact(n: float) -> str:
+    """1,234,567 as 1.23M."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+class _CountColumn(ProgressColumn):
+    """Done out of total: pools evaluated, or requests simulated and their rate."""
+
+    def render(self, task: Task) -> Text:
+        total = "?" if task.total is None else f"{task.total:,.0f}"
+        if task.fields.get("unit") != "requests":
+            return Text(f"{task.completed:,.0f}/{total}", style="progress.download")
+        speed = task.finished_speed or task.speed
+        rate = f" ({_compact(speed)}/s)" if speed else ""
+        return Text(
+            f"{_compact(task.completed)}/{_compact(task.total or 0)} req{rate}", style="progress.download"
+        )
+
+
+@contextmanager
+def _progress(*, keep: bool = False) -> Iterator[Progress]:
+    """A progress display on stderr when stderr is a terminal (pipes and logs get only the
+    results, or the one-line error). `keep`: leave the finished bars on screen; a command that
+    fails or is interrupted clears them, so its message stands alone."""
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+        BarColumn(bar_width=24),
+        _CountColumn(table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not keep,
+        disable=not console.is_terminal,
+    )
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True
+            raise
+
+
 # -- run ----------------------------------------------------------------------------------------
 @app.command()
 def run(
@@ -57,36 +118,42 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     hardware: HardwareOpt = None,
     workers: Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")] = None,
+    max_memory_gb: Annotated[
+        float,
+        typer.Option(
+            help="refuse a study estimated to need more memory than this (GB); see the estimate "
+            "in the error"
+        ),
+    ] = MEMORY_LIMIT_GB,
 ) -> None:
     """Run a scenario end to end: table in the terminal, HTML report and JSON under --out."""
-    from megawatt.report import demand_table, results_table, write_atomic, write_outputs
+    from megawatt.report import demand_table, results_table, write_outputs
     from megawatt.scenario import load_scenario
-    from megawatt.study import run_study
+    from megawatt.study import LONG_RUN_S, check_memory, estimate_cost, run_study
 
     overrides = list(set_ or [])
     if hardware:
         overrides.append("hardware_files=[" + ", ".join(f'"{h}"' for h in hardware) + "]")
     sc = load_scenario(scenario, overrides)
-    write_atomic(out / "scenario.resolved.yaml", sc.dump())
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    ) as bar:
-        task = bar.add_task("simulating", total=None)
+    limit = max_memory_gb * GB
+    cost = estimate_cost(sc, workers=workers)
+    check_memory(cost, limit, sc.name)
+    if cost.wall_s > LONG_RUN_S:
+        print(f"megawatt: note: this study will take a while: {cost.describe()}", file=sys.stderr)
+    with _progress(keep=True) as bar:
+        tasks = {"plans": bar.add_task("simulating", total=None)}
 
-        def progress(done: int, total: int, label: str) -> None:
+        def progress(phase: str, done: int, total: int, label: str) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(label, total=total, unit="requests")
             bar.update(
-                task,
+                tasks[phase],
                 completed=done,
                 total=total,
-                description=f"simulated {label}" if done else label,
+                description=f"simulated {label}" if done and phase == "plans" else label,
             )
 
-        study = run_study(sc, progress=progress, workers=workers)
+        study = run_study(sc, progress=progress, workers=workers, memory_limit_bytes=limit)
     console.print(results_table(study))
     at_demand = demand_table(study)
     if at_demand is not None:
@@ -442,17 +509,6 @@ DataOpt = Annotated[
 WorkersOpt = Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")]
 
 
-def _bar(label: str) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 @app.command()
 def validate(
     data: DataOpt = None,
@@ -478,7 +534,7 @@ def validate(
     from megawatt.validate import validate as run_validation
 
     rows = load_measurements(data)
-    with _bar("validate") as bar:
+    with _progress() as bar:
         task = bar.add_task("replaying", total=len(rows))
 
         def progress(done: int, total: int, rid: str) -> None:
@@ -533,7 +589,7 @@ def calibrate(
             f"calibrate --data: ids must be unique across the files; {', '.join(twice)} repeat. "
             "Give each file's rows their own ids."
         )
-    with _bar("calibrate") as bar:
+    with _progress() as bar:
         task = bar.add_task("simulating", total=len(rows))
 
         def progress(label: str, done: int, total: int, rid: str) -> None:
@@ -606,20 +662,54 @@ def calibrate_power(
     console.print(f"Power curves file: {target}")
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops a command as Ctrl-C does (workers reaped, nothing written)."""
+    raise KeyboardInterrupt
+
+
+def _by_interrupt(exc: BaseException) -> bool:
+    """True when `exc` was raised by Ctrl-C or SIGTERM, or on the way out of one (typer turns
+    KeyboardInterrupt into exit code 130; numba's runtime can wrap it in a SystemError)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning megawatt errors into one line on stderr and exit 2."""
+    """Entry point: run the CLI, turning megawatt errors into one line on stderr and exit 2, and
+    Ctrl-C or SIGTERM into `megawatt: interrupted` and exit 130."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         app(args=argv, standalone_mode=True)
     except MegawattError as exc:
         print(f"megawatt: error: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:
+    except (KeyboardInterrupt, SystemExit, SystemError) as exc:
+        if _by_interrupt(exc):
+            print("megawatt: interrupted", file=sys.stderr)
+            return INTERRUPTED
+        if not isinstance(exc, SystemExit):
+            raise
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 1
-    except KeyboardInterrupt:
-        print("megawatt: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 
 def _console_main() -> None:
-    sys.exit(main())
+    code = main()
+    if code == INTERRUPTED:  # a second Ctrl-C while the interpreter shuts down stays quiet
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)

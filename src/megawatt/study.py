@@ -3,6 +3,10 @@ find a replica's capacity at the SLO, size the pools from the budget and account
 
 Pool evaluations are independent and seeded on their own, so they run in parallel processes and
 the same seed gives the same numbers however they are scheduled.
+
+Before simulating, a study estimates what it will simulate (`estimate_cost`: requests, memory,
+wall time) and refuses, with the estimate, a study whose memory would pass a limit; it checks
+again, with the pools known, before simulating the fleets at demand.
 """
 
 from __future__ import annotations
@@ -12,34 +16,192 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 
 import numpy as np
 
+from megawatt.errors import InputError
 from megawatt.fleet import (
     SOURCES,
     Economics,
     OptionResult,
     PoolResult,
+    PoolSize,
     PowerBudget,
     it_power_for_capex,
     option_result,
     size_pool,
 )
-from megawatt.fleet.demand import simulate_demand
+from megawatt.fleet.demand import pool_split, simulate_demand, simulated_requests
 from megawatt.fleet.power import LOAD_SHARES, power_curve
-from megawatt.hardware import Catalog
+from megawatt.hardware import Catalog, System
+from megawatt.interrupts import worker_pool
 from megawatt.model import ModelSpec, load_model
 from megawatt.perf import plan_memory
 from megawatt.perf.speculative import Speculation
 from megawatt.plan import Choice, PoolSettings, choose
 from megawatt.scenario import PoolSpec, Scenario, pool_engine
 from megawatt.serving import ReplicaConfig, Slo, single_user
-from megawatt.units import MW
+from megawatt.units import GB, MW
 from megawatt.workload import Mix, Poisson, Requests, chatgpt_mix, mix_from_spec
 
-Progress = Callable[[int, int, str], None]
+Progress = Callable[[str, int, int, str], None]
+"""`progress(phase, done, total, label)`: phase `plans` counts pools evaluated (deployment and
+capacity at the SLO), phase `demand` counts requests simulated at demand."""
+
+SEARCH_REQUESTS_PER_S = 35_000.0
+"""Requests a capacity search simulates per wall-second and process (the compiled replica step
+by step, near capacity): the default scenario's searches ran 2.57 M requests in 72 s on one
+core of a 2-core machine, from 14k (Llama-3.3-70B on H200) to 130k per second (gpt-oss-120b);
+bench/serving_speed.py gives 250k-420k on lighter workloads."""
+FLEET_REQUESTS_PER_S = {"exact": 300_000.0, "sampled": 60_000.0}
+"""Requests a fleet run at demand simulates per wall-second, by mode: exact mode's batches of
+replicas with closed-form decode stretches (bench/fleet_scale.py --mode exact), sampled mode's
+replicas one by one, step by step (a 400-replica pool: 65k)."""
+BYTES_PER_REQUEST_RUNNING = 800.0
+"""Peak memory per request of a run in progress (requests, the kernel's arrays, the results a
+capacity search keeps): measured 814 bytes for a 200k-request capacity search, 686 for a
+3M-request sampled pool."""
+BYTES_PER_REQUEST_KEPT = 150.0
+"""Memory per request of a finished run kept in the result (its per-request table and ITL
+samples): each pool's capacity run, every request of a sampled fleet run."""
+STREAM_BYTES = 100e6
+"""Exact mode's batch in flight (`fleet.sim.BATCH_REQUESTS` requests; bench/fleet_scale.py
+--mode exact: 58 MB above the process for 3M requests)."""
+MEMORY_LIMIT_BYTES = 4 * GB
+"""The default memory limit of a study (raise it with `run_study(memory_limit_bytes=)` or
+`megawatt run --max-memory-gb`)."""
+LONG_RUN_S = 300.0
+"""A study estimated to take longer than this is worth a note before it starts."""
+_EVALUATIONS_PER_PLAN = 10  # capacity runs per plan and probes (the default scenario: ~40 a pool)
+_PLANS_SEARCHED = 4  # plans a search evaluates (tp widths that fit, a token budget, wafer counts)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a study simulates, estimated before it runs: requests (capacity searches and fleet
+    runs at demand), peak memory (bytes, all processes) and wall time (s, at
+    SEARCH_REQUESTS_PER_S per process and FLEET_REQUESTS_PER_S). A guide to refuse what cannot
+    fit, not a prediction; `at_least` marks a lower bound (sampled fleets before their pools
+    are sized)."""
+
+    capacity_requests: float
+    demand_requests: float
+    memory_bytes: float
+    wall_s: float
+    at_least: bool = False
+
+    @property
+    def requests(self) -> float:
+        """Simulated requests, all runs."""
+        return self.capacity_requests + self.demand_requests
+
+    def describe(self) -> str:
+        """One line: requests, memory and time."""
+        about = "at least" if self.at_least else "about"
+        gb = self.memory_bytes / GB
+        memory = f"{gb:,.0f}" if gb >= 100 else f"{gb:.2g}"
+        return (
+            f"{about} {_count(self.requests)} requests (capacity searches "
+            f"{_count(self.capacity_requests)}, fleets at demand {_count(self.demand_requests)}), "
+            f"{memory} GB of memory, {_duration(self.wall_s)}"
+        )
+
+
+def _count(n: float) -> str:
+    for scale, unit in ((1e9, " B"), (1e6, " M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _processes(workers: int | None, tasks: int) -> int:
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    return max(1, min(n, tasks))
+
+
+def _peak_rate(scenario: Scenario) -> float:
+    """The traffic's peak-hour demand, requests per second."""
+    return scenario.traffic.demand_prompts_per_day / 86_400.0 * scenario.traffic.peak_to_mean
+
+
+def _demand_bytes(fleet_requests: float, exact: bool) -> float:
+    return STREAM_BYTES if exact else fleet_requests * BYTES_PER_REQUEST_RUNNING
+
+
+def estimate_cost(scenario: Scenario, *, workers: int | None = None) -> Cost:
+    """What `run_study` will simulate, from the scenario alone (no simulation). Capacity
+    searches: n_requests per run, a few runs per plan, a few plans per pool unless its plan is
+    fixed. Fleets at demand: the peak rate over `fleet.duration_s` for each option and model,
+    all of it in exact mode (streamed: memory bounded), at least the share of the most sampled
+    pool in sampled mode (k over the most replicas the pool's budget could buy)."""
+    n = scenario.simulation.n_requests
+    searches = 0.0
+    pools_seen: set[tuple[int, str]] = set()
+    for mi in range(len(scenario.models)):
+        for option in scenario.options:
+            for pool in option.pools:
+                if _pool_key(mi, pool) in pools_seen:
+                    continue
+                pools_seen.add(_pool_key(mi, pool))
+                fixed = pool.tp is not None or pool.pp is not None or pool.weight_streaming
+                searches += 2 if fixed else _PLANS_SEARCHED
+    capacity_requests = searches * _EVALUATIONS_PER_PLAN * n
+    procs = _processes(workers, len(pools_seen))
+    kept = len(pools_seen) * n * BYTES_PER_REQUEST_KEPT
+    capacity_bytes = procs * n * BYTES_PER_REQUEST_RUNNING + kept
+    fleet = scenario.fleet
+    demand_requests = 0.0
+    at_least = False
+    if fleet.simulate_demand:
+        per_option = _peak_rate(scenario) * fleet.duration_s
+        catalog = scenario.catalog()
+        economics = Economics(**scenario.economics.model_dump())
+        for option in scenario.options:
+            share = 1.0
+            if fleet.mode == "sampled":
+                at_least = True
+                share = min(
+                    _sampled_share_at_least(scenario, catalog.system(pool.system), economics, pool, fleet.k)
+                    for pool in option.pools
+                )
+            demand_requests += per_option * share * len(scenario.models)
+    exact = fleet.mode == "exact"
+    memory = max(capacity_bytes, kept + _demand_bytes(demand_requests, exact))
+    fleet_speed = FLEET_REQUESTS_PER_S[fleet.mode]
+    wall = capacity_requests / (SEARCH_REQUESTS_PER_S * procs) + demand_requests / fleet_speed
+    return Cost(capacity_requests, demand_requests, memory, wall, at_least and not exact)
+
+
+def _sampled_share_at_least(
+    scenario: Scenario, system: System, economics: Economics, pool: PoolSpec, k: int
+) -> float:
+    """The least share of a pool's traffic sampled mode simulates: k over the most replicas the
+    pool could have (one device each); 0 when the budget buys none (the study says why)."""
+    try:
+        most = _pool_size(scenario, system, economics, pool, 1, "").n_replicas
+    except InputError:
+        return 0.0
+    return min(k, most) / most
+
+
+def check_memory(cost: Cost, limit_bytes: float | None, what: str) -> None:
+    """Refuse, with the estimate, a study whose memory would pass `limit_bytes` (None: none)."""
+    if limit_bytes is None or cost.memory_bytes <= limit_bytes:
+        return
+    need = math.ceil(cost.memory_bytes / GB)
+    raise InputError(
+        f"{what} would simulate {cost.describe()}; the memory limit is {limit_bytes / GB:g} GB. "
+        "Lower simulation.n_requests, fleet.duration_s or fleet.k, use fleet.mode=exact (streamed), "
+        f"or raise the limit (--max-memory-gb {need})."
+    )
 
 
 @dataclass(frozen=True)
@@ -235,15 +397,34 @@ def assumptions(scenario: Scenario, catalog: Catalog) -> tuple[Assumption, ...]:
     return tuple(out)
 
 
+def _pool_size(
+    scenario: Scenario, system: System, economics: Economics, pool: PoolSpec, n_devices: int, field: str
+) -> PoolSize:
+    """The systems and replicas of `n_devices` devices a pool's budget buys (or its n_systems)."""
+    if pool.n_systems is not None:
+        return size_pool(0.0, system, n_devices, field=f"{field}.n_systems", n_systems=pool.n_systems)
+    spec = scenario.budget
+    if spec.capex_usd is not None:
+        share_w = it_power_for_capex(spec.capex_usd, system, economics.facility_capex_usd_per_mw)
+    else:
+        share_w = PowerBudget(spec.facility_mw * MW, spec.pue).it_w if spec.facility_mw else 0.0
+    return size_pool(share_w * pool.power_share, system, n_devices, field=f"{field}.power_share")
+
+
 def run_study(
-    scenario: Scenario, *, progress: Progress | None = None, workers: int | None = None
+    scenario: Scenario,
+    *,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    memory_limit_bytes: float | None = MEMORY_LIMIT_BYTES,
 ) -> StudyResult:
     """Answer a scenario: every option for every model. `workers` processes evaluate pools in
-    parallel (default: the CPU count; 1 runs in this process)."""
+    parallel (default: the CPU count; 1 runs in this process). Raises `InputError` before
+    simulating when the estimated memory (`estimate_cost`) passes `memory_limit_bytes` (None:
+    no limit)."""
     start = time.perf_counter()
+    check_memory(estimate_cost(scenario, workers=workers), memory_limit_bytes, scenario.name)
     catalog = scenario.catalog()
-    spec = scenario.budget
-    it_w = PowerBudget(spec.facility_mw * MW, spec.pue).it_w if spec.facility_mw else 0.0
     economics = Economics(**scenario.economics.model_dump())
     models = [load_model(m) for m in scenario.models]
     tasks: dict[tuple[int, str], _Task] = {}
@@ -256,22 +437,20 @@ def run_study(
     results: dict[tuple[int, str], _Evaluated] = {}
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if progress:
-        progress(0, total, "choosing deployments")
+        progress("plans", 0, total, "choosing deployments")
     if n_workers <= 1 or total == 1:
         for k in keys:
             results[k] = _evaluate(tasks[k])
             if progress:
-                progress(len(results), total, _label(tasks[k], models))
+                progress("plans", len(results), total, _label(tasks[k], models))
     else:
-        with ProcessPoolExecutor(max_workers=min(n_workers, total)) as pool_exec:
+        with worker_pool(min(n_workers, total)) as pool_exec:
             futures = {pool_exec.submit(_evaluate, tasks[k]): k for k in keys}
-            from concurrent.futures import as_completed
-
             for fut in as_completed(futures):
                 k = futures[fut]
                 results[k] = fut.result()
                 if progress:
-                    progress(len(results), total, _label(tasks[k], models))
+                    progress("plans", len(results), total, _label(tasks[k], models))
     load_fraction = 1.0 / scenario.traffic.peak_to_mean
     options: list[OptionResult] = []
     for mi, model in enumerate(models):
@@ -282,19 +461,7 @@ def run_study(
                 dep = ev.choice.deployment
                 system = catalog.system(pool.system)
                 field = f"options[{oi}].pools[{pj}]"
-                if pool.n_systems is not None:
-                    size = size_pool(
-                        0.0, system, dep.n_devices, field=f"{field}.n_systems", n_systems=pool.n_systems
-                    )
-                else:
-                    share_w = (
-                        it_w
-                        if spec.capex_usd is None
-                        else it_power_for_capex(spec.capex_usd, system, economics.facility_capex_usd_per_mw)
-                    )
-                    size = size_pool(
-                        share_w * pool.power_share, system, dep.n_devices, field=f"{field}.power_share"
-                    )
+                size = _pool_size(scenario, system, economics, pool, dep.n_devices, field)
                 pools.append(
                     PoolResult(
                         pool.system,
@@ -312,7 +479,7 @@ def run_study(
                 option_result(option.name, model.id, pools, economics, scenario.budget.pue, load_fraction)
             )
     if scenario.fleet.simulate_demand:
-        options = _at_demand(scenario, models, options, economics, progress)
+        options = _at_demand(scenario, models, options, economics, progress, memory_limit_bytes)
     return StudyResult(scenario, tuple(options), assumptions(scenario, catalog), time.perf_counter() - start)
 
 
@@ -322,18 +489,45 @@ def _at_demand(
     options: list[OptionResult],
     economics: Economics,
     progress: Progress | None,
+    memory_limit_bytes: float | None,
 ) -> list[OptionResult]:
-    """Each option serving the traffic's peak-hour demand (see `megawatt.fleet.demand`)."""
+    """Each option serving the traffic's peak-hour demand (see `megawatt.fleet.demand`), once
+    the requests it takes, now that the pools are sized, are known to fit in memory."""
     fleet, traffic = scenario.fleet, scenario.traffic
-    peak_rate = traffic.demand_prompts_per_day / 86_400.0 * traffic.peak_to_mean
+    peak_rate = _peak_rate(scenario)
     by_name = {o.name: o for o in scenario.options}
-    out = []
-    for n, option in enumerate(options):
+    plans = []
+    for option in options:
         mi = scenario.models.index(option.model_id)
+        mix = traffic_mix(scenario, models[mi])
+        router = by_name[option.name].router
+        split = pool_split(option.pools, mix, router=router, economics=economics, pue=scenario.budget.pue)
+        expected = simulated_requests(
+            option.pools, mix, peak_rate, split, duration_s=fleet.duration_s, mode=fleet.mode, k=fleet.k
+        )
+        plans.append((mi, mix, sum(expected)))
+    total = sum(p[2] for p in plans)
+    exact = fleet.mode == "exact"
+    kept = sum(len(o.pools) for o in options) * scenario.simulation.n_requests * BYTES_PER_REQUEST_KEPT
+    cost = Cost(0.0, total, kept + _demand_bytes(total, exact), total / FLEET_REQUESTS_PER_S[fleet.mode])
+    check_memory(cost, memory_limit_bytes, f"{scenario.name} at demand")
+    done = 0
+    label = f"fleets at demand ({fleet.mode})"
+
+    def tick(n_requests: int) -> None:
+        nonlocal done
+        done += n_requests
+        if progress:
+            progress("demand", min(done, int(total)), int(total), label)
+
+    if progress:
+        progress("demand", 0, int(total), label)
+    out = []
+    for n, (option, (mi, mix, _)) in enumerate(zip(options, plans, strict=True)):
         spec = by_name[option.name]
         demand = simulate_demand(
             option.pools,
-            traffic_mix(scenario, models[mi]),
+            mix,
             peak_rate,
             router=spec.router,
             economics=economics,
@@ -345,10 +539,11 @@ def _at_demand(
             replica_router=fleet.replica_router,
             policy=spec.pools[0].scheduler,
             seed=(scenario.seed, mi, n),
+            progress=tick,
         )
         out.append(dataclasses.replace(option, demand=demand))
-        if progress:
-            progress(n + 1, len(options), f"{option.name} / {option.model_id} at demand")
+    if progress:
+        progress("demand", int(total), int(total), label)
     return out
 
 

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -26,6 +26,7 @@ import numpy as np
 
 from megawatt.errors import CatalogError, FitError, InputError, MegawattError
 from megawatt.hardware import Catalog, Device, System, load_catalog
+from megawatt.interrupts import worker_pool
 from megawatt.model import load_model
 from megawatt.perf import (
     Deployment,
@@ -1830,7 +1831,7 @@ def validate(
     else:
         # Slowest runs first keeps both processes busy to the end.
         order = sorted(runs, key=lambda run: _cost_rank(measurements[run[0]]))
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             futures = {
                 pool.submit(
                     _predict_task,

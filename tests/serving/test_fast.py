@@ -1,7 +1,8 @@
 """The compiled replica (`engine="fast"`) tells the same story as the Python one: the same
 per-request table, stats and ITL samples, on the real roofline step model (dense and MoE GPUs
 with sliding windows, a wafer whose layers pipeline micro-batches), under every policy, with
-preemptions, prefix hits, rejections and runs stopped early."""
+preemptions, prefix hits, rejections and runs stopped early. Its stretch mode (decode stretches
+in closed form, for the fleet's exact mode) gives the step-by-step table and stats."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from megawatt.serving import (
     offline,
     simulate,
 )
+from megawatt.serving.drivers import _coefficients, simulate_replicas
+from megawatt.serving.fast import simulate_fast
 from megawatt.workload import Requests
 
 from .conftest import LinearStep, assert_same_timeline, kv_for_tokens, make_requests, random_requests
@@ -285,6 +288,8 @@ def test_the_engines_agree_on_any_small_workload(
     )
     until_s = None if until is None else until * max(float(requests.arrival_s[-1]), 1.0)
     assert_same_run(*both(cfg, requests, until_s))
+    if until_s is None:  # stretch mode runs to the end
+        assert_same_requests(*_stretched(cfg, requests))
 
 
 # -- closed loops ---------------------------------------------------------------------------
@@ -388,3 +393,72 @@ def test_speculation_over_a_model_without_coefficients_takes_the_python_replica(
     assert simulate(cfg, requests).completed.all()
     with pytest.raises(InputError, match="coefficients"):
         simulate(cfg, requests, engine="fast")
+
+
+# -- stretch mode: decode stretches in closed form ----------------------------------------------
+def _stretched(cfg: ReplicaConfig, requests: Requests) -> tuple[RunResult, RunResult]:
+    """The same run step by step and in stretch mode."""
+    c = _coefficients(cfg)
+    assert c is not None
+    kwargs = {
+        "policy": cfg.policy,
+        "max_num_seqs": cfg.max_num_seqs,
+        "max_num_batched_tokens": cfg.max_num_batched_tokens,
+    }
+    return (
+        simulate_fast(c, cfg.kv, requests, **kwargs),  # type: ignore[arg-type]
+        simulate_fast(c, cfg.kv, requests, stretch=True, **kwargs),  # type: ignore[arg-type]
+    )
+
+
+def assert_same_requests(steps: RunResult, stretched: RunResult, rtol: float = 1e-9) -> None:
+    """Stretch mode: the per-request table and stats of the step-by-step run, no timeline."""
+    for name in ("first_token_s", "finish_s"):
+        np.testing.assert_allclose(getattr(stretched, name), getattr(steps, name), rtol=rtol, err_msg=name)
+    for name in ("rejected", "preemptions", "cached_tokens"):
+        np.testing.assert_array_equal(getattr(stretched, name), getattr(steps, name), err_msg=name)
+    a, b = steps.stats, stretched.stats
+    assert (a.n_steps, a.prefill_tokens, a.decode_tokens) == (b.n_steps, b.prefill_tokens, b.decode_tokens)
+    for name in ("busy_s", "seq_seconds", "kv_byte_seconds", "peak_kv_bytes"):
+        assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=rtol), name
+    assert stretched.backlog == steps.backlog
+    assert stretched.itl_s.size == 0 and stretched.bins is None
+    with pytest.raises(InputError, match="kept no timeline"):
+        stretched.timeline()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_stretch_mode_runs_a_lightly_loaded_replica_as_step_by_step(policy: str, model: str) -> None:
+    """Requests mostly alone (long decode stretches), short prompts crossing sliding windows,
+    a cache small enough to bound stretches; speculative decoding steps one step at a time."""
+    requests = random_requests(21, 120, rate_per_s=0.5, max_prompt=300, max_output=400, cached_fraction=0.2)
+    steps, stretched = _stretched(replace(with_kv_tokens(roofline(model), 6000), policy=policy), requests)
+    assert_same_requests(steps, stretched)
+    spec = MODELS[model][2].get("speculation") is not None
+    assert (stretched.stats.n_stretches == 0) == spec
+    if not spec:
+        assert stretched.stats.n_stretches > 50
+
+
+def test_replicas_side_by_side_are_each_replica_alone() -> None:
+    """`simulate_replicas` runs replica after replica in one call; a step model without
+    coefficients takes the Python replica for each."""
+    parts = [
+        random_requests(s, n, rate_per_s=1.0, max_prompt=900, max_output=200)
+        for s, n in [(1, 30), (2, 0), (3, 45)]
+    ]
+    arrival = np.concatenate([p.arrival_s for p in parts])
+    prompt = np.concatenate([p.prompt_tokens for p in parts])
+    output = np.concatenate([p.output_tokens for p in parts])
+    cached = np.concatenate([p.cached_tokens for p in parts])
+    offsets = np.cumsum([0, *(len(p) for p in parts)])
+    for cfg in (roofline("h100-gpt-oss-20b"), ReplicaConfig(LinearStep(), kv_for_tokens(3000))):
+        runs = simulate_replicas(cfg, arrival, prompt, output, cached, offsets)
+        for r, part in enumerate(parts):
+            alone = simulate(cfg, part)
+            rows = slice(offsets[r], offsets[r + 1])
+            np.testing.assert_allclose(runs.first_token_s[rows], alone.first_token_s, rtol=1e-9)
+            np.testing.assert_allclose(runs.finish_s[rows], alone.finish_s, rtol=1e-9)
+            np.testing.assert_array_equal(runs.rejected[rows], alone.rejected)
+            assert math.isclose(runs.busy_s[r], alone.stats.busy_s, rel_tol=1e-9)

@@ -14,7 +14,7 @@ import numpy as np
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
 from megawatt.fleet.pool import PoolResult
 from megawatt.fleet.routing import PoolTarget, pool_router
-from megawatt.fleet.sim import PoolRun, pooled_percentile, simulate_pool
+from megawatt.fleet.sim import PoolOutcome, Progress, pooled_percentile, simulate_pool
 from megawatt.serving import ReplicaConfig
 from megawatt.units import SECONDS_PER_YEAR
 from megawatt.workload import Mix, Poisson
@@ -25,12 +25,13 @@ OVERLOAD = 1.0  # demand above this share of a pool's capacity is not simulated
 @dataclass(frozen=True)
 class DemandResult:
     """One option serving `rate_per_s` (its peak-hour demand). `runs` has one entry per pool
-    (None where the pool gets no traffic); `over_capacity` lists pools whose share exceeds
-    their capacity at the SLO (those are not simulated: their queues would grow without end)."""
+    (None where the pool gets no traffic): a `PoolRun` in sampled mode, a `PoolTally` in exact
+    mode; `over_capacity` lists pools whose share exceeds their capacity at the SLO (those are
+    not simulated: their queues would grow without end)."""
 
     rate_per_s: float
     pool_rates: tuple[float, ...]
-    runs: tuple[PoolRun | None, ...]
+    runs: tuple[PoolOutcome | None, ...]
     over_capacity: tuple[str, ...]
     it_w: float
     facility_w: float
@@ -42,7 +43,7 @@ class DemandResult:
         """True when every pool could carry its share."""
         return not self.over_capacity
 
-    def _runs(self) -> list[PoolRun]:
+    def _runs(self) -> list[PoolOutcome]:
         return [r for r in self.runs if r is not None]
 
     def percentile(self, metric: str, q: float) -> float:
@@ -67,15 +68,49 @@ class DemandResult:
         return self.annual.total / tokens * 1e6 if tokens > 0 and self.ok else math.inf
 
     def class_percentile(self, class_name: str, metric: str, q: float) -> float:
-        """q-th percentile of a metric for one request class, across pools."""
-        values = []
-        for run in self._runs():
-            for res, mask in zip(run.replicas, run.served, strict=True):
-                if class_name in res.class_names:
-                    keep = mask & ~res.rejected & (res.class_id == res.class_names.index(class_name))
-                    values.append(getattr(res, metric)[keep])
-        v = np.concatenate(values) if values else np.zeros(0)
-        return float(np.percentile(v, q, method="inverted_cdf")) if v.size else math.nan
+        """q-th percentile of a metric for one request class, across pools (each request
+        weighted by the replicas it stands for)."""
+        return pooled_percentile(self._runs(), metric, q, class_name) if self.ok else math.nan
+
+
+def pool_split(
+    pools: Sequence[PoolResult], mix: Mix, *, router: str, economics: Economics, pue: float
+) -> np.ndarray:
+    """Where the pool router sends each request class: a (classes x pools) matrix of shares."""
+    targets = [
+        PoolTarget(
+            p.name,
+            p.rate_per_s,
+            usd_per_request=_usd_per_request(p, economics, pue),
+            tpot_s=p.capacity.result.percentile("tpot_s", 50) if p.capacity.result else math.inf,
+        )
+        for p in pools
+    ]
+    return pool_router(router).shares(mix.class_names, list(mix.shares), targets)
+
+
+def simulated_requests(
+    pools: Sequence[PoolResult],
+    mix: Mix,
+    rate_per_s: float,
+    split: np.ndarray,
+    *,
+    duration_s: float,
+    mode: str,
+    k: int,
+) -> list[float]:
+    """Requests `simulate_demand` will simulate in each pool (expected): the pool's share of the
+    traffic over `duration_s`, all of it in exact mode, k / N of it in sampled mode; none for a
+    pool without traffic or over its capacity."""
+    out = []
+    for j, p in enumerate(pools):
+        rate = rate_per_s * float(mix.shares @ split[:, j])
+        if rate <= 0 or rate > OVERLOAD * p.rate_per_s:
+            out.append(0.0)
+            continue
+        n = p.size.n_replicas
+        out.append(rate * duration_s * (1.0 if mode == "exact" else min(k, n) / n))
+    return out
 
 
 def _pool_mix(mix: Mix, weights: np.ndarray) -> Mix:
@@ -105,19 +140,12 @@ def simulate_demand(
     replica_router: str = "random",
     policy: str = "vllm",
     seed: tuple[int, ...] = (0,),
+    progress: Progress | None = None,
 ) -> DemandResult:
-    """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals."""
-    targets = [
-        PoolTarget(
-            p.name,
-            p.rate_per_s,
-            usd_per_request=_usd_per_request(p, economics, pue),
-            tpot_s=p.capacity.result.percentile("tpot_s", 50) if p.capacity.result else math.inf,
-        )
-        for p in pools
-    ]
-    split = pool_router(router).shares(mix.class_names, list(mix.shares), targets)
-    runs: list[PoolRun | None] = []
+    """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals;
+    `progress` is called with the requests simulated as they are."""
+    split = pool_split(pools, mix, router=router, economics=economics, pue=pue)
+    runs: list[PoolOutcome | None] = []
     rates: list[float] = []
     over: list[str] = []
     it_w = 0.0
@@ -146,6 +174,7 @@ def simulate_demand(
                 k=k,
                 router=replica_router,
                 seed=(*seed, j),
+                progress=progress,
             )
             runs.append(run)
             busy = rate / p.rate_per_s  # load as a share of capacity sets power (see PoolResult)

@@ -92,8 +92,9 @@ def demand_table(study: StudyResult) -> Table | None:
     peak = rows[0]["at_demand"]["peak_requests_per_s"]
     t = Table(
         title=f"At demand: {sc.traffic.demand_prompts_per_day / 1e9:g}B prompts/day, peak hour "
-        f"{peak:,.0f} requests/s ({sc.fleet.mode}, {sc.fleet.k} replicas per pool, "
-        f"{sc.fleet.duration_s:g} s)",
+        f"{peak:,.0f} requests/s ("
+        + ("exact: every replica" if sc.fleet.mode == "exact" else f"sampled, {sc.fleet.k} replicas per pool")
+        + f", {sc.fleet.duration_s:g} s)",
         title_justify="left",
         header_style="bold",
     )

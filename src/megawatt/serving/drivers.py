@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -189,6 +190,68 @@ def simulate(
     return result
 
 
+@dataclass(frozen=True)
+class ReplicaRuns:
+    """Independent replicas run side by side (`simulate_replicas`): per request, in the rows'
+    order, first token and finish times (s from the start; NaN where none) and whether it was
+    rejected; per replica, its busy seconds."""
+
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    rejected: np.ndarray
+    busy_s: np.ndarray
+
+
+def simulate_replicas(
+    cfg: ReplicaConfig,
+    arrival_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    cached_tokens: np.ndarray,
+    offsets: np.ndarray,
+) -> ReplicaRuns:
+    """Open loop on many independent replicas of `cfg`: replica r serves rows offsets[r] ..
+    offsets[r + 1] - 1 (sorted by arrival within each replica), every request followed to
+    completion. The compiled kernel runs them all in one call, timing pure-decode stretches in
+    closed form (`serving.fast`: the same times up to float rounding); a step model without
+    coefficients runs each replica on the Python replica."""
+    coefficients = _coefficients(cfg)
+    if coefficients is not None:
+        from megawatt.serving.fast import simulate_replicas_fast  # compiles on first use
+
+        first, finish, rejected, busy = simulate_replicas_fast(
+            coefficients,
+            cfg.kv,
+            arrival_s,
+            prompt_tokens,
+            output_tokens,
+            cached_tokens,
+            offsets,
+            policy=cfg.policy,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+        )
+        return ReplicaRuns(first, finish, rejected, busy)
+    n = len(arrival_s)
+    out = ReplicaRuns(np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool), np.zeros(len(offsets) - 1))
+    for r, (a, e) in enumerate(itertools.pairwise(offsets)):
+        if e <= a:
+            continue
+        res = simulate(
+            cfg,
+            Requests(
+                arrival_s[a:e], prompt_tokens[a:e], output_tokens[a:e], cached_tokens[a:e],
+                np.zeros(e - a, dtype=np.int32), ("any",),
+            ),
+            engine="python",
+        )
+        out.first_token_s[a:e] = res.first_token_s
+        out.finish_s[a:e] = res.finish_s
+        out.rejected[a:e] = res.rejected
+        out.busy_s[r] = res.stats.busy_s
+    return out
+
+
 def offline(
     cfg: ReplicaConfig,
     requests: Requests,
@@ -347,6 +410,8 @@ def capacity(
         arrivals = unit_arrivals / rate
         span = float(arrivals[-1])
         res = simulate(cfg, requests.with_arrivals(arrivals), until_s=50.0 * span + 86_400.0, engine=engine)
+        for old in [r for r in cache if r not in (lo, hi)]:  # only the bracket's runs are needed
+            del cache[old]
         cache[rate] = res
         ok = res.meets(slo)
         evals.append((rate, ok))

@@ -7,16 +7,27 @@ arrival, `until`), so a run gives the same per-request table, stats, ITL samples
 the Python replica simulated step by step. It has no hashed prefix cache (only the idealised
 `cached_tokens` column) and no requests prefilled elsewhere: those runs take the Python replica.
 The first call compiles the kernel (seconds; cached on disk after that).
+
+Two things set it apart from a plain loop. It polls a flag every ~65,000 iterations (a few
+milliseconds) and returns early when a held Ctrl-C or SIGTERM set it (`megawatt.interrupts`), so
+a long run is interrupted between iterations, never inside numba's runtime. And in `stretch`
+mode (the fleet's exact mode) it times a pure-decode stretch, which nothing can join until a
+request finishes or arrives, in closed form instead of step by step: step times are piecewise
+linear in the step, so their sum is a sum of arithmetic series. The per-request table is then
+the step-by-step one up to float rounding; the run keeps no timeline and no ITL samples.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, objmode
 
 from megawatt.errors import InputError
+from megawatt.interrupts import held_signals
 from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import KvBudget, ReplicaStats
@@ -27,10 +38,189 @@ from megawatt.workload import Requests
 # Request states, as in replica.py.
 _WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3
 # Stats slots of the kernel's output, in ReplicaStats order.
-_BUSY, _N_STEPS, _SEQ_S, _KV_S, _PREFILL, _DECODE, _PEAK = range(7)
+_BUSY, _N_STEPS, _SEQ_S, _KV_S, _PREFILL, _DECODE, _PEAK, _STRETCHES = range(8)
 # Timeline rows (Timeline's arrays) and its scalars.
 _TL_BUSY, _TL_SEQ, _TL_KV, _TL_TOKENS = range(4)
 _TL_BIN_S, _TL_N_BINS, _TL_LAST = range(3)
+# The abort flag's slots: set by a held signal; iterations since the last poll.
+_ABORT, _ITERATIONS = range(2)
+_POLL_MASK = (1 << 16) - 1  # poll every 65,536 iterations of the event loop
+# A decode stretch's parameters (`_stretch_sums`).
+(
+    _P_B, _P_MB, _P_OTHERS, _P_EXTRA, _P_C, _P_M, _P_WKV, _P_WM, _P_K, _P_C3, _P_C4, _P_Q,
+    _P_KVB, _P_BPTW, _P_NB, _P_SB, _P_NGAP,
+) = range(17)
+
+
+def _poll() -> None:
+    """Run from compiled code now and then: executing Python lets a pending signal's handler
+    run (and set the abort flag)."""
+
+
+@njit(cache=True)
+def _enter_python() -> None:
+    """`_poll` from compiled code (kept out of line: an object-mode block cannot be inlined)."""
+    with objmode():
+        _poll()
+
+
+@njit(cache=True, inline="always")
+def _aborted(abort: np.ndarray) -> bool:
+    """Count an iteration; every 65,536 of them let Python handle pending signals; True when a
+    held signal asks the run to stop."""
+    abort[_ITERATIONS] += 1
+    if (abort[_ITERATIONS] & _POLL_MASK) == 0:
+        _enter_python()
+    return bool(abort[_ABORT] != 0)
+
+
+@njit(cache=True, inline="always")
+def _line_sums(a: float, b: float, p: float, q: float, t0: float, t1: float) -> tuple[float, float]:
+    """Over the integers t0 .. t1 - 1: the sum of a + b t, and of (p + q t)(a + b t)."""
+    n = t1 - t0
+    if n <= 0:
+        return 0.0, 0.0
+    s1 = (t0 + t1 - 1.0) * n / 2.0
+    s2 = ((t1 - 1.0) * t1 * (2.0 * t1 - 1.0) - (t0 - 1.0) * t0 * (2.0 * t0 - 1.0)) / 6.0
+    return n * a + b * s1, n * p * a + (p * b + q * a) * s1 + q * b * s2
+
+
+@njit(cache=True, inline="always")
+def _max_sums(
+    f0: float, f1: float, g0: float, g1: float, n: float, p: float, q: float
+) -> tuple[float, float]:
+    """Over t = 0 .. n - 1: the sum of max(f0 + f1 t, g0 + g1 t), and of (p + q t) times it."""
+    d0 = f0 - g0
+    d1 = f1 - g1
+    if d1 == 0.0:
+        if d0 >= 0.0:
+            return _line_sums(f0, f1, p, q, 0.0, n)
+        return _line_sums(g0, g1, p, q, 0.0, n)
+    root = min(max(-d0 / d1, -1.0), n + 1.0)  # f - g changes sign here
+    if d1 > 0.0:  # g below the root, f from it
+        cut = min(max(math.ceil(root), 0.0), n)
+        a, wa = _line_sums(g0, g1, p, q, 0.0, cut)
+        b, wb = _line_sums(f0, f1, p, q, cut, n)
+    else:  # f up to the root, g after it
+        cut = min(max(math.floor(root) + 1.0, 0.0), n)
+        a, wa = _line_sums(f0, f1, p, q, 0.0, cut)
+        b, wb = _line_sums(g0, g1, p, q, cut, n)
+    return a + b, wa + wb
+
+
+@njit(cache=True, inline="always")
+def _cross(a1: float, s1: float, a2: float, s2: float) -> float:
+    """Where the lines a1 + s1 x and a2 + s2 x cross (-1 when they do not)."""
+    if s1 == s2:
+        return -1.0
+    return (a2 - a1) / (s1 - s2)
+
+
+@njit(cache=True)
+def _stretch_sums(
+    m: int, par: np.ndarray, opc: np.ndarray, gaps: np.ndarray
+) -> tuple[float, float]:
+    """The first `m` steps of a decode stretch: the sum of their step times (s), and of KV
+    bytes in use during each step times its time (byte-seconds).
+
+    Step s's features are the step-by-step kernel's (`_step_s`) for b sequences of contexts
+    c_i + s: decode context C + b s, longest M + s, windowed sum_i min(c_i + s, W). Between
+    the steps where a sequence reaches the window (`gaps`, sorted) or the longest reaches the
+    model's window, each feature is the max of two lines, and each operator's time the max of
+    two lines: the sums split at the crossings and add arithmetic series. `par` holds the
+    stretch's scalars (`_P_*`), `opc` the operators' time per unit of the constant, decode-
+    context and window features (rows: compute 0/3/4, memory 0/3/4)."""
+    b = par[_P_B]
+    mb = par[_P_MB]
+    others = par[_P_OTHERS]
+    extra = par[_P_EXTRA]
+    big_c = par[_P_C]
+    big_m = par[_P_M]
+    w_kv = par[_P_WKV]
+    w_model = par[_P_WM]
+    n_gaps = int(par[_P_NGAP])
+    n_below = par[_P_NB]
+    sum_below = par[_P_SB]
+    # From step `w_kink` on, the longest context is past the model's window.
+    w_kink = w_model - big_m if w_model > 0.0 and big_m < w_model else -1.0
+    # Decode context feature: max of two lines in s (RooflineStepModel._features).
+    a1 = big_c / mb
+    s1 = b / mb
+    a2 = big_m + extra * (big_c - big_m) / others
+    s2 = 1.0 + extra * (b - 1.0) / others
+    c12 = _cross(a1, s1, a2, s2)
+    n_ops = opc.shape[1]
+    total = 0.0
+    kv_total = 0.0
+    s = 0.0
+    gi = 0
+    end = float(m)
+    cuts = np.empty(4, np.float64)
+    while s < end:
+        while gi < n_gaps and gaps[gi] <= s:  # sequences now capped at the window
+            n_below -= 1.0
+            sum_below -= w_kv - gaps[gi]
+            gi += 1
+        nxt = end
+        if gi < n_gaps and gaps[gi] < nxt:
+            nxt = gaps[gi]
+        if s < w_kink < nxt:
+            nxt = w_kink
+        # On [s, nxt): windowed context dA + dB x; longest windowed context wA + wB x.
+        d_a = sum_below + w_kv * (b - n_below)
+        d_b = n_below
+        a3 = d_a / mb
+        s3 = d_b / mb
+        if w_model > 0.0:
+            w_a, w_b = (big_m, 1.0) if s < w_kink else (w_model, 0.0)
+            a4 = w_a + extra * (d_a - w_a) / others
+            s4 = w_b + extra * (d_b - w_b) / others
+        else:
+            a4 = a3
+            s4 = s3
+        c34 = _cross(a3, s3, a4, s4)
+        n_cuts = 0
+        cuts[n_cuts] = s
+        n_cuts += 1
+        for c in (c12, c34):
+            if s < c < nxt and math.ceil(c) < nxt:
+                cuts[n_cuts] = math.ceil(c)
+                n_cuts += 1
+        cuts[n_cuts] = nxt
+        n_cuts += 1
+        if n_cuts == 4 and cuts[1] > cuts[2]:
+            cuts[1], cuts[2] = cuts[2], cuts[1]
+        for part in range(n_cuts - 1):
+            u0 = cuts[part]
+            u1 = cuts[part + 1]
+            if u1 <= u0:
+                continue
+            mid = (u0 + u1 - 1.0) / 2.0
+            al3, be3 = (a1, s1) if a1 + s1 * mid >= a2 + s2 * mid else (a2, s2)
+            al4, be4 = (a3, s3) if a3 + s3 * mid >= a4 + s4 * mid else (a4, s4)
+            x3 = al3 + be3 * u0  # features at u0 and their growth per step
+            x4 = al4 + be4 * u0
+            n = u1 - u0
+            p = par[_P_Q] + par[_P_BPTW] * d_a + (par[_P_KVB] + par[_P_BPTW] * d_b) * u0
+            q = par[_P_KVB] + par[_P_BPTW] * d_b
+            t, w = _line_sums(
+                par[_P_K] + par[_P_C3] * x3 + par[_P_C4] * x4,
+                par[_P_C3] * be3 + par[_P_C4] * be4, p, q, 0.0, n,
+            )
+            total += t
+            kv_total += w
+            for j in range(n_ops):
+                t, w = _max_sums(
+                    opc[0, j] + opc[1, j] * x3 + opc[2, j] * x4,
+                    opc[1, j] * be3 + opc[2, j] * be4,
+                    opc[3, j] + opc[4, j] * x3 + opc[5, j] * x4,
+                    opc[4, j] * be3 + opc[5, j] * be4,
+                    n, p, q,
+                )
+                total += t
+                kv_total += w
+        s = nxt
+    return total, kv_total
 
 
 @njit(cache=True)
@@ -185,6 +375,105 @@ def _step_s(
 
 
 @njit(cache=True)
+def _plan_stretch(
+    k: int,
+    now: float,
+    ai: int,
+    arrival: np.ndarray,
+    cuttable: bool,
+    n_dec: int,
+    decodes: np.ndarray,
+    ctx: np.ndarray,
+    kv_bytes: np.ndarray,
+    kv_used: float,
+    bpt: float,
+    bptw: float,
+    kv_window: int,
+    half_block: float,
+    flops: np.ndarray,
+    nbytes: np.ndarray,
+    rate: np.ndarray,
+    bw: np.ndarray,
+    comm: np.ndarray,
+    constant_s: float,
+    depth: float,
+    model_window: int,
+    n_experts: float,
+    top_k: float,
+    par: np.ndarray,
+    opc: np.ndarray,
+    gaps: np.ndarray,
+) -> tuple[int, float, float]:
+    """A decode stretch of at most `k` steps of the `n_dec` sequences in `decodes`: its steps,
+    their summed time (s) and KV byte-seconds. The next arrival, when it comes before the end
+    and could join (`cuttable`), ends the stretch after the step in progress then (as
+    `Replica._cut_stretch`). `constant_s`: latency and overheads of a step; `par`, `opc` and
+    `gaps` are work arrays (see `_stretch_sums`)."""
+    b = float(n_dec)
+    mb = max(min(b, depth), 1.0)
+    big_c = 0.0
+    big_m = 0.0
+    held = 0.0
+    n_gaps = 0
+    sum_below = 0.0
+    for d in range(n_dec):
+        i = decodes[d]
+        c = float(ctx[i] + 1)  # the context step 0 attends over
+        big_c += c
+        big_m = max(big_m, c)
+        held += kv_bytes[i]
+        if kv_window > 0 and c < kv_window:
+            gaps[n_gaps] = kv_window - c  # the step from which it is capped at the window
+            n_gaps += 1
+            sum_below += c
+    gaps[:n_gaps].sort()
+    # Features that do not change during the stretch (`_step_s`): 1, tokens and logits.
+    x1 = b / mb
+    x7 = n_experts * (1.0 - (1.0 - top_k / n_experts) ** x1) if n_experts > 0 else 0.0
+    for j in range(flops.shape[0]):
+        opc[0, j] = (flops[j, 0] + (flops[j, 1] + flops[j, 2]) * x1 + flops[j, 7] * x7) / rate[j]
+        opc[1, j] = flops[j, 3] / rate[j]
+        opc[2, j] = flops[j, 4] / rate[j]
+        opc[3, j] = (nbytes[j, 0] + (nbytes[j, 1] + nbytes[j, 2]) * x1 + nbytes[j, 7] * x7) / bw[j]
+        opc[4, j] = nbytes[j, 3] / bw[j]
+        opc[5, j] = nbytes[j, 4] / bw[j]
+    par[_P_B] = b
+    par[_P_MB] = mb
+    par[_P_OTHERS] = max(b - 1.0, 1.0)
+    par[_P_EXTRA] = max(b / mb - 1.0, 0.0)
+    par[_P_C] = big_c
+    par[_P_M] = big_m
+    par[_P_WKV] = float(kv_window)
+    par[_P_WM] = float(model_window)
+    par[_P_K] = constant_s + comm[0] + (comm[1] + comm[2]) * x1 + comm[7] * x7
+    par[_P_C3] = comm[3]
+    par[_P_C4] = comm[4]
+    # KV in use during step s: what the others hold plus sum_i seq_bytes(c_i + s).
+    par[_P_Q] = kv_used - held + bpt * (big_c + b * half_block)
+    par[_P_KVB] = bpt * b
+    par[_P_BPTW] = bptw if kv_window > 0 else 0.0
+    par[_P_NB] = float(n_gaps)
+    par[_P_SB] = sum_below
+    par[_P_NGAP] = float(n_gaps)
+    dt, kv_dt = _stretch_sums(k, par, opc, gaps)
+    if cuttable and ai < arrival.shape[0] and arrival[ai] <= now + dt:
+        # Steps ending strictly before the arrival, plus the one in progress then.
+        t_a = arrival[ai]
+        lo = 0
+        hi = k
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            t, _ = _stretch_sums(mid, par, opc, gaps)
+            if now + t < t_a:
+                lo = mid
+            else:
+                hi = mid
+        k = hi
+        dt, kv_dt = _stretch_sums(k, par, opc, gaps)
+    return k, dt, kv_dt
+
+
+@njit(cache=True)
 def _run(
     arrival: np.ndarray,
     prompt: np.ndarray,
@@ -222,12 +511,17 @@ def _run(
     until_s: float,
     bin_s: float,
     max_bins: int,
+    stretch: bool,
+    abort: np.ndarray,
     n_in_flight: int,
     issue_delay: np.ndarray,
 ) -> tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-    int, float, np.ndarray, np.ndarray, np.ndarray,
+    int, float, np.ndarray, np.ndarray, np.ndarray, bool,
 ]:
+    """One replica's open-loop run (see the module docstring). `stretch`: time pure-decode
+    stretches in closed form and keep no timeline and no ITL samples. Returns early, with
+    the last element True, when `abort` is set."""
     n = arrival.shape[0]
     # Closed loop (n_in_flight > 0, drivers.concurrency): the first n_in_flight requests arrive
     # at the start, each later one when an earlier one completes or is rejected (it then joins
@@ -255,7 +549,7 @@ def _run(
     finish = np.full(n, np.nan)
     preemptions = np.zeros(n, np.int64)
     cache_hits = np.zeros(n, np.int64)
-    stats = np.zeros(7, np.float64)
+    stats = np.zeros(8, np.float64)
 
     cap = n + 1
     waiting = np.zeros(cap, np.int64)  # a ring buffer: head, count
@@ -274,7 +568,7 @@ def _run(
         n_experts, top_k, prefill_overhead,
     )
 
-    itl_cap = 1024
+    itl_cap = 1 if stretch else 1024  # stretch mode keeps no ITL samples
     itl_s = np.zeros(itl_cap, np.float64)
     itl_n = np.zeros(itl_cap, np.int64)
     n_itl = 0
@@ -291,8 +585,16 @@ def _run(
     n_dec = 0
     n_chunks = 0
     start_now = False  # run _start_step now
+    step_k = 1  # decode steps the step in progress stands for (a stretch: more than one)
+    aborted = False
+    par = np.zeros(17, np.float64)
+    opc = np.zeros((6, flops.shape[0]), np.float64)
+    gaps = np.zeros(n + 1, np.float64)
 
     while True:
+        if _aborted(abort):
+            aborted = True
+            break
         if start_now:
             start_now = False
             pending = False
@@ -398,6 +700,50 @@ def _run(
                         continue
                     busy = False
                     break
+                if (
+                    stretch and spec_k == 0 and n_chunks == 0 and n_dec == n_run and not has_until
+                    and n_in_flight == 0
+                ):
+                    # ---- Replica._start_stretch: many decode steps at once -----------------
+                    left = output[decodes[0]] - generated[decodes[0]]
+                    min_ctx = ctx[decodes[0]]
+                    for d in range(1, n_dec):
+                        i = decodes[d]
+                        left = min(left, output[i] - generated[i])
+                        min_ctx = min(min_ctx, ctx[i])
+                    per_step = bpt * n_dec
+                    if kv_window > 0 and bptw > 0 and min_ctx < kv_window:
+                        per_step += bptw * n_dec
+                    k = left
+                    if per_step > 0:
+                        k = min(k, int((capacity - kv_used) // per_step))
+                    if k >= 2:
+                        k, dt, kv_dt = _plan_stretch(
+                            k, now, ai, arrival, admit_while_running and n_run < max_num_seqs,
+                            n_dec, decodes, ctx, kv_bytes, kv_used, bpt, bptw, kv_window,
+                            half_block, flops, nbytes, rate, bw, comm,
+                            latency + step_overhead + seq_overhead * n_dec, depth,
+                            model_window, n_experts, top_k, par, opc, gaps,
+                        )
+                        for d in range(n_dec):
+                            i = decodes[d]
+                            new = _seq_bytes(ctx[i] + k, bpt, bptw, kv_window, half_block)
+                            kv_used += new - kv_bytes[i]
+                            kv_bytes[i] = new
+                            ctx[i] = ctx[i] + k
+                        stats[_N_STEPS] += k
+                        stats[_BUSY] += dt
+                        stats[_SEQ_S] += n_run * dt
+                        stats[_KV_S] += kv_dt
+                        stats[_PEAK] = max(stats[_PEAK], kv_used)
+                        stats[_DECODE] += k * n_dec
+                        stats[_STRETCHES] += 1.0
+                        n_chunks = 0
+                        step_k = k
+                        pending = True
+                        t_end = now + dt
+                        break
+                step_k = 1
                 # ---- _run_step: the batch's aggregates (BatchShape.of) ------------------
                 dctx = 0.0
                 dwin = 0.0
@@ -495,8 +841,9 @@ def _run(
                 stats[_PEAK] = max(stats[_PEAK], kv_used)
                 stats[_PREFILL] += p_tok
                 stats[_DECODE] += n_dec
-                _timeline_add(bins, meta, start_s, now, now + dt, n_run, kv_used, n_logits)
-                if n_dec > 0:
+                if not stretch:
+                    _timeline_add(bins, meta, start_s, now, now + dt, n_run, kv_used, n_logits)
+                if n_dec > 0 and not stretch:
                     if n_itl == itl_cap:
                         itl_cap *= 2
                         grown_s = np.zeros(itl_cap, np.float64)
@@ -537,7 +884,7 @@ def _run(
             n_fin = 0
             for d in range(n_dec):
                 i = decodes[d]
-                generated[i] += 1
+                generated[i] += step_k
                 if generated[i] >= output[i]:
                     finished[n_fin] = i
                     n_fin += 1
@@ -612,54 +959,66 @@ def _run(
         bins,
         meta,
         arrival,
+        aborted,
     )
 
 
-def simulate_fast(
+@njit(cache=True)
+def _run_replicas(
+    arrival: np.ndarray,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    cached: np.ndarray,
+    offsets: np.ndarray,
+    replica: tuple[Any, ...],  # `_replica_args`, taken whole
+    abort: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Independent replicas, replica r serving rows offsets[r] .. offsets[r + 1] - 1, each
+    run to completion in stretch mode: first token and finish times and rejections per row,
+    busy seconds per replica, and whether the run was aborted."""
+    n = arrival.shape[0]
+    first = np.full(n, np.nan)
+    finish = np.full(n, np.nan)
+    rejected = np.zeros(n, np.bool_)
+    busy = np.zeros(offsets.shape[0] - 1, np.float64)
+    for r in range(offsets.shape[0] - 1):
+        a = offsets[r]
+        e = offsets[r + 1]
+        if e <= a:
+            continue
+        out = _run(  # type: ignore[call-arg]  # mypy cannot count *replica
+            arrival[a:e], prompt[a:e], output[a:e], cached[a:e], *replica,
+            min(0.0, arrival[a]), False, math.inf, 1.0, 1, True, abort, 0, np.zeros(0),
+        )
+        if out[13]:
+            return first, finish, rejected, busy, True
+        state = out[0]
+        for t in range(e - a):
+            first[a + t] = out[1][t]
+            if state[t] == _DONE or state[t] == _REJECTED:
+                finish[a + t] = out[2][t]
+            rejected[a + t] = state[t] == _REJECTED
+        busy[r] = out[5][_BUSY]
+    return first, finish, rejected, busy, False
+
+
+def _replica_args(
     coefficients: StepCoefficients,
     kv: KvBudget,
-    requests: Requests,
-    *,
-    policy: str | SchedulerPolicy = "vllm",
-    max_num_seqs: int = 256,
-    max_num_batched_tokens: int = 8192,
-    until_s: float | None = None,
-    timeline_bin_s: float = DEFAULT_BIN_S,
-    n_in_flight: int = 0,
-    issue_delay_s: np.ndarray | None = None,
-) -> RunResult:
-    """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
-    model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
-    time, so `stats.n_stretches` is 0.
-
-    `n_in_flight` > 0 runs a closed loop instead (what `drivers.concurrency` gives): the
-    requests' `arrival_s` are ignored; the first `n_in_flight` arrive at 0 and each completion
-    (or rejection) issues the next in table order at that instant. The result's `arrival_s` are
-    the times each request reached the replica: its issue, plus `issue_delay_s` (per request,
-    seconds; none by default) - e.g. the prefill and KV transfer of a disaggregated pair -
-    kept in issue order."""
-    if n_in_flight < 0:
-        raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
-    n = len(requests)
-    delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
-    if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
-        raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
+    policy: str | SchedulerPolicy,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+) -> tuple[Any, ...]:
+    """The kernel's arguments that describe the replica (policy, KV budget, step model), in
+    `_run`'s order."""
     if max_num_seqs < 1 or max_num_batched_tokens < 1:
         raise InputError(
             "max_num_seqs and max_num_batched_tokens must be >= 1; got "
             f"{max_num_seqs} and {max_num_batched_tokens}."
         )
     pol = scheduler(policy) if isinstance(policy, str) else policy
-    start_s = min(0.0, float(requests.arrival_s[0])) if n and not n_in_flight else 0.0
-    if until_s is not None and not until_s >= start_s:
-        raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
     c = coefficients
-    timeline = Timeline(start_s, kv.capacity_bytes, timeline_bin_s, DEFAULT_MAX_BINS)  # validates
-    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta, arrival = _run(
-        np.array(requests.arrival_s, dtype=np.float64),
-        np.array(requests.prompt_tokens, dtype=np.int64),
-        np.array(requests.output_tokens, dtype=np.int64),
-        np.array(requests.cached_tokens, dtype=np.int64),
+    return (
         bool(pol.chunked_prefill),
         bool(pol.admit_while_running),
         int(max_num_seqs),
@@ -687,13 +1046,101 @@ def simulate_fast(
         float(c.spec_tokens_per_step),
         float(c.spec_draft_cost),
         bool(c.spec_pipelined),
-        float(start_s),
-        until_s is not None,
-        float(until_s) if until_s is not None else math.inf,
-        float(timeline_bin_s),
-        DEFAULT_MAX_BINS,
-        int(n_in_flight),
-        np.array(delay, dtype=np.float64),
+    )
+
+
+def simulate_replicas_fast(
+    coefficients: StepCoefficients,
+    kv: KvBudget,
+    arrival_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    cached_tokens: np.ndarray,
+    offsets: np.ndarray,
+    *,
+    policy: str | SchedulerPolicy = "vllm",
+    max_num_seqs: int = 256,
+    max_num_batched_tokens: int = 8192,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Many independent replicas in one compiled call, in stretch mode (see the module
+    docstring): replica r serves rows offsets[r] .. offsets[r + 1] - 1, sorted by arrival
+    within each replica, every request followed to completion. Returns per row the first
+    token and finish times (s; NaN where none) and whether it was rejected, and per replica its
+    busy seconds."""
+    args = _replica_args(coefficients, kv, policy, max_num_seqs, max_num_batched_tokens)
+    columns = (
+        np.ascontiguousarray(arrival_s, dtype=np.float64),
+        np.ascontiguousarray(prompt_tokens, dtype=np.int64),
+        np.ascontiguousarray(output_tokens, dtype=np.int64),
+        np.ascontiguousarray(cached_tokens, dtype=np.int64),
+        np.ascontiguousarray(offsets, dtype=np.int64),
+    )
+    while True:  # again only if a held signal's handler chose not to stop the run
+        with held_signals() as abort:
+            first, finish, rejected, busy, aborted = _run_replicas(*columns, args, abort)
+        if not aborted:
+            return first, finish, rejected, busy
+
+
+def simulate_fast(
+    coefficients: StepCoefficients,
+    kv: KvBudget,
+    requests: Requests,
+    *,
+    policy: str | SchedulerPolicy = "vllm",
+    max_num_seqs: int = 256,
+    max_num_batched_tokens: int = 8192,
+    until_s: float | None = None,
+    timeline_bin_s: float = DEFAULT_BIN_S,
+    stretch: bool = False,
+    n_in_flight: int = 0,
+    issue_delay_s: np.ndarray | None = None,
+) -> RunResult:
+    """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
+    model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
+    time (`stats.n_stretches` is 0), or with `stretch` times pure-decode stretches in closed
+    form (times equal to float rounding; no timeline, no ITL samples).
+
+    `n_in_flight` > 0 runs a closed loop instead (what `drivers.concurrency` gives): the
+    requests' `arrival_s` are ignored; the first `n_in_flight` arrive at 0 and each completion
+    (or rejection) issues the next in table order at that instant. The result's `arrival_s` are
+    the times each request reached the replica: its issue, plus `issue_delay_s` (per request,
+    seconds; none by default) - e.g. the prefill and KV transfer of a disaggregated pair -
+    kept in issue order."""
+    if n_in_flight < 0:
+        raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
+    n = len(requests)
+    delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
+    if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
+        raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
+    args = _replica_args(coefficients, kv, policy, max_num_seqs, max_num_batched_tokens)
+    start_s = min(0.0, float(requests.arrival_s[0])) if n and not n_in_flight else 0.0
+    if until_s is not None and not until_s >= start_s:
+        raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
+    timeline = Timeline(start_s, kv.capacity_bytes, timeline_bin_s, DEFAULT_MAX_BINS)  # validates
+    while True:  # again only if a held signal's handler chose not to stop the run
+        with held_signals() as abort:
+            run: Callable[..., Any] = _run  # mypy cannot count *args
+            out = run(
+                np.array(requests.arrival_s, dtype=np.float64),
+                np.array(requests.prompt_tokens, dtype=np.int64),
+                np.array(requests.output_tokens, dtype=np.int64),
+                np.array(requests.cached_tokens, dtype=np.int64),
+                *args,
+                float(start_s),
+                until_s is not None,
+                float(until_s) if until_s is not None else math.inf,
+                float(timeline_bin_s),
+                1 if stretch else DEFAULT_MAX_BINS,
+                stretch,
+                abort,
+                int(n_in_flight),
+                np.array(delay, dtype=np.float64),
+            )
+        if not out[-1]:
+            break
+    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta, arrival, _ = (
+        out
     )
     timeline.busy_s, timeline.seq_s, timeline.kv_s, timeline.tokens = (
         bins[_TL_BUSY], bins[_TL_SEQ], bins[_TL_KV], bins[_TL_TOKENS]
@@ -704,7 +1151,7 @@ def simulate_fast(
     stats = ReplicaStats(
         busy_s=float(st[_BUSY]),
         n_steps=int(st[_N_STEPS]),
-        n_stretches=0,
+        n_stretches=int(st[_STRETCHES]),
         seq_seconds=float(st[_SEQ_S]),
         kv_byte_seconds=float(st[_KV_S]),
         prefill_tokens=int(st[_PREFILL]),
@@ -728,5 +1175,5 @@ def simulate_fast(
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
         backlog=0 if n_in_flight else int(backlog),
-        bins=timeline,
+        bins=None if stretch else timeline,
     )

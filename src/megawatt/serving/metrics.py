@@ -32,6 +32,27 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> fl
     return float(v[min(idx, v.size - 1)])
 
 
+def ttft_of(arrival_s: np.ndarray, first_token_s: np.ndarray) -> np.ndarray:
+    """Time to first token per request, s (inf when it never got one)."""
+    t = first_token_s - arrival_s
+    return np.where(np.isfinite(t), t, np.inf)
+
+
+def tpot_of(first_token_s: np.ndarray, finish_s: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """Time per output token after the first, s (MLPerf's definition); 0 for one-token outputs,
+    inf when unfinished."""
+    n = np.maximum(output_tokens - 1, 1)
+    t = (finish_s - first_token_s) / n
+    t = np.where(output_tokens > 1, t, 0.0)
+    return np.where(np.isfinite(t), t, np.inf)
+
+
+def e2e_of(arrival_s: np.ndarray, finish_s: np.ndarray) -> np.ndarray:
+    """End-to-end latency per request, s (inf when unfinished)."""
+    t = finish_s - arrival_s
+    return np.where(np.isfinite(t), t, np.inf)
+
+
 @dataclass(frozen=True)
 class Slo:
     """Latency limits a request (goodput) or a run (capacity search) must meet, in seconds."""
@@ -107,23 +128,18 @@ class RunResult:
     @property
     def ttft_s(self) -> np.ndarray:
         """Time to first token per request (inf when it never got one)."""
-        t = self.first_token_s - self.arrival_s
-        return np.where(np.isfinite(t), t, np.inf)
+        return ttft_of(self.arrival_s, self.first_token_s)
 
     @property
     def tpot_s(self) -> np.ndarray:
         """Time per output token after the first, per request (MLPerf's definition); 0 for
         one-token outputs, inf when unfinished."""
-        n = np.maximum(self.output_tokens - 1, 1)
-        t = (self.finish_s - self.first_token_s) / n
-        t = np.where(self.output_tokens > 1, t, 0.0)
-        return np.where(np.isfinite(t), t, np.inf)
+        return tpot_of(self.first_token_s, self.finish_s, self.output_tokens)
 
     @property
     def e2e_s(self) -> np.ndarray:
         """End-to-end latency per request (inf when unfinished)."""
-        t = self.finish_s - self.arrival_s
-        return np.where(np.isfinite(t), t, np.inf)
+        return e2e_of(self.arrival_s, self.finish_s)
 
     def timeline(self) -> pa.Table:
         """Batch size, KV use and output tokens over time, one row per bin (see
