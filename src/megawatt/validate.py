@@ -245,8 +245,30 @@ ASSUMPTIONS: tuple[str, ...] = (
     "engine releases: a row's date picks its engine's release, each its own calibration group "
     "(README caveat 8, software drift): cerebras before 2024-10 is the launch software "
     "`cerebras-2024-08`, from 2024-10 rewritten kernels and speculative decoding; TensorRT-LLM "
-    "and vLLM before 2025 (MLPerf v4.1) are `trtllm-2024` and `vllm-2024`; rows of a "
-    "speculative release whose spec_decode is unknown are replayed with speculative decoding",
+    "and vLLM before 2025 (MLPerf v4.1) are `trtllm-2024` and `vllm-2024`, TensorRT-LLM from "
+    "2025-11 as InferenceX runs it `trtllm-2025-11`, SGLang from 2026-01 `sglang-2026-01`, AMD's "
+    "ATOM (engine other, notes ATOM) `atom`, a disaggregated run's orchestrator (Dynamo, MoRI) "
+    "the engine it drives; rows of a speculative release whose spec_decode is unknown are "
+    "replayed with speculative decoding",
+    "closed-loop concurrency rows (InferenceX): the benchmark client replayed as it runs - "
+    "n_requests (blank: 10 x concurrency) issued concurrency at a time, each completion sending "
+    "the next, ramp and drain included; lengths as the notes state (the serving benchmark's "
+    "random dataset: uniform in [int(0.8 L), L], outputs forced by ignore_eos); throughput over "
+    "the whole run, per-user speed 1 / median TPOT and median TTFT over its requests. Warm-up "
+    "requests (from 2026-01-21) only warm the server, which the simulator never needs; runs "
+    "without them may include start-up costs the simulator does not model",
+    "InferenceX MTP rows: k=3 drafts (SGLang's and TensorRT-LLM's DeepSeek recipes), each at "
+    "10% of a decode step, accepted at the rate `megawatt calibrate` fits to those rows (the "
+    "random dataset's prompts are random tokens; `validate.fitted_acceptance`)",
+    "memory: GPU vendors' HBM figures are binary (an 80 GB H100 holds 80 GiB); a plan a row "
+    "states that does not hold the weights at the 90% memory fraction runs at 93, 96 or 98% "
+    "(the engine was evidently configured so: the run happened)",
+    "disaggregated rows: prefill and decode workers as the notes state (TP, EP, attention-DP; "
+    "TP beyond one scale-up domain as TP inside it and pipeline stages across), KV over the "
+    "prefill worker's NICs (its scale-up links when the whole run fits one NVLink domain), "
+    "round-robin routing; the closed loop is estimated by symmetry (one worker of each side "
+    "on the compiled engine, iterated: serving.closed_loop_by_symmetry); records whose split "
+    "into workers is not stated are skipped",
     "wafer rows whose stated wafer count cannot hold the model (WaferLLM timed a subset of "
     "layers and scaled by the layer count) are predicted on the fewest wafers that do",
     "decode-only rows: the prompt is already cached (prefill assumed unlimited), "
@@ -788,7 +810,7 @@ def _config(dep: Deployment, spec: Speculation | None) -> ReplicaConfig:
 def _run_probe(dep: Deployment, probe: _Probe, spec: Speculation | None) -> RunResult:
     cfg = replace(_config(dep, spec), max_num_seqs=probe.max_num_seqs)
     if probe.n_in_flight:
-        return concurrency(cfg, probe.requests, probe.n_in_flight)
+        return concurrency(cfg, probe.requests, probe.n_in_flight, stretch=True)
     return offline(cfg, probe.requests)
 
 
@@ -927,7 +949,7 @@ def _replay(
         else:
             n = per * (1 if quick else 2)
         reqs = _requests(m, n)
-        res = concurrency(replace(cfg, max_num_seqs=per), reqs, per)
+        res = concurrency(replace(cfg, max_num_seqs=per), reqs, per, stretch=True)
         value, kind, measure = _closed_metric(m, res, replicas)
         return _Replay(value, kind, _Probe(reqs, per, measure, per), result=res, replicas=replicas)
     batch = min(dep.max_num_seqs, max(1, plan.max_sequences(mean_ctx)))

@@ -305,6 +305,9 @@ def test_closed_loops_agree(policy: str, model: str, n_in_flight: int) -> None:
     slow = concurrency(cfg, requests, n_in_flight, engine="python")
     assert_same_run(fast, slow)
     np.testing.assert_allclose(fast.arrival_s, slow.arrival_s, rtol=1e-9, atol=0.0)
+    quick = concurrency(cfg, requests, n_in_flight, engine="fast", stretch=True)
+    for name in ("arrival_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(getattr(quick, name), getattr(slow, name), rtol=1e-9, atol=1e-12)
     # Never more than n_in_flight outstanding: each issue time is a completion (or rejection).
     issued = np.sort(fast.arrival_s)
     ended = np.sort(fast.finish_s)
@@ -327,6 +330,11 @@ def test_closed_loops_with_issue_delays_agree(model: str, n_in_flight: int) -> N
     np.testing.assert_allclose(fast.arrival_s, slow.arrival_s, rtol=1e-9, atol=0.0)
     assert (np.diff(fast.arrival_s) >= 0).all()
     assert (fast.arrival_s[:n_in_flight] >= delay[:n_in_flight]).all()
+    # Decode stretches in closed form: the same per-request times.
+    quick = concurrency(cfg, requests, n_in_flight, engine="fast", issue_delay_s=delay, stretch=True)
+    for name in ("arrival_s", "first_token_s", "finish_s"):
+        np.testing.assert_allclose(getattr(quick, name), getattr(slow, name), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(quick.preemptions, slow.preemptions)
 
 
 # -- choosing the engine ----------------------------------------------------------------------

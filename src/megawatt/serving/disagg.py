@@ -374,7 +374,7 @@ def closed_loop_by_symmetry(
     last_end = math.nan
     res: RunResult | None = None
     for _ in range(max(1, iterations)):
-        res = concurrency(decode, dec_requests, clients, issue_delay_s=delay)
+        res = concurrency(decode, dec_requests, clients, issue_delay_s=delay, stretch=True)
         issue = res.arrival_s - delay
         # The system's issues: the decode replica's, once per replica's worth of clients, the
         # copies spread over the mean gap between its issues (the other replicas complete at
@@ -410,7 +410,7 @@ def closed_loop_by_symmetry(
             break
         last_end = end
     assert res is not None
-    res = concurrency(decode, dec_requests, clients, issue_delay_s=delay) if iterations else res
+    res = concurrency(decode, dec_requests, clients, issue_delay_s=delay, stretch=True) if iterations else res
     issue = res.arrival_s - delay
     done = ~res.rejected
     return replace(

@@ -280,13 +280,15 @@ def concurrency(
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
     issue_delay_s: np.ndarray | None = None,
+    stretch: bool = False,
 ) -> RunResult:
     """Closed loop: `n_in_flight` requests at a time, in table order; each completion (or
     rejection) issues the next request at that instant, and it joins the replica's next step.
     `issue_delay_s` (per request, seconds; none by default) delays each request's arrival
     after its issue, arrivals kept in issue order (the decode side of a disaggregated pair:
     the prefill and KV transfer come first). The result's `arrival_s` are the arrivals.
-    `engine` and `prefix_blocks` as in `simulate`."""
+    `engine` and `prefix_blocks` as in `simulate`; `stretch` (compiled engine) times pure-decode
+    stretches in closed form (the same per-request times to float rounding; no timeline)."""
     if n_in_flight < 1:
         raise InputError(f"concurrency must be >= 1; got {n_in_flight}.")
     n = len(requests)
@@ -307,6 +309,7 @@ def concurrency(
             timeline_bin_s=cfg.timeline_bin_s,
             n_in_flight=n_in_flight,
             issue_delay_s=delay,
+            stretch=stretch,
         )
     env = Environment()
     arrival = np.zeros(n)

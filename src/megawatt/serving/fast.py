@@ -700,10 +700,7 @@ def _run(
                         continue
                     busy = False
                     break
-                if (
-                    stretch and spec_k == 0 and n_chunks == 0 and n_dec == n_run and not has_until
-                    and n_in_flight == 0
-                ):
+                if stretch and spec_k == 0 and n_chunks == 0 and n_dec == n_run and not has_until:
                     # ---- Replica._start_stretch: many decode steps at once -----------------
                     left = output[decodes[0]] - generated[decodes[0]]
                     min_ctx = ctx[decodes[0]]
