@@ -452,9 +452,9 @@ BAD_FILES = {
     ),
     "duplicate yaml key": (
         "devices:\n  - id: a\n    id: b\n",
-        ["not valid YAML: duplicate key 'id' at line 3"],
+        ["line 3, column 5: not valid YAML: duplicate key 'id'"],
     ),
-    "bad yaml": ("devices: [\n", ["hw.yaml: not valid YAML"]),
+    "bad yaml": ("devices: [\n", ["hw.yaml line 2, column 1: not valid YAML"]),
     "empty file": ("", ["hw.yaml: the file is empty"]),
     "unknown top-level key": ("device: []\n", ["device is not a known top-level key"]),
     "entries not a list": ("devices: {id: a}\n", ["devices must be a list of entries"]),
@@ -504,7 +504,7 @@ def test_broken_package_data_is_a_catalog_error(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_missing_user_file_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="does not exist"):
         load_catalog(tmp_path / "nope.yaml")
 
 
