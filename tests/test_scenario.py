@@ -297,3 +297,15 @@ def test_a_binary_scenario_is_one_clear_error(tmp_path: Path, content: bytes) ->
     with pytest.raises(ScenarioError, match=r"s\.yaml"):
         load_scenario(path)
 
+
+def test_the_readme_set_example_targets_a_pool_that_accepts_it() -> None:
+    import re
+
+    from megawatt.study import check_plans
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    examples = re.findall(r"`megawatt run ((?:--set \S+ ?)+)`", readme)
+    assert examples, "the README shows a --set example"
+    for example in examples:
+        overrides = re.findall(r"--set (\S+)", example)
+        check_plans(load_scenario(None, overrides))

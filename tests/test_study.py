@@ -91,3 +91,45 @@ def test_a_capital_budget_is_spent_on_systems_and_their_facility() -> None:
         spent = sum(p.size.n_systems * (p.system.price_usd + 15e6 * p.system.power_w / 1e6)
                     for p in option.pools)
         assert 0.8 * 20e6 < spent <= 20e6
+
+
+# -- every plan is checked before any simulation (issue 11) -------------------------------------
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["options.0.pools.0.tp=3"],
+     "options[0].pools[0] (hgx-h200, option 'H200 TP1') cannot serve models[0] (llama-3.1-8b): "
+     "tp=3 does not split the attention of llama-3.1-8b evenly (32 heads, 8 KV heads"),
+    (["options.1.pools.0.tp=4"], "deployment.tp must be 1 on wafer-scale engines"),
+    (["options.0.pools.0.tp=16"], "deployment.tp must fit in one hgx-h200 scale-up domain"),
+    (["options.0.pools.0.pp=40"], "pp=40 pipeline stages is more than the 32 layers"),
+    (["options.0.pools.0.ep=1"], None),
+    (["options.0.pools.0.tp=2", "options.0.pools.0.ep=2"], "ep=2 applies to MoE models"),
+    (["models=[llama-3.1-405b]", "options.0.pools.0.weight_dtype=bf16"], "does not fit"),
+    (["budget.facility_mw=0.01"], "options[0].pools[0].power_share: 0.008 MW of IT power buys no"),
+])
+def test_a_pool_that_cannot_serve_a_model_is_refused_before_simulating(
+    overrides: list[str], needle: str | None
+) -> None:
+    from megawatt.errors import ScenarioError
+    from megawatt.study import check_plans
+
+    scenario = load_scenario(GOLDEN / "small.yaml", overrides)
+    if needle is None:
+        check_plans(scenario)  # ep=1 on a dense model is no expert parallelism: a valid edge
+        return
+    with pytest.raises(ScenarioError) as caught:
+        run_study(scenario, workers=1)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_search_skips_tp_widths_that_do_not_split_the_heads() -> None:
+    from megawatt.hardware import load_catalog
+    from megawatt.model import model_from_config
+    from megawatt.plan import PoolSettings, candidates
+
+    model = model_from_config({"num_hidden_layers": 2, "hidden_size": 1536, "num_attention_heads": 12,
+                               "num_key_value_heads": 6, "vocab_size": 100, "intermediate_size": 64},
+                              "twelve-heads")
+    catalog = load_catalog()
+    system = catalog.system("hgx-h200")
+    deps = candidates(model, system, catalog.device(system.device_id), PoolSettings())
+    assert [d.tp for d in deps] == [1, 2]  # 4 and 8 split 12 heads but not 6 KV heads evenly

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megawatt.errors import FitError, InputError, ScenarioError
 from megawatt.fleet import (
     SOURCES,
     Economics,
     OptionResult,
     PoolResult,
+    PoolSize,
     PowerBudget,
     it_power_for_capex,
     option_result,
@@ -30,9 +32,9 @@ from megawatt.fleet import (
 from megawatt.fleet.demand import simulate_demand
 from megawatt.hardware import Catalog
 from megawatt.model import ModelSpec, load_model
-from megawatt.perf import plan_memory
+from megawatt.perf import Deployment, plan_memory
 from megawatt.perf.speculative import Speculation
-from megawatt.plan import Choice, PoolSettings, choose
+from megawatt.plan import Choice, PoolSettings, candidates, choose
 from megawatt.scenario import PoolSpec, Scenario
 from megawatt.serving import ReplicaConfig, Slo, single_user
 from megawatt.units import MW
@@ -140,6 +142,51 @@ def _evaluate(task: _Task) -> _Evaluated:
     return _Evaluated(choice, speed, float(np.median(solo.ttft_s)))
 
 
+def _size(scenario: Scenario, pool: PoolSpec, dep: Deployment, field: str) -> PoolSize:
+    """The pool's whole systems and replicas of `dep` under the scenario's budget."""
+    if pool.n_systems is not None:
+        return size_pool(
+            0.0, dep.system, dep.n_devices, field=f"{field}.n_systems", n_systems=pool.n_systems
+        )
+    spec = scenario.budget
+    if spec.capex_usd is not None:
+        it_w = it_power_for_capex(
+            spec.capex_usd, dep.system, scenario.economics.facility_capex_usd_per_mw
+        )
+    else:
+        it_w = PowerBudget(spec.facility_mw * MW, spec.pue).it_w if spec.facility_mw else 0.0
+    return size_pool(it_w * pool.power_share, dep.system, dep.n_devices, field=f"{field}.power_share")
+
+
+def check_plans(scenario: Scenario) -> None:
+    """Refuse, before any simulation, a scenario with a pool that cannot serve one of its models:
+    the stated plan is not valid (tp must divide the attention heads, fit a scale-up domain,
+    ...), no plan holds the weights and the longest request of the workload, or the pool's
+    budget buys no replica even of the smallest plan. Raises `ScenarioError` naming the pool."""
+    catalog = scenario.catalog()
+    for mi, model_id in enumerate(scenario.models):
+        model = load_model(model_id)
+        try:
+            requests = workload(scenario, mi, model)
+        except InputError as exc:
+            raise ScenarioError(f"scenario: traffic.mix for models[{mi}] ({model.id}): {exc}") from None
+        longest = int((requests.prompt_tokens + requests.output_tokens).max()) if len(requests) else 0
+        for oi, option in enumerate(scenario.options):
+            for pj, pool in enumerate(option.pools):
+                field = f"options[{oi}].pools[{pj}]"
+                system = catalog.system(pool.system)
+                try:
+                    deps = candidates(
+                        model, system, catalog.device(system.device_id), _settings(pool), longest
+                    )
+                    _size(scenario, pool, deps[0], field)
+                except (FitError, InputError) as exc:
+                    raise ScenarioError(
+                        f"scenario: {field} ({pool.system}, option {option.name!r}) cannot serve "
+                        f"models[{mi}] ({model.id}): {exc}"
+                    ) from None
+
+
 def _pool_key(model_index: int, pool: PoolSpec) -> tuple[int, str]:
     body = pool.model_dump(exclude={"power_share"})
     return model_index, repr(sorted(body.items()))
@@ -233,9 +280,8 @@ def run_study(
     """Answer a scenario: every option for every model. `workers` processes evaluate pools in
     parallel (default: the CPU count; 1 runs in this process)."""
     start = time.perf_counter()
+    check_plans(scenario)
     catalog = scenario.catalog()
-    spec = scenario.budget
-    it_w = PowerBudget(spec.facility_mw * MW, spec.pue).it_w if spec.facility_mw else 0.0
     economics = Economics(**scenario.economics.model_dump())
     models = [load_model(m) for m in scenario.models]
     tasks: dict[tuple[int, str], _Task] = {}
@@ -273,20 +319,7 @@ def run_study(
                 ev = results[_pool_key(mi, pool)]
                 dep = ev.choice.deployment
                 system = catalog.system(pool.system)
-                field = f"options[{oi}].pools[{pj}]"
-                if pool.n_systems is not None:
-                    size = size_pool(
-                        0.0, system, dep.n_devices, field=f"{field}.n_systems", n_systems=pool.n_systems
-                    )
-                else:
-                    share_w = (
-                        it_w
-                        if spec.capex_usd is None
-                        else it_power_for_capex(spec.capex_usd, system, economics.facility_capex_usd_per_mw)
-                    )
-                    size = size_pool(
-                        share_w * pool.power_share, system, dep.n_devices, field=f"{field}.power_share"
-                    )
+                size = _size(scenario, pool, dep, f"options[{oi}].pools[{pj}]")
                 pools.append(
                     PoolResult(
                         pool.system,
