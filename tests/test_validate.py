@@ -226,7 +226,7 @@ def test_the_json_has_exactly_the_issue_schema() -> None:
     json.dumps(doc)  # serialisable as is
 
 
-def test_the_cli_writes_the_json_and_a_bad_file_exits_2_with_the_line(
+def test_the_cli_writes_the_json_and_skips_a_bad_row_with_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = tmp_path / "m.csv"
@@ -238,8 +238,17 @@ def test_the_cli_writes_the_json_and_a_bad_file_exits_2_with_the_line(
     assert "MAPE" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
     bad.write_text(csv_text(SOLO, MICRO.replace("wse2", "wse9")))
-    assert main(["validate", "--data", str(bad)]) == 2
-    assert "line 3 (id T3): hardware" in capsys.readouterr().err
+    assert main(["validate", "--data", str(bad), "--json", str(out), "--workers", "1"]) == 0
+    assert "not read: " in capsys.readouterr().out
+    (skipped,) = [r for r in json.loads(out.read_text())["rows"] if r["id"] == "T3"]
+    assert skipped["predicted"] is None and skipped["measured"] is None
+    assert "not read: " in skipped["skipped_reason"]
+    assert "line 3 (id T3): hardware" in skipped["skipped_reason"]
+    worse = tmp_path / "worse.csv"
+    worse.write_text(csv_text(MICRO.replace("wse2", "wse9")))
+    assert main(["validate", "--data", str(worse)]) == 2
+    err = capsys.readouterr().err
+    assert "no row of" in err and "line 2 (id T3): hardware" in err and err.count("\n") == 1
 
 
 def test_reading_skips_bad_rows_with_reasons_and_strict_parsing_stops_at_the_first() -> None:
