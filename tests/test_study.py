@@ -94,6 +94,9 @@ def test_a_capital_budget_is_spent_on_systems_and_their_facility() -> None:
 
 
 # -- every plan is checked before any simulation (issue 11) -------------------------------------
+FIXED = "{name: a, share: 1, prompt: {kind: fixed, n_tokens: %d}, output: {kind: fixed, n_tokens: 1}}"
+
+
 @pytest.mark.parametrize(("overrides", "needle"), [
     (["options.0.pools.0.tp=3"],
      "options[0].pools[0] (hgx-h200, option 'H200 TP1') cannot serve models[0] (llama-3.1-8b): "
@@ -105,6 +108,11 @@ def test_a_capital_budget_is_spent_on_systems_and_their_facility() -> None:
     (["options.0.pools.0.tp=2", "options.0.pools.0.ep=2"], "ep=2 applies to MoE models"),
     (["models=[llama-3.1-405b]", "options.0.pools.0.weight_dtype=bf16"], "does not fit"),
     (["budget.facility_mw=0.01"], "options[0].pools[0].power_share: 0.008 MW of IT power buys no"),
+    ([f"traffic.mix=[{FIXED % 200_000}]"], "a request of 200,001 tokens (prompt and output) is longer "
+     "than the 131,072-token context of models[0] (llama-3.1-8b)"),
+    ([f"traffic.mix=[{FIXED % 120_000}]", "models=[llama-3.1-70b]", "options.1.pools.0.pp=4"],
+     "options[1].pools[0] (cs-3, option 'CS-3 x1') cannot serve models[0] (llama-3.1-70b): the longest "
+     "request of the workload (120,001 tokens) does not fit in the KV cache"),
 ])
 def test_a_pool_that_cannot_serve_a_model_is_refused_before_simulating(
     overrides: list[str], needle: str | None

@@ -158,11 +158,22 @@ def _size(scenario: Scenario, pool: PoolSpec, dep: Deployment, field: str) -> Po
     return size_pool(it_w * pool.power_share, dep.system, dep.n_devices, field=f"{field}.power_share")
 
 
+def _holds(dep: Deployment, tokens: int) -> None:
+    plan = plan_memory(dep)
+    if plan.sequence_kv_bytes(tokens) > plan.kv_bytes:
+        raise FitError(
+            f"the longest request of the workload ({tokens:,} tokens) does not fit in the KV "
+            f"cache of {dep.label} ({plan.kv_bytes / 1e9:,.2f} GB); give more devices (tp, pp), "
+            "kv_dtype fp8, or cap the request lengths."
+        )
+
+
 def check_plans(scenario: Scenario) -> None:
     """Refuse, before any simulation, a scenario with a pool that cannot serve one of its models:
-    the stated plan is not valid (tp must divide the attention heads, fit a scale-up domain,
-    ...), no plan holds the weights and the longest request of the workload, or the pool's
-    budget buys no replica even of the smallest plan. Raises `ScenarioError` naming the pool."""
+    a request longer than the model's context, a stated plan that is not valid (tp must divide
+    the attention heads, fit a scale-up domain, ...) or does not hold the longest request, no
+    plan that holds the weights and the longest request, or a budget that buys no replica even
+    of the smallest plan. Raises `ScenarioError` naming the field."""
     catalog = scenario.catalog()
     for mi, model_id in enumerate(scenario.models):
         model = load_model(model_id)
@@ -171,6 +182,12 @@ def check_plans(scenario: Scenario) -> None:
         except InputError as exc:
             raise ScenarioError(f"scenario: traffic.mix for models[{mi}] ({model.id}): {exc}") from None
         longest = int((requests.prompt_tokens + requests.output_tokens).max()) if len(requests) else 0
+        if 0 < model.max_context_tokens < longest:
+            raise ScenarioError(
+                f"scenario: traffic.mix: a request of {longest:,} tokens (prompt and output) is "
+                f"longer than the {model.max_context_tokens:,}-token context of models[{mi}] "
+                f"({model.id}); cap the lengths with max_tokens."
+            )
         for oi, option in enumerate(scenario.options):
             for pj, pool in enumerate(option.pools):
                 field = f"options[{oi}].pools[{pj}]"
@@ -180,6 +197,8 @@ def check_plans(scenario: Scenario) -> None:
                         model, system, catalog.device(system.device_id), _settings(pool), longest
                     )
                     _size(scenario, pool, deps[0], field)
+                    if pool.tp or pool.pp or pool.weight_streaming:  # a stated plan: not searched
+                        _holds(deps[0], longest)
                 except (FitError, InputError) as exc:
                     raise ScenarioError(
                         f"scenario: {field} ({pool.system}, option {option.name!r}) cannot serve "

@@ -68,6 +68,8 @@ _MIX = VALID_BASE[VALID_BASE.index("    - {name: chat"):VALID_BASE.index("  dema
 _CLASS = _MIX.strip()[2:].replace("\n", " ")
 _FLEET = "simulate_demand: false}"
 _TP = "tp: 1,"
+_LONG = edit("median: 800, sigma: 0.8, max_tokens: 8000", "median: 120000, sigma: 0.01, max_tokens: 121000")
+_LONG_ON_4_WAFERS = edit("[llama-3.1-8b]", "[llama-3.1-70b]", edit("pp: 1}", "pp: 4}", _LONG))
 
 SCENARIO_CASES = group("scenario", [
     run_file("empty file", "", "a scenario must be a YAML mapping; got NoneType"),
@@ -120,6 +122,11 @@ SCENARIO_CASES = group("scenario", [
              "MTP or EAGLE"),
     run_file("wafer speculation without a draft", edit("pp: 1}", "pp: 1, speculative: {}}"), "draft_model"),
     run_file("model too big for the plan", edit("[llama-3.1-8b]", "[llama-3.1-405b]"), "does not fit"),
+    run_file("a request longer than the context", edit("max_tokens: 8000", "max_tokens: 200000")
+             .replace("median: 800,", "median: 150000,"), "longer than the 131,072-token context"),
+    run_file("the longest request beyond a stated plan", _LONG_ON_4_WAFERS, "does not fit in the KV cache"),
+    run_file("a list as a length kind", edit("kind: lognormal,", "kind: [lognormal],"),
+             "length spec kind must be one of"),
     run_file("budget too small for one system", edit("facility_mw: 2", "facility_mw: 0.001"),
              "buys no whole replica"),
     run_file("duration 1e-9 s", edit(_FLEET, "simulate_demand: false, duration_s: 1.0e-9}"),

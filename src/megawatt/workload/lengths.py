@@ -359,12 +359,12 @@ def _empirical_from_trace(spec: Mapping[str, Any]) -> Empirical:
             f"{extra}. Remove them."
         )
     name, column = spec.get("trace"), spec.get("column")
-    if name not in BUILTIN_TRACES:
+    if not isinstance(name, str) or name not in BUILTIN_TRACES:
         raise InputError(
             f"length spec trace must be one of {', '.join(sorted(BUILTIN_TRACES))}; got "
             f"{name!r}. Pick a built-in trace or pass values."
         )
-    if column not in columns:
+    if not isinstance(column, str) or column not in columns:
         raise InputError(
             f"length spec column must be one of {', '.join(columns)}; got {column!r}. "
             "Name the trace column to resample."
@@ -393,7 +393,7 @@ def length_distribution(spec: Mapping[str, Any]) -> LengthDistribution:
             "{kind: lognormal, median: 1000, sigma: 1.0}."
         )
     kind = spec.get("kind")
-    if kind not in LENGTH_DISTRIBUTIONS:
+    if not isinstance(kind, str) or kind not in LENGTH_DISTRIBUTIONS:
         raise InputError(
             f"length spec kind must be one of {', '.join(sorted(LENGTH_DISTRIBUTIONS))}; got "
             f"{kind!r}. Set 'kind' to a known one."
