@@ -245,7 +245,7 @@ MODEL_CASES = group("config.json", [
     model("text hidden size", config(hidden_size="big"), "'hidden_size' must be a positive integer"),
     model("zero heads", config(num_attention_heads=0), "'num_attention_heads' must be a positive integer"),
     model("KV heads that do not divide", config(num_key_value_heads=3), "must divide num_attention_heads"),
-    model("head_dim 0", config(head_dim=0), "'head_dim' must be a whole number >= 1"),
+    model("head_dim 0", config(head_dim=0), "'head_dim' must be a whole number from 1"),
     model("more heads than width", config(hidden_size=2), "hidden_size // num_attention_heads"),
     model("text_config a list", config(text_config=[1]), "'text_config' must be an object"),
     model("layer_types too short", config(layer_types=["full_attention"]), "layer_types has 1 entries"),

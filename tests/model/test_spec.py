@@ -107,9 +107,9 @@ def test_a_config_file_loads_and_bad_files_are_input_errors(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
-        ({"num_key_value_heads": "eight"}, "'num_key_value_heads' must be a whole number >= 1"),
+        ({"num_key_value_heads": "eight"}, "'num_key_value_heads' must be a whole number from 1 to"),
         ({"num_key_value_heads": 3}, "'num_key_value_heads' (3) must divide num_attention_heads (4)"),
-        ({"head_dim": 0}, "'head_dim' must be a whole number >= 1; got 0"),
+        ({"head_dim": 0}, "'head_dim' must be a whole number from 1 to"),
         ({"hidden_size": 2, "num_attention_heads": 4}, "hidden_size // num_attention_heads = 2 // 4"),
         ({"max_position_embeddings": 1.5}, "'max_position_embeddings' must be a whole number"),
         ({"text_config": [1]}, "'text_config' must be an object; got list"),
@@ -119,6 +119,8 @@ def test_a_config_file_loads_and_bad_files_are_input_errors(tmp_path: Path) -> N
         ({"num_local_experts": 4, "num_experts_per_tok": 9}, "'num_experts_per_tok' (9) must be at most"),
         ({"num_local_experts": 2.5, "num_experts_per_tok": 1}, "'num_local_experts' must be a whole"),
         ({"_published_params": "70B"}, "'_published_params' must be an object; got str"),
+        ({"head_dim": 1e308}, "'head_dim' must be a whole number from 1 to 2,147,483,647; got 1e+308"),
+        ({"vocab_size": 10**30}, "'vocab_size' must be a positive integer up to 2,147,483,647"),
     ],
 )
 def test_a_malformed_field_is_an_input_error_naming_it(changes: dict[str, Any], needle: str) -> None:

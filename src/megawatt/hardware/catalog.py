@@ -597,17 +597,20 @@ def _mesh_from_entry(entry: _MeshEntry, path: str, fail: _Fail) -> MeshSpec:
             fix = f"Did you mean {close[0]!r}?" if close else ""
             raise fail(f"{path}.sources.{key}", "is not a mesh key", fix=fix)
         sources[_MESH_FIELD_OF_KEY[key]] = text
-    return MeshSpec(
-        width_cores=entry.width_cores,
-        height_cores=entry.height_cores,
-        sram_per_core_bytes=entry.sram_per_core_bytes,
-        simd_fp16_lanes=entry.simd_fp16_lanes,
-        clock_hz=entry.clock_ghz * GIGA,
-        cycles_per_hop=entry.cycles_per_hop,
-        link_bytes_per_cycle=entry.link_bytes_per_cycle,
-        sram_bytes_per_cycle_per_core=entry.sram_bytes_per_cycle_per_core,
-        sources=sources,
-    )
+    try:
+        return MeshSpec(
+            width_cores=entry.width_cores,
+            height_cores=entry.height_cores,
+            sram_per_core_bytes=entry.sram_per_core_bytes,
+            simd_fp16_lanes=entry.simd_fp16_lanes,
+            clock_hz=entry.clock_ghz * GIGA,
+            cycles_per_hop=entry.cycles_per_hop,
+            link_bytes_per_cycle=entry.link_bytes_per_cycle,
+            sram_bytes_per_cycle_per_core=entry.sram_bytes_per_cycle_per_core,
+            sources=sources,
+        )
+    except ValidationError as error:  # a finite figure that overflows once in SI units
+        raise fail.from_validation(error, path, MeshSpec) from None
 
 
 def _device_from_entry(entry: _DeviceEntry, path: str, fail: _Fail) -> Device:

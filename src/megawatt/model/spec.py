@@ -262,11 +262,15 @@ def _need(cfg: Mapping[str, Any], key: str, where: str) -> Any:
     return cfg[key]
 
 
+_MAX_FIELD = 2**31 - 1  # no size, count or length of a real model comes near
+
+
 def _positive_int(cfg: Mapping[str, Any], key: str, where: str) -> int:
     value = _need(cfg, key, where)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX_FIELD:
         raise InputError(
-            f"{where}: config.json field '{key}' must be a positive integer; got {value!r}."
+            f"{where}: config.json field '{key}' must be a positive integer up to {_MAX_FIELD:,}; "
+            f"got {value!r}."
         )
     return value
 
@@ -278,12 +282,16 @@ def _whole(
     value = cfg.get(key)
     if value is None:
         return default
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_FIELD:
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not minimum <= value <= _MAX_FIELD
+    ):
         raise InputError(
-            f"{where}: config.json field '{key}' must be a whole number >= {minimum}; got "
-            f"{value!r}."
+            f"{where}: config.json field '{key}' must be a whole number from {minimum} to "
+            f"{_MAX_FIELD:,}; got {value!r}."
         )
     return value
 

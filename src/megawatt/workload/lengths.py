@@ -28,6 +28,8 @@ __all__ = [
 
 # Beyond 2**53 float64 stops representing whole numbers exactly; no prompt is that long.
 _CEILING_TOKENS = 2**53
+# A lognormal sigma beyond this overflows its mean (exp(sigma^2 / 2)); real traces fit 0.5-2.
+_MAX_SIGMA = 20.0
 
 
 @runtime_checkable
@@ -120,9 +122,14 @@ class Lognormal:
         object.__setattr__(
             self, "median", _real(owner, "median", self.median, low=0.0, low_inclusive=False)
         )
-        object.__setattr__(
-            self, "sigma", _real(owner, "sigma", self.sigma, low=0.0, low_inclusive=True)
-        )
+        sigma = _real(owner, "sigma", self.sigma, low=0.0, low_inclusive=True)
+        if sigma > _MAX_SIGMA:
+            raise InputError(
+                f"Lognormal.sigma must be at most {_MAX_SIGMA:g} (of ln tokens: draws already "
+                f"spread over a factor e^{_MAX_SIGMA:g} either side of the median); got {sigma!r}. "
+                "Pass a sigma such as 1.0."
+            )
+        object.__setattr__(self, "sigma", sigma)
         object.__setattr__(self, "min_tokens", _whole(owner, "min_tokens", self.min_tokens, 1))
         if self.max_tokens is not None:
             top = _whole(owner, "max_tokens", self.max_tokens, 1)
