@@ -16,6 +16,7 @@ through `interrupt_cli` and `assert_interrupted`: the command starts, `signal` i
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -132,17 +133,12 @@ def interrupt_cli(folder: Path, case: SignalCase, timeout_s: float = TIMEOUT_S) 
     assert proc.stderr is not None
     seen = b""
     deadline = time.monotonic() + (timeout_s if case.wait_for else case.after_s)
-    if case.wait_for:
-        os.set_blocking(proc.stderr.fileno(), False)
-        while case.wait_for.encode() not in seen and time.monotonic() < deadline:
-            seen += proc.stderr.read() or b""
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        os.set_blocking(proc.stderr.fileno(), True)
-    else:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+    while time.monotonic() < deadline and proc.poll() is None:
+        if case.wait_for and case.wait_for.encode() in seen:
+            break
+        ready, _, _ = select.select([proc.stderr], [], [], 0.05)
+        if ready:
+            seen += os.read(proc.stderr.fileno(), 65536)
     if proc.poll() is None:
         proc.send_signal(case.signal)
     try:
