@@ -245,3 +245,77 @@ def test_the_default_memory_limit_is_the_librarys() -> None:
     from megawatt.units import GB
 
     assert MEMORY_LIMIT_GB * GB == MEMORY_LIMIT_BYTES
+
+
+# -- issue 11: refused early, one line, nothing half-written ------------------------------------
+@pytest.mark.parametrize(("argv", "needle"), [
+    (("run", "--workers", "0"), "'--workers': Input should be greater than or equal to 1; got '0'"),
+    (("validate", "--workers=abc"), "'--workers': Input should be a valid integer"),
+    (("explain", "cs-3", "llama-3.1-8b", "--context", "-5"), "'--context'"),
+    (("explain", "h100-sxm", "llama-3.1-8b", "--tp", "0"), "'--tp'"),
+    (("explain", "cs-3", "llama-3.1-70b", "--acceptance", "nan"), "'--acceptance'"),
+    (("explain", "cs-3"), "Missing argument 'MODEL'"),
+    (("run", "--colour", "blue"), "No such option: --colour"),
+    (("frobnicate",), "No such command 'frobnicate'"),
+    (("explain", "h100-sxm", "llama-3.1-8b", "--tp", "3"), "tp=3 does not split the attention"),
+])
+def test_command_line_mistakes_are_one_line_with_exit_code_2(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], needle: str
+) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and needle in err and out == ""
+    assert err.startswith("megawatt: error: ") and err.count("\n") == 1
+
+
+def test_explain_beyond_the_model_s_context_window_is_a_what_if_not_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "explain", "hgx-h200", "llama-3.1-8b", "--context", "200000")
+    assert code == 0 and "sequences at 200,000 tokens" in out
+
+
+def test_a_failed_run_leaves_the_old_out_folder_as_it_was(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("old results")
+    (out / "scenario.resolved.yaml").write_text("old scenario")
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--set", "options.0.pools.0.tp=3",
+                        "--out", str(out), "--workers", "1")
+    assert code == 2 and "tp=3" in err
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "scenario.resolved.yaml"]
+    assert (out / "scenario.resolved.yaml").read_text() == "old scenario"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_run_adds_hardware_files_to_the_scenario_s_own_even_with_odd_paths(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    odd = tmp_path / 'a "quoted" \\ dir'
+    odd.mkdir()
+    (odd / "asic.yaml").write_text(
+        "devices:\n  - {id: my-asic, name: My ASIC, kind: asic, dense_bf16_tflops: 800,\n"
+        "     mem_capacity_gb: 128, mem_bw_tb_s: 4.0, source: Acme datasheet}\n"
+        "systems:\n  - {id: my-asic-8, name: Acme box, device: my-asic, n_devices: 8,\n"
+        "     power_kw: 6.5, price_usd: 250000, source: estimate}\n")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "run", str(GOLDEN / "small.yaml"), "--hardware", str(odd / "asic.yaml"),
+                        "--set", "options=[{name: A, pools: [{system: my-asic-8, tp: 1}]}]",
+                        "--set", "simulation.n_requests=100", "--set", "fleet.simulate_demand=false",
+                        "--out", str(out), "--workers", "1")
+    assert code == 0, err
+    resolved = yaml.safe_load((out / "scenario.resolved.yaml").read_text())
+    assert resolved["hardware_files"] == [str(odd / "asic.yaml")]
+
+
+def test_validate_checks_its_json_path_before_replaying(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "f").write_text("x")
+    code, out, err = _run(capsys, "validate", "--json", str(tmp_path / "f" / "v.json"))
+    assert code == 2 and "--json" in err and "which is a file" in err and out == ""
+    code, _, err = _run(capsys, "validate", "--json", str(tmp_path))
+    assert code == 2 and "is a folder" in err
+    code, _, err = _run(capsys, "calibrate", "--out", str(tmp_path / "f" / "c.json"))
+    assert code == 2 and "--out" in err and "which is a file" in err

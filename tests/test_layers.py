@@ -12,7 +12,7 @@ SRC = Path(megawatt.__file__).parent
 
 # Lower rank = lower layer. A module may import its own package and lower ranks only.
 RANK = {
-    "errors": 0, "units": 1, "interrupts": 1,
+    "errors": 0, "units": 1, "interrupts": 1, "_yaml": 1, "_files": 1,
     "hardware": 2, "model": 2, "workload": 2, "sim": 2,
     "perf": 3,
     "serving": 4,

@@ -181,3 +181,131 @@ def test_pool_settings_reach_the_deployment_and_its_replica(data: dict) -> None:
         else:
             assert dep.tp == 2 and step.speculation.draft_tokens == 2
             assert step.speculation.draft_cost == 0.05
+
+
+# -- what used to be accepted silently (issue 11) ------------------------------------------------
+@pytest.mark.parametrize("override", [
+    "traffic.demand_prompts_per_day=inf", "traffic.demand_prompts_per_day=nan",
+    "economics.electricity_usd_per_mwh=inf", "economics.contract_usd_per_mw_year=Infinity",
+    "economics.it_amortisation_years=nan", "economics.facility_amortisation_years=inf",
+    "slo.ttft_p99_s=inf", "budget.facility_mw=inf",
+])
+def test_a_non_finite_number_is_refused_in_any_field(data: dict, override: str) -> None:
+    field = override.partition("=")[0]
+    msg = _error(data, override)
+    assert field in msg and "finite number" in msg
+
+
+def test_yaml_infinity_in_a_file_or_a_set_value_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text((GOLDEN / "small.yaml").read_text().replace("demand_prompts_per_day: 1.0e9",
+                                                                "demand_prompts_per_day: .inf"))
+    with pytest.raises(ScenarioError, match=r"s.yaml line \d+, column \d+: .*'.inf' is not a finite"):
+        load_scenario(path)
+    assert "'.nan' is not a finite number" in _error(yaml.safe_load(
+        (GOLDEN / "small.yaml").read_text()), "budget.pue=.nan")
+
+
+def test_a_duplicate_key_in_a_scenario_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text((GOLDEN / "small.yaml").read_text().replace(
+        "budget: {facility_mw: 2, pue: 1.25}", "budget: {facility_mw: 2, pue: 1.25, facility_mw: 1000}"))
+    with pytest.raises(ScenarioError, match="duplicate key 'facility_mw'"):
+        load_scenario(path)
+
+
+def test_a_billion_laughs_under_traffic_mix_is_refused_before_anything_expands(tmp_path: Path) -> None:
+    lines = ["c0: &c0 {name: a, share: 1, prompt: {kind: fixed, n_tokens: 1}, "
+             "output: {kind: fixed, n_tokens: 1}}"]
+    lines += [f"c{i}: &c{i} [" + ", ".join([f"*c{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    text = (GOLDEN / "small.yaml").read_text().split("traffic:")[0]
+    path = tmp_path / "s.yaml"
+    path.write_text("x-bomb:\n" + "\n".join("  " + line for line in lines) + "\n" + text
+                    + "traffic: {mix: *c8}\nslo: {ttft_p99_s: 2.0, tpot_p99_s: 0.05}\n")
+    assert len(path.read_bytes()) < 2000
+    with pytest.raises(ScenarioError, match="billion laughs"):
+        load_scenario(path)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("fleet.duration_s=1e-9", "fleet.duration_s: must be greater than or equal to 1"),
+    ("fleet.duration_s=0", "fleet.duration_s"),
+    ("traffic.mix=[{name: chat, share: 1}]", "traffic.mix: mix class 'chat': missing key(s) prompt"),
+    ("traffic.mix=[{name: a, share: 0.5, prompt: {kind: fixed, n_tokens: 9}, "
+     "output: {kind: fixed, n_tokens: 9}}]", "traffic.mix: Mix shares must sum to 1"),
+])
+def test_values_that_ran_to_the_end_are_refused_at_load(data: dict, override: str, needle: str) -> None:
+    assert needle in _error(data, override)
+
+
+def test_a_one_second_simulation_is_a_valid_edge(data: dict) -> None:
+    assert parse_scenario(data, overrides=["fleet.duration_s=1"]).fleet.duration_s == 1.0
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("name.foo=1", "'name' is str 'small example', not a mapping or list, so it has no field 'foo'"),
+    ("seed.0=1", "'seed' is int 7, not a mapping or list, so it has no field '0'"),
+    ("options..name=x", "has an empty part"),
+    ("models.5=x", "'models.5' must index the list (0 to 0); got '5'"),
+    ("traffic.mix=[1, &a [*a]]", "an alias refers to a value that contains it"),
+])
+def test_set_names_the_part_it_cannot_follow(data: dict, override: str, needle: str) -> None:
+    msg = _error(data, override)
+    assert needle in msg and "{part}" not in msg
+
+
+def test_set_text_that_is_not_yaml_stays_text(data: dict) -> None:
+    assert parse_scenario(data, overrides=["name=study: [draft"]).name == "study: [draft"
+
+
+ASIC = (
+    "devices:\n"
+    "  - {id: my-asic, name: My ASIC, vendor: Acme, kind: asic, dense_bf16_tflops: 800,\n"
+    "     mem_capacity_gb: 128, mem_bw_tb_s: 4.0, tdp_w: 600, source: Acme datasheet}\n"
+    "systems:\n"
+    "  - {id: %s, name: Acme box, device: my-asic, n_devices: 8, power_kw: 6.5,\n"
+    "     price_usd: 250000, source: estimate}\n"
+)
+
+
+def test_extra_hardware_files_add_to_the_scenario_s_own(tmp_path: Path, data: dict) -> None:
+    (tmp_path / "own.yaml").write_text(ASIC % "own-8")
+    odd = tmp_path / 'we"ird\\dir'
+    odd.mkdir()
+    (odd / "more.yaml").write_text(ASIC % "more-8")
+    data["hardware_files"] = ["own.yaml"]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    sc = load_scenario(path, hardware_files=[odd / "more.yaml"])
+    assert sc.hardware_files == [str(tmp_path / "own.yaml"), str(odd / "more.yaml")]
+    catalog = sc.catalog()
+    assert {"own-8", "more-8"} <= set(catalog.systems)
+
+
+def test_a_bad_hardware_file_is_named_under_hardware_files(tmp_path: Path, data: dict) -> None:
+    path = tmp_path / "hw.yaml"
+    path.write_text("devices: [{id: a, id: b}]\n")
+    with pytest.raises(ScenarioError, match=r"hardware_files: .*hw\.yaml line 1, column 19: .*duplicate"):
+        parse_scenario(data, hardware_files=[path])
+
+
+@pytest.mark.parametrize("content", [b"\x7fELF\x02\x01\x01\x00\xff\xfe", b"\x00" * 64],
+                         ids=["elf", "zeros"])
+def test_a_binary_scenario_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ScenarioError, match=r"s\.yaml"):
+        load_scenario(path)
+
+
+def test_the_readme_set_example_targets_a_pool_that_accepts_it() -> None:
+    import re
+
+    from megawatt.study import check_plans
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    examples = re.findall(r"`megawatt run ((?:--set \S+ ?)+)`", readme)
+    assert examples, "the README shows a --set example"
+    for example in examples:
+        overrides = re.findall(r"--set (\S+)", example)
+        check_plans(load_scenario(None, overrides))

@@ -137,3 +137,53 @@ def test_the_fleets_are_checked_again_once_their_pools_are_sized(monkeypatch: py
     sc = load_scenario(GOLDEN / "small.yaml", ["simulation.n_requests=150"])
     with pytest.raises(InputError, match="small example at demand would simulate about"):
         run_study(sc, workers=1, memory_limit_bytes=1.0)
+
+
+# -- every plan is checked before any simulation (issue 11) -------------------------------------
+FIXED = "{name: a, share: 1, prompt: {kind: fixed, n_tokens: %d}, output: {kind: fixed, n_tokens: 1}}"
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["options.0.pools.0.tp=3"],
+     "options[0].pools[0] (hgx-h200, option 'H200 TP1') cannot serve models[0] (llama-3.1-8b): "
+     "tp=3 does not split the attention of llama-3.1-8b evenly (32 heads, 8 KV heads"),
+    (["options.1.pools.0.tp=4"], "deployment.tp must be 1 on wafer-scale engines"),
+    (["options.0.pools.0.tp=16"], "deployment.tp must fit in one hgx-h200 scale-up domain"),
+    (["options.0.pools.0.pp=40"], "pp=40 pipeline stages is more than the 32 layers"),
+    (["options.0.pools.0.ep=1"], None),
+    (["options.0.pools.0.tp=2", "options.0.pools.0.ep=2"], "ep=2 applies to MoE models"),
+    (["models=[llama-3.1-405b]", "options.0.pools.0.weight_dtype=bf16"], "does not fit"),
+    (["budget.facility_mw=0.01"], "options[0].pools[0].power_share: 0.008 MW of IT power buys no"),
+    ([f"traffic.mix=[{FIXED % 200_000}]"], "a request of 200,001 tokens (prompt and output) is longer "
+     "than the 131,072-token context of models[0] (llama-3.1-8b)"),
+    ([f"traffic.mix=[{FIXED % 120_000}]", "models=[llama-3.1-70b]", "options.1.pools.0.pp=4"],
+     "options[1].pools[0] (cs-3, option 'CS-3 x1') cannot serve models[0] (llama-3.1-70b): the longest "
+     "request of the workload (120,001 tokens) does not fit in the KV cache"),
+])
+def test_a_pool_that_cannot_serve_a_model_is_refused_before_simulating(
+    overrides: list[str], needle: str | None
+) -> None:
+    from megawatt.errors import ScenarioError
+    from megawatt.study import check_plans
+
+    scenario = load_scenario(GOLDEN / "small.yaml", overrides)
+    if needle is None:
+        check_plans(scenario)  # ep=1 on a dense model is no expert parallelism: a valid edge
+        return
+    with pytest.raises(ScenarioError) as caught:
+        run_study(scenario, workers=1)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_search_skips_tp_widths_that_do_not_split_the_heads() -> None:
+    from megawatt.hardware import load_catalog
+    from megawatt.model import model_from_config
+    from megawatt.plan import PoolSettings, candidates
+
+    model = model_from_config({"num_hidden_layers": 2, "hidden_size": 1536, "num_attention_heads": 12,
+                               "num_key_value_heads": 6, "vocab_size": 100, "intermediate_size": 64},
+                              "twelve-heads")
+    catalog = load_catalog()
+    system = catalog.system("hgx-h200")
+    deps = candidates(model, system, catalog.device(system.device_id), PoolSettings())
+    assert [d.tp for d in deps] == [1, 2]  # 4 and 8 split 12 heads but not 6 KV heads evenly

@@ -5,6 +5,7 @@ reasons, and the JSON schema of `--json`."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ from megawatt.validate import (
     COLUMNS,
     Measurement,
     load_measurements,
+    parse_measurement_rows,
     parse_measurements,
     predict_row,
+    read_measurements,
     validate,
 )
 
@@ -234,7 +237,7 @@ def test_the_json_has_exactly_the_issue_schema() -> None:
     json.dumps(doc)  # serialisable as is
 
 
-def test_the_cli_writes_the_json_and_a_bad_file_exits_2_with_the_line(
+def test_the_cli_writes_the_json_and_skips_a_bad_row_with_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = tmp_path / "m.csv"
@@ -246,8 +249,48 @@ def test_the_cli_writes_the_json_and_a_bad_file_exits_2_with_the_line(
     assert "MAPE" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
     bad.write_text(csv_text(SOLO, MICRO.replace("wse2", "wse9")))
-    assert main(["validate", "--data", str(bad)]) == 2
-    assert "line 3 (id T3): hardware" in capsys.readouterr().err
+    assert main(["validate", "--data", str(bad), "--json", str(out), "--workers", "1"]) == 0
+    assert "not read: " in capsys.readouterr().out
+    (skipped,) = [r for r in json.loads(out.read_text())["rows"] if r["id"] == "T3"]
+    assert skipped["predicted"] is None and skipped["measured"] is None
+    assert "not read: " in skipped["skipped_reason"]
+    assert "line 3 (id T3): hardware" in skipped["skipped_reason"]
+    worse = tmp_path / "worse.csv"
+    worse.write_text(csv_text(MICRO.replace("wse2", "wse9")))
+    assert main(["validate", "--data", str(worse)]) == 2
+    err = capsys.readouterr().err
+    assert "no row of" in err and "line 2 (id T3): hardware" in err and err.count("\n") == 1
+
+
+def test_reading_skips_bad_rows_with_reasons_and_strict_parsing_stops_at_the_first() -> None:
+    text = csv_text(SOLO, MICRO.replace("wse2", "wse9"), SOLO)
+    rows, rejected = parse_measurement_rows(text, "tiny.csv", CATALOG)
+    assert [m.id for m in rows] == ["T1"]
+    assert [(r.line, r.id) for r in rejected] == [(3, "T3"), (4, "T1")]
+    assert "hardware" in rejected[0].reason and "repeats line 2" in rejected[1].reason
+    with pytest.raises(InputError, match="line 3 \\(id T3\\): hardware"):
+        parse_measurements(text, "tiny.csv", CATALOG)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (",".join(COLUMNS) + "\n", "no measurement rows after the header"),
+        ("id,hardware\nT1,h100-sxm\n", "missing column(s)"),
+        (",".join(COLUMNS) + "\nT1," + "x" * 200_000 + "\n", "not a CSV file megawatt can read"),
+    ],
+    ids=["header only", "missing columns", "a huge field"],
+)
+def test_a_file_that_is_not_a_measurements_file_is_refused(text: str, fragment: str) -> None:
+    with pytest.raises(InputError, match=re.escape(fragment)):
+        parse_measurement_rows(text, "tiny.csv", CATALOG)
+
+
+def test_a_binary_file_is_refused_with_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"id,hardware\n\xff\xfe\x00garbage")
+    with pytest.raises(InputError, match="not UTF-8 text \\(byte 12 is 0xff\\)"):
+        read_measurements(path)
 
 
 def test_assumptions_state_the_estimated_dataset_means() -> None:

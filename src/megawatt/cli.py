@@ -25,6 +25,13 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 from rich.text import Text
+from typer import Abort
+from typer._click.exceptions import (  # typer is pinned; it no longer re-exports these
+    BadParameter,
+    ClickException,
+    MissingParameter,
+    NoArgsIsHelpError,
+)
 
 from megawatt.errors import InputError, MegawattError
 from megawatt.fleet.power import LOAD_SHARES, PowerCurve, power_curve
@@ -53,6 +60,10 @@ console = Console(width=None if sys.stdout.isatty() else 240)
 HardwareOpt = Annotated[
     list[Path] | None,
     typer.Option("--hardware", "-H", help="extra hardware YAML file (repeatable)"),
+]
+
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=1, help="parallel processes, at least 1 (default: CPUs)")
 ]
 
 
@@ -117,7 +128,7 @@ def run(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("out"),
     hardware: HardwareOpt = None,
-    workers: Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")] = None,
+    workers: WorkersOpt = None,
     max_memory_gb: Annotated[
         float,
         typer.Option(
@@ -126,15 +137,16 @@ def run(
         ),
     ] = MEMORY_LIMIT_GB,
 ) -> None:
-    """Run a scenario end to end: table in the terminal, HTML report and JSON under --out."""
-    from megawatt.report import demand_table, results_table, write_outputs
+    """Run a scenario end to end: table in the terminal, HTML report and JSON under --out.
+    Everything is checked before the simulation starts; --out is written only at the end, all
+    at once."""
+    from megawatt.report import check_output_dir, demand_table, results_table, write_outputs
     from megawatt.scenario import load_scenario
-    from megawatt.study import LONG_RUN_S, check_memory, estimate_cost, run_study
+    from megawatt.study import LONG_RUN_S, check_memory, check_plans, estimate_cost, run_study
 
-    overrides = list(set_ or [])
-    if hardware:
-        overrides.append("hardware_files=[" + ", ".join(f'"{h}"' for h in hardware) + "]")
-    sc = load_scenario(scenario, overrides)
+    check_output_dir(out, "--out")
+    sc = load_scenario(scenario, list(set_ or []), hardware_files=hardware or ())
+    check_plans(sc)
     limit = max_memory_gb * GB
     cost = estimate_cost(sc, workers=workers)
     check_memory(cost, limit, sc.name)
@@ -449,11 +461,15 @@ def models_show(
 def explain(
     hardware_id: Annotated[str, typer.Argument(metavar="HARDWARE", help="system or device id")],
     model_id: Annotated[str, typer.Argument(metavar="MODEL", help="model id or config.json")],
-    context: Annotated[int, typer.Option(help="context length per sequence, tokens")] = 8192,
+    context: Annotated[
+        int, typer.Option(min=1, help="context length per sequence, tokens")
+    ] = 8192,
     weight_dtype: Annotated[str, typer.Option(help="auto, native, bf16, fp8, fp4")] = "auto",
-    tp: Annotated[int | None, typer.Option(help="tensor-parallel width")] = None,
-    pp: Annotated[int | None, typer.Option(help="pipeline stages / wafers")] = None,
-    ep: Annotated[int | None, typer.Option(help="expert-parallel width (MoE; needs --tp)")] = None,
+    tp: Annotated[int | None, typer.Option(min=1, help="tensor-parallel width")] = None,
+    pp: Annotated[int | None, typer.Option(min=1, help="pipeline stages / wafers")] = None,
+    ep: Annotated[
+        int | None, typer.Option(min=1, help="expert-parallel width (MoE; needs --tp)")
+    ] = None,
     attention_dp: Annotated[
         bool, typer.Option(help="data-parallel attention over the tp devices (needs --tp)")
     ] = False,
@@ -464,8 +480,12 @@ def explain(
     draft: Annotated[
         str | None, typer.Option(help="wafers: speculative decoding with this draft model")
     ] = None,
-    draft_tokens: Annotated[int, typer.Option(help="drafted tokens per verify step")] = 3,
-    acceptance: Annotated[float, typer.Option(help="acceptance rate per drafted token")] = 0.8,
+    draft_tokens: Annotated[
+        int, typer.Option(min=1, max=16, help="drafted tokens per verify step, 1 to 16")
+    ] = 3,
+    acceptance: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="acceptance rate per drafted token, 0 to 1")
+    ] = 0.8,
     hardware: HardwareOpt = None,
 ) -> None:
     """Why a model runs at its speed on some hardware: the memory plan and a decode step's time
@@ -506,7 +526,6 @@ DataOpt = Annotated[
         "figures), inferencex, inferencex-disagg (open engines, closed-loop benchmarks)",
     ),
 ]
-WorkersOpt = Annotated[int | None, typer.Option(help="parallel processes (default: CPUs)")]
 
 
 @app.command()
@@ -528,12 +547,19 @@ def validate(
     chosen plan, MAPE overall / per hardware / per metric, and the rows not predicted."""
     if rows_shown not in ("auto", "all", "worst"):
         raise InputError(f"--rows must be auto, all or worst; got {rows_shown!r}.")
-    from megawatt.report import write_atomic
+    from megawatt.report import check_output_file, write_atomic
     from megawatt.report.validation import validation_json, validation_summary, validation_table
-    from megawatt.validate import calibration_cv, load_measurements
+    from megawatt.validate import Validation, calibration_cv, read_measurements
     from megawatt.validate import validate as run_validation
 
-    rows = load_measurements(data)
+    if json_path is not None:
+        check_output_file(json_path, "--json")
+    rows, rejected = read_measurements(data)
+    if not rows:
+        raise InputError(
+            f"no row of {data} could be read ({len(rejected)} refused); the first: "
+            f"{rejected[0].reason}"
+        )
     with _progress() as bar:
         task = bar.add_task("replaying", total=len(rows))
 
@@ -541,6 +567,7 @@ def validate(
             bar.update(task, completed=done, total=total, description=f"replayed {rid}" if rid else "")
 
         result = run_validation(rows, workers=workers, progress=progress)
+    result = Validation((*result.rows, *(r.result() for r in rejected)))
     console.print(validation_table(result, rows_shown))
     console.print(validation_summary(result, calibration_cv()))
     if json_path is not None:
@@ -571,7 +598,7 @@ def calibrate(
     import megawatt
     from megawatt.calibrate import Calibrator, newest_date
     from megawatt.perf.efficiency import CALIBRATION_FILE
-    from megawatt.report import write_atomic
+    from megawatt.report import check_output_file, write_atomic
     from megawatt.report.validation import calibration_table
     from megawatt.validate import (
         CALIBRATION_DATA,
@@ -580,6 +607,8 @@ def calibrate(
         measurements_sha256,
     )
 
+    target = out or Path(megawatt.__file__).parent / CALIBRATION_FILE
+    check_output_file(target, "--out")
     sources: list[str | Path] = list(data) if data else list(CALIBRATION_DATA)
     rows = tuple(row for source in sources for row in load_measurements(source))
     ids = [r.id for r in rows]
@@ -600,7 +629,6 @@ def calibrate(
         inputs=[(data_name(source), measurements_sha256(source)) for source in sources],
         data_date=newest_date(rows),
     )
-    target = out or Path(megawatt.__file__).parent / CALIBRATION_FILE
     write_atomic(target, json.dumps(document, indent=1) + "\n")
     console.print(calibration_table(cal))
     console.print(f"Calibration file: {target}")
@@ -676,25 +704,55 @@ def _by_interrupt(exc: BaseException) -> bool:
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
+        if isinstance(cause, KeyboardInterrupt | Abort):
             return True
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return False
 
 
+def _given(exc: ClickException, argv: list[str]) -> str:
+    """'; got VALUE' for a bad option value, found in the command line ('' if not found)."""
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", None) or []
+    if not isinstance(exc, BadParameter) or isinstance(exc, MissingParameter):
+        return ""
+    for i, token in enumerate(argv):
+        for opt in opts:
+            if token == opt and i + 1 < len(argv) and opt.startswith("-"):
+                return f"; got {argv[i + 1]!r}"
+            if token.startswith(opt + "=") and opt.startswith("--"):
+                return f"; got {token[len(opt) + 1:]!r}"
+    return ""
+
+
+def _usage_line(exc: ClickException, argv: list[str]) -> str:
+    """A command-line mistake (unknown option, bad value, missing argument) as one line."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "megawatt"
+    message = " ".join(exc.format_message().split()).rstrip(".") + _given(exc, argv)
+    return f"megawatt: error: {command}: {message}. See '{command} --help'."
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning megawatt errors into one line on stderr and exit 2, and
-    Ctrl-C or SIGTERM into `megawatt: interrupted` and exit 130."""
+    """Entry point: run the CLI, turning megawatt errors and command-line mistakes into one line
+    on stderr and exit 2 (no traceback), and Ctrl-C or SIGTERM into `megawatt: interrupted` and
+    exit 130."""
     previous = signal.getsignal(signal.SIGTERM)
     if previous == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare `megawatt` or a group: show the help
+        print(exc.format_message(), file=sys.stderr)
+        return 2
+    except ClickException as exc:
+        print(_usage_line(exc, sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return exc.exit_code
     except MegawattError as exc:
         print(f"megawatt: error: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, SystemExit, SystemError) as exc:
+    except (KeyboardInterrupt, Abort, SystemExit, SystemError) as exc:
         if _by_interrupt(exc):
             print("megawatt: interrupted", file=sys.stderr)
             return INTERRUPTED
@@ -704,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _console_main() -> None:

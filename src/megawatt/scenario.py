@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -14,16 +15,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from megawatt.errors import CatalogError, ScenarioError
+from megawatt._files import read_user_text
+from megawatt._yaml import MAX_CHARS, StrictLoader, describe, load_yaml, surrogate
+from megawatt.errors import CatalogError, InputError, ScenarioError
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model
 from megawatt.perf import family_of
 from megawatt.perf.efficiency import PRIORS, pick_release
 from megawatt.serving import SCHEDULERS
+from megawatt.workload import mix_from_spec
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BudgetSpec(_Strict):
@@ -172,7 +176,9 @@ class FleetSpec(_Strict):
     simulate_demand: bool = True
     mode: Literal["sampled", "exact"] = Field("sampled", description="sampled or exact")
     k: int = Field(4, ge=1, le=100_000, description="replicas simulated per pool in sampled mode")
-    duration_s: float = Field(300.0, gt=0, le=86_400.0, description="seconds of arrivals simulated")
+    duration_s: float = Field(
+        300.0, ge=1.0, le=86_400.0, description="seconds of arrivals simulated, 1 to 86,400"
+    )
     replica_router: Literal["random", "round_robin", "least_outstanding"] = "random"
 
 
@@ -294,24 +300,51 @@ def _message(err: Any, where: str) -> str:
     return f"{where}: {path}: {msg}; got {shown}.{hint}"
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """The YAML value of `--set key=raw`; text that is not YAML (`name=a: b`) stays text, but a
+    duplicate key, a non-finite number or an alias bomb is refused."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.load(raw, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except (yaml.composer.ComposerError, yaml.constructor.ConstructorError) as exc:
+        problem = describe(exc).partition("not valid YAML: ")[2]
+        raise ScenarioError(f"--set {key}: {problem}.") from None
+    except yaml.YAMLError:
+        return raw
+
+
 def _set(data: dict[str, Any], override: str) -> None:
+    bad = surrogate(override)
+    if bad is not None:
+        raise ScenarioError(
+            f"--set {override!a}: {bad!a} is not UTF-8 text (an undecodable byte?); "
+            "write the value in UTF-8."
+        )
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ScenarioError(f"--set {override!r}: expected key=value, e.g. budget.facility_mw=500.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    parts = key.strip().split(".")
+    key = key.strip()
+    value = _override_value(key, raw)
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise ScenarioError(
+            f"--set {key}: a key is field names joined by dots, e.g. options.0.pools.0.tp; this "
+            "one has an empty part."
+        )
     node: Any = data
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ScenarioError(
-                    f"--set {key}: '{where}' must index the list (0 to {len(node) - 1}); got {part!r}."
-                )
+                span = f"0 to {len(node) - 1}" if node else "it is empty"
+                raise ScenarioError(f"--set {key}: '{where}' must index the list ({span}); got {part!r}.")
             if last:
                 node[int(part)] = value
             else:
@@ -322,9 +355,10 @@ def _set(data: dict[str, Any], override: str) -> None:
             else:
                 node = node.setdefault(part, {})
         else:
+            parent = ".".join(parts[:depth])
             raise ScenarioError(
-                f"--set {key}: '{'.'.join(parts[:depth])}' is not a mapping or "
-                "list, so it has no field '{part}'."
+                f"--set {key}: '{parent}' is {type(node).__name__} {_shown(node)}, not a mapping or "
+                f"list, so it has no field {part!r}. Set '{parent}' itself, or fix the key."
             )
 
 
@@ -335,15 +369,21 @@ def pool_engine(scenario: Scenario, pool: PoolSpec) -> str:
 
 
 def _check_ids(scenario: Scenario, where: str) -> None:
-    """Hardware ids, model ids and engines must exist; say which field holds a bad one."""
+    """Hardware ids, model ids, engines and the traffic mix must exist and make sense; say which
+    field holds a bad one."""
     try:
         catalog = scenario.catalog()
-    except CatalogError as exc:
+    except (CatalogError, InputError) as exc:
         raise ScenarioError(f"{where}: hardware_files: {exc}") from None
+    if scenario.traffic.mix != "chatgpt":
+        try:
+            mix_from_spec(scenario.traffic.mix)
+        except InputError as exc:
+            raise ScenarioError(f"{where}: traffic.mix: {exc}") from None
     for i, model_id in enumerate(scenario.models):
         try:
             load_model(model_id)
-        except CatalogError as exc:
+        except (CatalogError, InputError) as exc:
             raise ScenarioError(f"{where}: models[{i}]: {exc}") from None
     for i, option in enumerate(scenario.options):
         for j, pool in enumerate(option.pools):
@@ -385,19 +425,28 @@ def _check_ids(scenario: Scenario, where: str) -> None:
             if spec.draft_model is not None:
                 try:
                     load_model(spec.draft_model)
-                except CatalogError as exc:
+                except (CatalogError, InputError) as exc:
                     raise ScenarioError(f"{where}: {path}.speculative.draft_model: {exc}") from None
 
 
 def parse_scenario(
-    data: Any, *, where: str = "scenario", overrides: list[str] | tuple[str, ...] = ()
+    data: Any,
+    *,
+    where: str = "scenario",
+    overrides: list[str] | tuple[str, ...] = (),
+    hardware_files: Sequence[str | os.PathLike[str]] = (),
 ) -> Scenario:
-    """Validate a scenario mapping (after applying `key=value` overrides)."""
+    """Validate a scenario mapping after applying `key=value` overrides and adding
+    `hardware_files` to the scenario's own."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{where}: a scenario must be a YAML mapping; got {type(data).__name__}.")
     data = copy.deepcopy(data)
     for override in overrides:
         _set(data, override)
+    if hardware_files:
+        own = data.get("hardware_files") or []
+        if isinstance(own, list):
+            data["hardware_files"] = [*own, *(os.fspath(f) for f in hardware_files)]
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -412,32 +461,26 @@ def default_scenario_text() -> str:
 
 
 def load_scenario(
-    path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    hardware_files: Sequence[str | os.PathLike[str]] = (),
 ) -> Scenario:
     """Load and validate a scenario file; `None` loads the embedded default scenario.
 
-    Relative `hardware_files` are resolved against the scenario file's folder.
+    Relative `hardware_files` of the file are resolved against its folder; `hardware_files`
+    given here (`run --hardware`) are added to them, relative to the working folder.
     """
     if path is None:
         text, where, base = default_scenario_text(), "default scenario", None
     else:
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise ScenarioError(f"scenario file {p} does not exist.") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-            raise ScenarioError(f"scenario file {p} cannot be read: {exc}.") from None
+        text = read_user_text(p, "scenario file", ScenarioError, limit=MAX_CHARS)
         where, base = str(p), p.parent
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ScenarioError(f"{where}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    data = load_yaml(text, where, ScenarioError)
     if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
         data["hardware_files"] = [
             str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
             for f in data["hardware_files"]
         ]
-    return parse_scenario(data, where=where, overrides=overrides)
+    return parse_scenario(data, where=where, overrides=overrides, hardware_files=hardware_files)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megawatt.errors import InputError
+from megawatt.errors import FitError, InputError, ScenarioError
 from megawatt.fleet import (
     SOURCES,
     Economics,
@@ -38,9 +38,9 @@ from megawatt.fleet.power import LOAD_SHARES, power_curve
 from megawatt.hardware import Catalog, System
 from megawatt.interrupts import worker_pool
 from megawatt.model import ModelSpec, load_model
-from megawatt.perf import plan_memory
+from megawatt.perf import Deployment, plan_memory
 from megawatt.perf.speculative import Speculation
-from megawatt.plan import Choice, PoolSettings, choose
+from megawatt.plan import Choice, PoolSettings, candidates, choose
 from megawatt.scenario import PoolSpec, Scenario, pool_engine
 from megawatt.serving import ReplicaConfig, Slo, single_user
 from megawatt.units import GB, MW
@@ -303,6 +303,61 @@ def _evaluate(task: _Task) -> _Evaluated:
     return _Evaluated(choice, speed, float(np.median(solo.ttft_s)))
 
 
+def _size(scenario: Scenario, pool: PoolSpec, dep: Deployment, field: str) -> PoolSize:
+    """The pool's whole systems and replicas of `dep` under the scenario's budget."""
+    economics = Economics(**scenario.economics.model_dump())
+    return _pool_size(scenario, dep.system, economics, pool, dep.n_devices, field)
+
+
+def _holds(dep: Deployment, tokens: int) -> None:
+    plan = plan_memory(dep)
+    if plan.sequence_kv_bytes(tokens) > plan.kv_bytes:
+        raise FitError(
+            f"the longest request of the workload ({tokens:,} tokens) does not fit in the KV "
+            f"cache of {dep.label} ({plan.kv_bytes / 1e9:,.2f} GB); give more devices (tp, pp), "
+            "kv_dtype fp8, or cap the request lengths."
+        )
+
+
+def check_plans(scenario: Scenario) -> None:
+    """Refuse, before any simulation, a scenario with a pool that cannot serve one of its models:
+    a request longer than the model's context, a stated plan that is not valid (tp must divide
+    the attention heads, fit a scale-up domain, ...) or does not hold the longest request, no
+    plan that holds the weights and the longest request, or a budget that buys no replica even
+    of the smallest plan. Raises `ScenarioError` naming the field."""
+    catalog = scenario.catalog()
+    for mi, model_id in enumerate(scenario.models):
+        model = load_model(model_id)
+        try:
+            requests = workload(scenario, mi, model)
+        except InputError as exc:
+            raise ScenarioError(f"scenario: traffic.mix for models[{mi}] ({model.id}): {exc}") from None
+        longest = int((requests.prompt_tokens + requests.output_tokens).max()) if len(requests) else 0
+        if 0 < model.max_context_tokens < longest:
+            raise ScenarioError(
+                f"scenario: traffic.mix: a request of {longest:,} tokens (prompt and output) is "
+                f"longer than the {model.max_context_tokens:,}-token context of models[{mi}] "
+                f"({model.id}); cap the lengths with max_tokens."
+            )
+        for oi, option in enumerate(scenario.options):
+            for pj, pool in enumerate(option.pools):
+                field = f"options[{oi}].pools[{pj}]"
+                system = catalog.system(pool.system)
+                try:
+                    deps = candidates(
+                        model, system, catalog.device(system.device_id), _settings(pool, scenario),
+                        longest,
+                    )
+                    _size(scenario, pool, deps[0], field)
+                    if pool.tp or pool.pp or pool.weight_streaming:  # a stated plan: not searched
+                        _holds(deps[0], longest)
+                except (FitError, InputError) as exc:
+                    raise ScenarioError(
+                        f"scenario: {field} ({pool.system}, option {option.name!r}) cannot serve "
+                        f"models[{mi}] ({model.id}): {exc}"
+                    ) from None
+
+
 def _pool_key(model_index: int, pool: PoolSpec) -> tuple[int, str]:
     body = pool.model_dump(exclude={"power_share"})
     return model_index, repr(sorted(body.items()))
@@ -423,6 +478,7 @@ def run_study(
     simulating when the estimated memory (`estimate_cost`) passes `memory_limit_bytes` (None:
     no limit)."""
     start = time.perf_counter()
+    check_plans(scenario)
     check_memory(estimate_cost(scenario, workers=workers), memory_limit_bytes, scenario.name)
     catalog = scenario.catalog()
     economics = Economics(**scenario.economics.model_dump())

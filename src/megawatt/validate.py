@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from megawatt._files import read_user_bytes
 from megawatt.errors import CatalogError, FitError, InputError, MegawattError
 from megawatt.hardware import Catalog, Device, System, load_catalog
 from megawatt.interrupts import worker_pool
@@ -67,6 +68,7 @@ __all__ = [
     "PACKAGED_DATA",
     "SCENARIOS",
     "Measurement",
+    "RejectedRow",
     "RowResult",
     "Validation",
     "assumptions",
@@ -74,9 +76,11 @@ __all__ = [
     "data_name",
     "load_measurements",
     "measurements_sha256",
+    "parse_measurement_rows",
     "parse_measurements",
     "predict_row",
     "predict_rows",
+    "read_measurements",
     "run_key",
     "runs_of",
     "summarize",
@@ -320,7 +324,7 @@ def data_name(path: str | os.PathLike[str] | None) -> str:
         return PACKAGED_DATA["measurements"]
     if _packaged(path):
         return PACKAGED_DATA[str(path)]
-    return Path(path).name
+    return str(Path(path).name)
 
 
 def _packaged(path: str | os.PathLike[str]) -> bool:
@@ -337,20 +341,34 @@ def _read_bytes(path: str | os.PathLike[str] | None) -> bytes:
     if path is None or _packaged(path):
         name = PACKAGED_DATA["measurements" if path is None else str(path)]
         return resources.files("megawatt").joinpath(name).read_bytes()
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read measurements file {path}: {exc.strerror}.") from None
+    return read_user_bytes(path, "measurements file")
 
 
 def load_measurements(
     path: str | os.PathLike[str] | None = None, catalog: Catalog | None = None
 ) -> tuple[Measurement, ...]:
     """Read and check a measurements CSV: a path, a name in `PACKAGED_DATA`, or (None) the
-    packaged published measurements."""
+    packaged published measurements; the first bad row is an error (`read_measurements` skips
+    bad rows instead)."""
+    return _strict(*read_measurements(path, catalog))
+
+
+def read_measurements(
+    path: str | os.PathLike[str] | None = None, catalog: Catalog | None = None
+) -> tuple[tuple[Measurement, ...], tuple[RejectedRow, ...]]:
+    """Read a measurements CSV (a path, a packaged name, or None: the packaged published
+    measurements): the rows that pass every check, and those that do not with the reason (see
+    `parse_measurement_rows`)."""
     name = data_name(path) if path is None or _packaged(path) else str(path)
-    text = _read_bytes(path).decode("utf-8-sig")
-    return parse_measurements(text, name, catalog)
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"measurements file {name} is not UTF-8 text (byte {exc.start:,} is "
+            f"{data[exc.start]:#04x}); is it a binary file? Save it as a UTF-8 CSV."
+        ) from None
+    return parse_measurement_rows(text, name, catalog)
 
 
 def _number(raw: str, column: str, where: str, *, whole: bool = False) -> float | None:
@@ -376,97 +394,170 @@ def _choice(raw: str, column: str, allowed: Iterable[str], where: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row of a measurements file that was not read: its line, id and fields as written (blank
+    when missing) and why it was refused."""
+
+    line: int
+    id: str
+    hardware: str
+    model: str
+    scenario: str
+    metric: str
+    reason: str
+
+    def result(self) -> RowResult:
+        """The row as a skipped `RowResult` (nothing measured or predicted), for reports."""
+        return RowResult(
+            self.id or f"line {self.line}", self.hardware, self.model, self.scenario, self.metric,
+            math.nan, None, "", f"not read: {self.reason}",
+        )
+
+
+def _strict(
+    rows: tuple[Measurement, ...], rejected: tuple[RejectedRow, ...]
+) -> tuple[Measurement, ...]:
+    if rejected:
+        raise InputError(rejected[0].reason)
+    return rows
+
+
 def parse_measurements(
     text: str, name: str = "<measurements>", catalog: Catalog | None = None
 ) -> tuple[Measurement, ...]:
     """Parse measurements CSV text; every error names the file, the line, the column, the value.
 
     Hardware and model ids must exist in the catalogs (a typo is an error, not a skipped row).
+    The first bad row is the error; `parse_measurement_rows` skips bad rows instead.
     """
+    return _strict(*parse_measurement_rows(text, name, catalog))
+
+
+def parse_measurement_rows(
+    text: str, name: str = "<measurements>", catalog: Catalog | None = None
+) -> tuple[tuple[Measurement, ...], tuple[RejectedRow, ...]]:
+    """Parse measurements CSV text into the rows that pass every check and those refused, each
+    with a reason naming the file, the line, the column and the value. A file that cannot be a
+    measurements file (no header, a missing column, no rows, NUL bytes) is an `InputError`."""
     catalog = catalog or load_catalog()
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in COLUMNS if c not in header]
-    if missing:
-        raise InputError(
-            f"{name}: line 1 (header): missing column(s) {', '.join(missing)}. A measurements "
-            f"file needs: {', '.join(COLUMNS)} (see data/validation/README.md)."
-        )
     out: list[Measurement] = []
+    rejected: list[RejectedRow] = []
     seen: dict[str, int] = {}
-    start = 2
-    for raw in reader:
-        line = start
-        start = reader.line_num + 1
-        if None in raw or any(v is None for v in raw.values()):
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
             raise InputError(
-                f"{name}: line {line}: expected {len(header)} fields; got a different count. "
-                "Quote fields that contain commas."
+                f"{name}: line 1 (header): missing column(s) {', '.join(missing)}. A measurements "
+                f"file needs: {', '.join(COLUMNS)} (see data/validation/README.md)."
             )
-        row = {k: (v or "").strip() for k, v in raw.items()}
-        rid = row["id"]
-        where = f"{name}: line {line} (id {rid or '?'})"
-        if not rid:
-            raise InputError(f"{where}: id must not be blank.")
-        if rid in seen:
-            raise InputError(f"{where}: id {rid} repeats line {seen[rid]}; ids must be unique.")
-        seen[rid] = line
-        try:
-            catalog.device(row["hardware"])
-        except CatalogError as exc:
-            raise InputError(f"{where}: hardware: {exc}") from None
-        if row["model"]:
+        start = 2
+        for raw in reader:
+            line = start
+            start = reader.line_num + 1
+            fields = {k: v.strip() if isinstance(v, str) else "" for k, v in raw.items() if k}
             try:
-                load_model(row["model"])
-            except MegawattError as exc:
-                raise InputError(f"{where}: model: {exc}") from None
-        value = _number(row["value"], "value", where)
-        if value is None:
-            raise InputError(f"{where}: value must be a number > 0; got blank.")
-        dataset = row["dataset"]
-        if dataset not in DATASETS and dataset not in OTHER_DATASETS:
-            known = ", ".join([*DATASETS, *OTHER_DATASETS])
-            raise InputError(f"{where}: dataset must be one of {known}; got {dataset!r}.")
-        n_dev = _number(row["n_devices"], "n_devices", where, whole=True)
-        conc = _number(row["concurrency"], "concurrency", where, whole=True)
-        n_req = _number(row["n_requests"], "n_requests", where, whole=True)
-        m = Measurement(
-            line=line,
-            id=rid,
-            hardware=row["hardware"],
-            n_devices=int(n_dev) if n_dev is not None else None,
-            model=row["model"],
-            weight_dtype=_choice(row["weight_dtype"], "weight_dtype", WEIGHT_DTYPES, where),
-            engine=row["engine"] or "other",
-            scenario=_choice(row["scenario"], "scenario", SCENARIOS, where),
-            input_len=_number(row["input_len"], "input_len", where),
-            output_len=_number(row["output_len"], "output_len", where),
-            dataset=dataset,
-            concurrency=int(conc) if conc is not None else None,
-            n_requests=int(n_req) if n_req is not None else None,
-            ttft_p99_limit_ms=_number(row["ttft_p99_limit_ms"], "ttft_p99_limit_ms", where),
-            tpot_p99_limit_ms=_number(row["tpot_p99_limit_ms"], "tpot_p99_limit_ms", where),
-            spec_decode=_choice(row["spec_decode"] or "unknown", "spec_decode", SPEC_DECODE, where),
-            metric=_choice(row["metric"], "metric", METRICS, where),
-            value=value,
-            date=row.get("date", ""),
-            notes=row.get("notes", ""),
-            source=row.get("source", ""),
+                out.append(_measurement(raw, fields, line, len(header), name, catalog, seen))
+            except InputError as exc:
+                rejected.append(
+                    RejectedRow(
+                        line, fields.get("id", ""), fields.get("hardware", ""),
+                        fields.get("model", ""), fields.get("scenario", ""),
+                        fields.get("metric", ""), str(exc),
+                    )
+                )
+    except csv.Error as exc:
+        raise InputError(
+            f"{name}: line {reader.line_num}: not a CSV file megawatt can read ({exc}); is it a "
+            "binary file? Save it as a UTF-8 CSV."
+        ) from None
+    if not out and not rejected:
+        raise InputError(
+            f"{name}: no measurement rows after the header; add at least one row (see "
+            "data/validation/README.md)."
         )
-        if m.scenario == "max_throughput_concurrency" and m.concurrency is None:
-            raise InputError(f"{where}: scenario max_throughput_concurrency needs a concurrency.")
-        if m.scenario in ("server", "interactive") and (
-            m.ttft_p99_limit_ms is None and m.tpot_p99_limit_ms is None
-        ):
-            raise InputError(
-                f"{where}: scenario {m.scenario} needs ttft_p99_limit_ms or tpot_p99_limit_ms."
-            )
-        if m.dataset == "fixed" and (m.input_len is None or m.output_len is None) and not (
-            _phase(m) == "decode-only" and m.input_len is not None
-        ):
-            raise InputError(f"{where}: dataset fixed needs input_len and output_len.")
-        out.append(m)
-    return tuple(out)
+    return tuple(out), tuple(rejected)
+
+
+def _measurement(
+    raw: dict[str | Any, Any],
+    row: dict[str, str],
+    line: int,
+    n_columns: int,
+    name: str,
+    catalog: Catalog,
+    seen: dict[str, int],
+) -> Measurement:
+    """One CSV row checked and parsed; a bad one raises `InputError` saying why."""
+    if None in raw or any(v is None for v in raw.values()):
+        raise InputError(
+            f"{name}: line {line}: expected {n_columns} fields; got a different count. "
+            "Quote fields that contain commas."
+        )
+    rid = row["id"]
+    where = f"{name}: line {line} (id {rid or '?'})"
+    if not rid:
+        raise InputError(f"{where}: id must not be blank.")
+    if rid in seen:
+        raise InputError(f"{where}: id {rid} repeats line {seen[rid]}; ids must be unique.")
+    seen[rid] = line
+    try:
+        catalog.device(row["hardware"])
+    except CatalogError as exc:
+        raise InputError(f"{where}: hardware: {exc}") from None
+    if row["model"]:
+        try:
+            load_model(row["model"])
+        except MegawattError as exc:
+            raise InputError(f"{where}: model: {exc}") from None
+    value = _number(row["value"], "value", where)
+    if value is None:
+        raise InputError(f"{where}: value must be a number > 0; got blank.")
+    dataset = row["dataset"]
+    if dataset not in DATASETS and dataset not in OTHER_DATASETS:
+        known = ", ".join([*DATASETS, *OTHER_DATASETS])
+        raise InputError(f"{where}: dataset must be one of {known}; got {dataset!r}.")
+    n_dev = _number(row["n_devices"], "n_devices", where, whole=True)
+    conc = _number(row["concurrency"], "concurrency", where, whole=True)
+    n_req = _number(row["n_requests"], "n_requests", where, whole=True)
+    m = Measurement(
+        line=line,
+        id=rid,
+        hardware=row["hardware"],
+        n_devices=int(n_dev) if n_dev is not None else None,
+        model=row["model"],
+        weight_dtype=_choice(row["weight_dtype"], "weight_dtype", WEIGHT_DTYPES, where),
+        engine=row["engine"] or "other",
+        scenario=_choice(row["scenario"], "scenario", SCENARIOS, where),
+        input_len=_number(row["input_len"], "input_len", where),
+        output_len=_number(row["output_len"], "output_len", where),
+        dataset=dataset,
+        concurrency=int(conc) if conc is not None else None,
+        n_requests=int(n_req) if n_req is not None else None,
+        ttft_p99_limit_ms=_number(row["ttft_p99_limit_ms"], "ttft_p99_limit_ms", where),
+        tpot_p99_limit_ms=_number(row["tpot_p99_limit_ms"], "tpot_p99_limit_ms", where),
+        spec_decode=_choice(row["spec_decode"] or "unknown", "spec_decode", SPEC_DECODE, where),
+        metric=_choice(row["metric"], "metric", METRICS, where),
+        value=value,
+        date=row.get("date", ""),
+        notes=row.get("notes", ""),
+        source=row.get("source", ""),
+    )
+    if m.scenario == "max_throughput_concurrency" and m.concurrency is None:
+        raise InputError(f"{where}: scenario max_throughput_concurrency needs a concurrency.")
+    if m.scenario in ("server", "interactive") and (
+        m.ttft_p99_limit_ms is None and m.tpot_p99_limit_ms is None
+    ):
+        raise InputError(
+            f"{where}: scenario {m.scenario} needs ttft_p99_limit_ms or tpot_p99_limit_ms."
+        )
+    if m.dataset == "fixed" and (m.input_len is None or m.output_len is None) and not (
+        _phase(m) == "decode-only" and m.input_len is not None
+    ):
+        raise InputError(f"{where}: dataset fixed needs input_len and output_len.")
+    return m
 
 
 # -- results ------------------------------------------------------------------------------------

@@ -512,9 +512,9 @@ BAD_FILES = {
     ),
     "duplicate yaml key": (
         "devices:\n  - id: a\n    id: b\n",
-        ["not valid YAML: duplicate key 'id' at line 3"],
+        ["line 3, column 5: not valid YAML: duplicate key 'id'"],
     ),
-    "bad yaml": ("devices: [\n", ["hw.yaml: not valid YAML"]),
+    "bad yaml": ("devices: [\n", ["hw.yaml line 2, column 1: not valid YAML"]),
     "empty file": ("", ["hw.yaml: the file is empty"]),
     "unknown top-level key": ("device: []\n", ["device is not a known top-level key"]),
     "entries not a list": ("devices: {id: a}\n", ["devices must be a list of entries"]),
@@ -563,8 +563,18 @@ def test_broken_package_data_is_a_catalog_error(monkeypatch: pytest.MonkeyPatch)
         load_catalog()
 
 
+def test_a_mesh_figure_that_overflows_in_si_units_is_an_input_error(tmp_path: Path) -> None:
+    mesh = ("{width_cores: 100, height_cores: 100, sram_per_core_bytes: 48000, simd_fp16_lanes: 8, "
+            "clock_ghz: 1.0e308, cycles_per_hop: 1, link_bytes_per_cycle: 4, "
+            "sram_bytes_per_cycle_per_core: 24}")
+    text = (f"devices:\n  - {{id: w, name: W, kind: wafer, dense_bf16_tflops: 800, mem_capacity_gb: 1, "
+            f"mem_bw_tb_s: 1, sram_mb: 100, source: x, mesh: {mesh}}}\n")
+    with pytest.raises(InputError, match=r"devices\[0\]\.mesh\.clock_hz must be a finite number; got inf"):
+        load_user_hardware(write(tmp_path, text))
+
+
 def test_a_missing_user_file_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="does not exist"):
         load_catalog(tmp_path / "nope.yaml")
 
 

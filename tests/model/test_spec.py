@@ -4,6 +4,7 @@ exact KV-cache bytes per token (GQA, MLA, sliding and chunked windows)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,67 @@ def test_a_config_file_loads_and_bad_files_are_input_errors(tmp_path: Path) -> N
 
     broken = tmp_path / "broken.json"
     broken.write_text('{"hidden_size": 64,\n')
-    with pytest.raises(InputError, match=r"broken\.json line 2: not valid JSON"):
+    with pytest.raises(InputError, match=r"broken\.json line 2, column 1: not valid JSON"):
         load_model_file(broken)
 
     listed = tmp_path / "list.json"
     listed.write_text("[1, 2]")
     with pytest.raises(InputError, match="must hold a JSON object; got list"):
         load_model_file(listed)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"num_key_value_heads": "eight"}, "'num_key_value_heads' must be a whole number from 1 to"),
+        ({"num_key_value_heads": 3}, "'num_key_value_heads' (3) must divide num_attention_heads (4)"),
+        ({"head_dim": 0}, "'head_dim' must be a whole number from 1 to"),
+        ({"hidden_size": 2, "num_attention_heads": 4}, "hidden_size // num_attention_heads = 2 // 4"),
+        ({"max_position_embeddings": 1.5}, "'max_position_embeddings' must be a whole number"),
+        ({"text_config": [1]}, "'text_config' must be an object; got list"),
+        ({"layer_types": "full_attention"}, "'layer_types' must be a list of layer kinds"),
+        ({"sliding_window": "big"}, "'sliding_window' must be a positive integer"),
+        ({"attention_chunk_size": 8, "no_rope_layers": [1]}, "'no_rope_layers' must be a list of 2"),
+        ({"num_local_experts": 4, "num_experts_per_tok": 9}, "'num_experts_per_tok' (9) must be at most"),
+        ({"num_local_experts": 2.5, "num_experts_per_tok": 1}, "'num_local_experts' must be a whole"),
+        ({"_published_params": "70B"}, "'_published_params' must be an object; got str"),
+        ({"head_dim": 1e308}, "'head_dim' must be a whole number from 1 to 2,147,483,647; got 1e+308"),
+        ({"vocab_size": 10**30}, "'vocab_size' must be a positive integer up to 2,147,483,647"),
+    ],
+)
+def test_a_malformed_field_is_an_input_error_naming_it(changes: dict[str, Any], needle: str) -> None:
+    with pytest.raises(InputError) as caught:
+        model_from_config(tiny_config(**changes), "tiny")
+    assert needle in str(caught.value) and str(caught.value).startswith("tiny: ")
+
+
+def test_a_whole_float_is_read_as_the_integer_hugging_face_meant() -> None:
+    model = model_from_config(tiny_config(num_key_value_heads=2.0, head_dim=16.0), "tiny")
+    assert (model.n_kv_heads, model.head_dim) == (2, 16)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff", "is not UTF-8 text (byte 0 is 0x89)"),
+        (b'{"hidden_size": NaN}', "NaN is not a number JSON allows"),
+        (b'{"hidden_size": -Infinity}', "-Infinity is not a number JSON allows"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+    ids=["binary", "NaN", "Infinity", "deep"],
+)
+def test_a_file_that_is_not_a_json_config_is_an_input_error(
+    tmp_path: Path, content: bytes, needle: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(needle)):
+        load_model_file(path)
+
+
+def test_a_folder_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a folder; give the path of a file in it"):
+        load_model_file(tmp_path)
 
 
 # -- layer patterns of the presets --------------------------------------------------------------

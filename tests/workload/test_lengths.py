@@ -173,6 +173,10 @@ def test_the_registry_builds_each_kind_from_a_spec() -> None:
         ({"kind": "fixed", "n_tokens": 3, "sigma": 1}, r"unknown \['sigma'\]"),
         ({"kind": "lognormal", "median": "big", "sigma": 1}, "median must be a number"),
         ({"kind": "empirical", "trace": "nope", "column": "prompt_tokens"}, "built-in trace"),
+        ({"kind": ["lognormal"]}, r"kind must be one of .*; got \['lognormal'\]"),
+        ({"kind": "lognormal", "median": 5, "sigma": 1e30}, "sigma must be at most 20"),
+        ({"kind": "empirical", "trace": ["azure-conv-2023"], "column": "x"}, "built-in trace"),
+        ({"kind": "empirical", "trace": "azure-conv-2023", "column": {}}, "column must be one of"),
     ],
 )
 def test_a_bad_spec_says_what_is_known(spec: dict[str, object], message: str) -> None:

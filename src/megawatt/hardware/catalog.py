@@ -9,16 +9,13 @@ import difflib
 import io
 import math
 import os
-import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from megawatt._files import read_user_text
+from megawatt._yaml import MAX_CHARS, load_yaml
 from megawatt.errors import CatalogError, InputError
 from megawatt.units import GB, GIB, GIGA, KW, MB, TB, TERA, US
 
@@ -629,17 +628,20 @@ def _mesh_from_entry(entry: _MeshEntry, path: str, fail: _Fail) -> MeshSpec:
             fix = f"Did you mean {close[0]!r}?" if close else ""
             raise fail(f"{path}.sources.{key}", "is not a mesh key", fix=fix)
         sources[_MESH_FIELD_OF_KEY[key]] = text
-    return MeshSpec(
-        width_cores=entry.width_cores,
-        height_cores=entry.height_cores,
-        sram_per_core_bytes=entry.sram_per_core_bytes,
-        simd_fp16_lanes=entry.simd_fp16_lanes,
-        clock_hz=entry.clock_ghz * GIGA,
-        cycles_per_hop=entry.cycles_per_hop,
-        link_bytes_per_cycle=entry.link_bytes_per_cycle,
-        sram_bytes_per_cycle_per_core=entry.sram_bytes_per_cycle_per_core,
-        sources=sources,
-    )
+    try:
+        return MeshSpec(
+            width_cores=entry.width_cores,
+            height_cores=entry.height_cores,
+            sram_per_core_bytes=entry.sram_per_core_bytes,
+            simd_fp16_lanes=entry.simd_fp16_lanes,
+            clock_hz=entry.clock_ghz * GIGA,
+            cycles_per_hop=entry.cycles_per_hop,
+            link_bytes_per_cycle=entry.link_bytes_per_cycle,
+            sram_bytes_per_cycle_per_core=entry.sram_bytes_per_cycle_per_core,
+            sources=sources,
+        )
+    except ValidationError as error:  # a finite figure that overflows once in SI units
+        raise fail.from_validation(error, path, MeshSpec) from None
 
 
 def _device_from_entry(entry: _DeviceEntry, path: str, fail: _Fail) -> Device:
@@ -844,48 +846,8 @@ def _system_from_entry(entry: _SystemEntry, device: Device, path: str, fail: _Fa
 # --- Reading files ---------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate keys and reads `1e9` as a float, as YAML 1.2 does."""
-
-
-def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # an unhashable key; construct_mapping reports it
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_unique_mapping,
-)
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
 def _parse_yaml(text: str, file: str) -> object:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(error.problem or "malformed YAML").split())
-        raise InputError(f"{file}: not valid YAML: {problem}{where}. Fix the file there.") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"{file}: not valid YAML: {' '.join(str(error).split())}.") from None
+    return load_yaml(text, file)
 
 
 def _top_level(data: object, allowed: tuple[str, ...], fail: _Fail) -> dict[str, Any]:
@@ -953,12 +915,7 @@ def _systems(
 
 
 def _read_user_file(path: str | os.PathLike[str]) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"hardware file {os.fspath(path)!s} not found; check the path.") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"hardware file {os.fspath(path)!s} cannot be read: {error}.") from None
+    return read_user_text(path, "hardware file", limit=MAX_CHARS)
 
 
 def load_user_hardware(path: str | os.PathLike[str], *, base: Catalog | None = None) -> Catalog:

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from megawatt._files import read_user_text
 from megawatt.errors import InputError
+
+_MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config.json is a few KB
 
 AttentionKind = Literal["full", "sliding", "chunked"]
 MlpKind = Literal["dense", "moe"]
@@ -259,11 +262,65 @@ def _need(cfg: Mapping[str, Any], key: str, where: str) -> Any:
     return cfg[key]
 
 
+_MAX_FIELD = 2**31 - 1  # no size, count or length of a real model comes near
+
+
 def _positive_int(cfg: Mapping[str, Any], key: str, where: str) -> int:
     value = _need(cfg, key, where)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= _MAX_FIELD:
         raise InputError(
-            f"{where}: config.json field '{key}' must be a positive integer; got {value!r}."
+            f"{where}: config.json field '{key}' must be a positive integer up to {_MAX_FIELD:,}; "
+            f"got {value!r}."
+        )
+    return value
+
+
+def _whole(
+    cfg: Mapping[str, Any], key: str, where: str, default: int, minimum: int = 0
+) -> int:
+    """An optional whole-number field (`default` when absent or null), at least `minimum`."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_FIELD:
+        value = int(value)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not minimum <= value <= _MAX_FIELD
+    ):
+        raise InputError(
+            f"{where}: config.json field '{key}' must be a whole number from {minimum} to "
+            f"{_MAX_FIELD:,}; got {value!r}."
+        )
+    return value
+
+
+def _int_list(
+    cfg: Mapping[str, Any], key: str, where: str, length: int | None = None
+) -> list[int]:
+    """An optional list of whole numbers ([] when absent), of `length` items when given."""
+    value = cfg.get(key)
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or (length is not None and value and len(value) != length)
+    ):
+        size = f" of {length} " if length is not None else " of "
+        raise InputError(
+            f"{where}: config.json field '{key}' must be a list{size}whole numbers; got "
+            f"{str(value)[:60]}."
+        )
+    return value
+
+
+def _mapping(cfg: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = cfg.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise InputError(
+            f"{where}: config.json field '{key}' must be an object; got {type(value).__name__}."
         )
     return value
 
@@ -274,6 +331,11 @@ def _layer_pattern(
     """Attention kind and window of each layer, from the fields each family uses."""
     layer_types = cfg.get("layer_types")
     if layer_types:
+        if not isinstance(layer_types, list):
+            raise InputError(
+                f"{where}: config.json field 'layer_types' must be a list of layer kinds; got "
+                f"{type(layer_types).__name__}."
+            )
         if len(layer_types) != n_layers:
             raise InputError(
                 f"{where}: layer_types has {len(layer_types)} entries but "
@@ -283,11 +345,11 @@ def _layer_pattern(
         out: list[tuple[str, int | None]] = []
         for kind in layer_types:
             if kind == "sliding_attention":
-                out.append(("sliding", int(_need(cfg, "sliding_window", where))))
+                out.append(("sliding", _positive_int(cfg, "sliding_window", where)))
             elif kind in ("full_attention", "attention"):
                 out.append(("full", None))
             elif kind == "chunked_attention":
-                out.append(("chunked", int(_need(cfg, "attention_chunk_size", where))))
+                out.append(("chunked", _positive_int(cfg, "attention_chunk_size", where)))
             else:
                 raise InputError(
                     f"{where}: layer_types entry {kind!r} is not one of "
@@ -299,41 +361,53 @@ def _layer_pattern(
     if chunk:
         # Llama 4 (iRoPE): every `no_rope_layer_interval`-th layer is global NoPE attention,
         # the rest attend within chunks (Meta reference code; transformers default interval 4).
-        interval = int(cfg.get("no_rope_layer_interval", 4))
-        no_rope = cfg.get("no_rope_layers")
+        chunk = _positive_int(cfg, "attention_chunk_size", where)
+        interval = _whole(cfg, "no_rope_layer_interval", where, 4, 1)
+        no_rope = _int_list(cfg, "no_rope_layers", where, n_layers)
         out = []
         for i in range(n_layers):
             is_global = (no_rope[i] == 0) if no_rope else ((i + 1) % interval == 0)
-            out.append(("full", None) if is_global else ("chunked", int(chunk)))
+            out.append(("full", None) if is_global else ("chunked", chunk))
         return out
     window = cfg.get("sliding_window")
     uses_window = cfg.get("use_sliding_window", window is not None)
     if window and uses_window:
-        max_window_layers = int(cfg.get("max_window_layers", n_layers))
+        window = _positive_int(cfg, "sliding_window", where)
+        max_window_layers = _whole(cfg, "max_window_layers", where, n_layers)
         # Qwen2-style: layers below max_window_layers use full attention; Mistral: all slide.
         if "max_window_layers" in cfg:
             return [
-                ("full", None) if i < max_window_layers else ("sliding", int(window))
+                ("full", None) if i < max_window_layers else ("sliding", window)
                 for i in range(n_layers)
             ]
-        return [("sliding", int(window))] * n_layers
+        return [("sliding", window)] * n_layers
     return [("full", None)] * n_layers
 
 
 def _moe_layout(cfg: Mapping[str, Any], n_layers: int, where: str) -> dict[str, Any]:
     """Which layers are MoE, expert counts and sizes, per family."""
-    n_experts = (
-        cfg.get("n_routed_experts") or cfg.get("num_local_experts") or cfg.get("num_experts") or 0
+    n_experts = next(
+        (
+            _whole(cfg, key, where, 0)
+            for key in ("n_routed_experts", "num_local_experts", "num_experts")
+            if cfg.get(key)
+        ),
+        0,
     )
     if not n_experts:
         return {"moe_layers": [False] * n_layers}
     top_k = _positive_int(cfg, "num_experts_per_tok", where)
+    if top_k > n_experts:
+        raise InputError(
+            f"{where}: config.json field 'num_experts_per_tok' ({top_k}) must be at most the "
+            f"number of routed experts ({n_experts})."
+        )
     if "first_k_dense_replace" in cfg or "n_routed_experts" in cfg:  # DeepSeek-V2/V3
-        first_dense = int(cfg.get("first_k_dense_replace", 0))
-        freq = int(cfg.get("moe_layer_freq", 1))
+        first_dense = _whole(cfg, "first_k_dense_replace", where, 0)
+        freq = _whole(cfg, "moe_layer_freq", where, 1, 1)
         moe_layers = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
         expert_size = _positive_int(cfg, "moe_intermediate_size", where)
-        n_shared = int(cfg.get("n_shared_experts") or 0)
+        n_shared = _whole(cfg, "n_shared_experts", where, 0)
         return {
             "moe_layers": moe_layers,
             "n_experts": n_experts,
@@ -343,7 +417,7 @@ def _moe_layout(cfg: Mapping[str, Any], n_layers: int, where: str) -> dict[str, 
             "shared_size": expert_size,
         }
     if "interleave_moe_layer_step" in cfg:  # Llama 4
-        step = int(cfg["interleave_moe_layer_step"])
+        step = _whole(cfg, "interleave_moe_layer_step", where, 1, 1)
         moe_layers = [(i + 1) % step == 0 for i in range(n_layers)]
         size = _positive_int(cfg, "intermediate_size", where)
         return {
@@ -353,14 +427,14 @@ def _moe_layout(cfg: Mapping[str, Any], n_layers: int, where: str) -> dict[str, 
             "expert_size": size,
             "n_shared": 1,
             "shared_size": size,
-            "dense_size": int(cfg.get("intermediate_size_mlp") or size),
+            "dense_size": _whole(cfg, "intermediate_size_mlp", where, 0) or size,
         }
     if "decoder_sparse_step" in cfg or "moe_intermediate_size" in cfg:  # Qwen2/3-MoE
-        step = int(cfg.get("decoder_sparse_step", 1))
-        mlp_only = set(cfg.get("mlp_only_layers") or [])
+        step = _whole(cfg, "decoder_sparse_step", where, 1, 1)
+        mlp_only = set(_int_list(cfg, "mlp_only_layers", where))
         moe_layers = [i not in mlp_only and (i + 1) % step == 0 for i in range(n_layers)]
         expert_size = _positive_int(cfg, "moe_intermediate_size", where)
-        shared_size = int(cfg.get("shared_expert_intermediate_size") or 0)
+        shared_size = _whole(cfg, "shared_expert_intermediate_size", where, 0)
         return {
             "moe_layers": moe_layers,
             "n_experts": n_experts,
@@ -391,6 +465,8 @@ def _native_dtypes(cfg: Mapping[str, Any], outer: Mapping[str, Any]) -> dict[str
         "embedding": base_dtype,
     }
     quant = outer.get("quantization_config") or cfg.get("quantization_config") or {}
+    if not isinstance(quant, Mapping):
+        quant = {}
     method = str(quant.get("quant_method", "")).lower()
     if method == "mxfp4":  # gpt-oss: MXFP4 experts, everything else BF16
         out["experts"] = "fp4"
@@ -409,16 +485,32 @@ def model_from_config(
     """
     where = where or model_id
     cfg: Mapping[str, Any] = config.get("text_config") or config
+    if not isinstance(cfg, Mapping):
+        raise InputError(
+            f"{where}: config.json field 'text_config' must be an object; got "
+            f"{type(cfg).__name__}."
+        )
     n_layers = _positive_int(cfg, "num_hidden_layers", where)
     hidden = _positive_int(cfg, "hidden_size", where)
     n_heads = _positive_int(cfg, "num_attention_heads", where)
-    n_kv = int(cfg.get("num_key_value_heads") or n_heads)
-    head_dim = int(cfg.get("head_dim") or hidden // n_heads)
-    arch = str((config.get("architectures") or cfg.get("architectures") or ["unknown"])[0])
+    n_kv = _whole(cfg, "num_key_value_heads", where, n_heads, 1)
+    if n_heads % n_kv:
+        raise InputError(
+            f"{where}: config.json field 'num_key_value_heads' ({n_kv}) must divide "
+            f"num_attention_heads ({n_heads}): each KV head serves a whole group of heads."
+        )
+    head_dim = _whole(cfg, "head_dim", where, hidden // n_heads, 1)
+    if head_dim < 1:
+        raise InputError(
+            f"{where}: config.json has no 'head_dim' and hidden_size // num_attention_heads = "
+            f"{hidden} // {n_heads} is 0; give head_dim or fix those fields."
+        )
+    architectures = config.get("architectures") or cfg.get("architectures") or ["unknown"]
+    arch = str(architectures[0] if isinstance(architectures, list) else architectures)
     model_type = str(cfg.get("model_type") or config.get("model_type") or "")
     pattern = _layer_pattern(cfg, n_layers, where)
     moe = _moe_layout(cfg, n_layers, where)
-    dense_size = int(moe.get("dense_size") or cfg.get("intermediate_size") or 0)
+    dense_size = int(moe.get("dense_size") or _whole(cfg, "intermediate_size", where, 0))
     layers = tuple(
         LayerSpec(attention=kind, window_tokens=window, mlp="moe" if is_moe else "dense")  # type: ignore[arg-type]
         for (kind, window), is_moe in zip(pattern, moe["moe_layers"], strict=True)
@@ -448,11 +540,11 @@ def model_from_config(
         qkv_bias=model_type == "qwen2",
         qk_norm=model_type in ("qwen3", "qwen3_moe"),
         attention_sinks=is_gpt_oss,
-        q_lora_rank=cfg.get("q_lora_rank") if is_mla else None,
-        kv_lora_rank=int(cfg.get("kv_lora_rank") or 0),
-        qk_nope_head_dim=int(cfg.get("qk_nope_head_dim") or 0),
-        qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0),
-        v_head_dim=int(cfg.get("v_head_dim") or 0),
+        q_lora_rank=(_whole(cfg, "q_lora_rank", where, 0) or None) if is_mla else None,
+        kv_lora_rank=_whole(cfg, "kv_lora_rank", where, 0),
+        qk_nope_head_dim=_whole(cfg, "qk_nope_head_dim", where, 0),
+        qk_rope_head_dim=_whole(cfg, "qk_rope_head_dim", where, 0),
+        v_head_dim=_whole(cfg, "v_head_dim", where, 0),
         intermediate_size=dense_size,
         n_experts=int(moe.get("n_experts", 0)),
         n_experts_per_token=int(moe.get("top_k", 0)),
@@ -460,25 +552,33 @@ def model_from_config(
         n_shared_experts=int(moe.get("n_shared", 0)),
         shared_expert_intermediate_size=int(moe.get("shared_size", 0)),
         expert_bias=is_gpt_oss,
-        max_context_tokens=int(cfg.get("max_position_embeddings") or 0),
+        max_context_tokens=_whole(cfg, "max_position_embeddings", where, 0),
         native_weight_dtype=_native_dtypes(cfg, config),
-        published_params=dict(config.get("_published_params") or {}),
+        published_params=dict(_mapping(config, "_published_params", where)),
         source=str(config.get("_source", "")),
         notes=str(config.get("_notes", "")),
     )
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def load_model_file(path: str | os.PathLike[str], model_id: str | None = None) -> ModelSpec:
     """Load a model from a Hugging Face `config.json` file on disk."""
     p = Path(path)
+    text = read_user_text(p, "model file", limit=_MAX_CONFIG_BYTES)
     try:
-        config = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(
-            f"model file {p} does not exist. Pass the path to a config.json."
-        ) from None
+        config = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{p} line {exc.lineno}: not valid JSON ({exc.msg}).") from None
+        raise InputError(
+            f"{p} line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg}). Pass a "
+            "Hugging Face config.json."
+        ) from None
+    except ValueError as exc:  # NaN or Infinity
+        raise InputError(f"{p}: not valid JSON ({exc}). Write a finite number.") from None
+    except RecursionError:
+        raise InputError(f"{p}: not valid JSON (nested too deeply). Pass a config.json.") from None
     if not isinstance(config, dict):
         raise InputError(
             f"{p}: a config.json must hold a JSON object; got {type(config).__name__}."

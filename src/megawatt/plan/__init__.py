@@ -6,7 +6,16 @@ from megawatt.plan.search import (
     candidates,
     choose,
     per_system,
+    plan_problem,
     resolve_weight_dtype,
 )
 
-__all__ = ["Choice", "PoolSettings", "candidates", "choose", "per_system", "resolve_weight_dtype"]
+__all__ = [
+    "Choice",
+    "PoolSettings",
+    "candidates",
+    "choose",
+    "per_system",
+    "plan_problem",
+    "resolve_weight_dtype",
+]

@@ -63,6 +63,43 @@ def resolve_weight_dtype(setting: str, model: ModelSpec, device: Device) -> str:
     return "native"
 
 
+def _splits_heads(model: ModelSpec, tp: int) -> bool:
+    """vLLM's rule for a tensor-parallel width: it divides the attention heads, and the KV heads
+    divide into it or it into them (KV heads are replicated when fewer than tp devices). MLA's
+    latent cache is replicated whatever tp is."""
+    if model.n_heads % tp:
+        return False
+    kv = model.n_kv_heads
+    return model.attention_type == "mla" or (kv % tp == 0 if kv >= tp else tp % kv == 0)
+
+
+def plan_problem(dep: Deployment) -> str | None:
+    """Why an inference engine would refuse this plan, or None: tp must split the attention
+    heads evenly (unless attention is data-parallel), pp may not exceed the layers, ep and
+    attention_dp need an MoE model and ep no more devices than experts."""
+    m = dep.model
+    if not dep.attention_dp and not _splits_heads(m, dep.tp):
+        ok = [t for t in range(1, max(dep.system.n_devices, 1) + 1) if _splits_heads(m, t)]
+        return (
+            f"tp={dep.tp} does not split the attention of {m.id} evenly ({m.n_heads} heads, "
+            f"{m.n_kv_heads} KV heads; engines give each device the same number of heads). "
+            f"Use tp {', '.join(map(str, ok))}."
+        )
+    if dep.pp > m.n_layers:
+        return (
+            f"pp={dep.pp} pipeline stages is more than the {m.n_layers} layers of {m.id}; each "
+            f"stage needs a layer. Use pp <= {m.n_layers}."
+        )
+    if dep.ep > 1 and not m.is_moe:
+        return f"ep={dep.ep} applies to MoE models; {m.id} is dense. Remove ep."
+    if dep.ep > m.n_experts > 0:
+        return (
+            f"ep={dep.ep} is more than the {m.n_experts} routed experts of {m.id}; some devices "
+            f"would hold none. Use ep <= {m.n_experts}."
+        )
+    return None
+
+
 def _fits(dep: Deployment, max_sequence_tokens: int = 0) -> bool:
     """True when the weights fit and the KV cache holds one sequence of the given length."""
     try:
@@ -103,6 +140,9 @@ def candidates(
             base, tp=settings.tp or 1, pp=settings.pp or 1, ep=settings.ep or 1,
             attention_dp=settings.attention_dp,
         )
+        problem = plan_problem(dep)
+        if problem is not None:
+            raise InputError(problem)
         plan_memory(dep)  # raise the clear FitError if it does not fit
         return [dep]
     out: list[Deployment] = []
@@ -115,14 +155,15 @@ def candidates(
         tp = 1
         while tp <= min(system.n_devices, settings.max_tp):
             dep = replace(base, tp=tp)
-            if _fits(dep, max_sequence_tokens):
+            if plan_problem(dep) is None and _fits(dep, max_sequence_tokens):
                 out.append(dep)
             tp *= 2
         if not out:
-            tp = min(system.n_devices, settings.max_tp)
+            tp = max(t for t in range(1, min(system.n_devices, settings.max_tp) + 1)
+                     if _splits_heads(model, t))
             for pp in range(2, 65):
                 dep = replace(base, tp=tp, pp=pp)
-                if _fits(dep, max_sequence_tokens):
+                if plan_problem(dep) is None and _fits(dep, max_sequence_tokens):
                     out.append(dep)
                     break
     if not out:

@@ -1,8 +1,24 @@
 """Rendering: the terminal table, the HTML report with plots, JSON results. Only here (and in
 the CLI) does megawatt print or write files; writes are atomic."""
 
-from megawatt.report.files import write_atomic, write_outputs
+from megawatt.report.files import (
+    check_output_dir,
+    check_output_file,
+    write_atomic,
+    write_folder,
+    write_outputs,
+)
 from megawatt.report.html import html_report
 from megawatt.report.table import demand_table, option_rows, results_table
 
-__all__ = ["demand_table", "html_report", "option_rows", "results_table", "write_atomic", "write_outputs"]
+__all__ = [
+    "check_output_dir",
+    "check_output_file",
+    "demand_table",
+    "html_report",
+    "option_rows",
+    "results_table",
+    "write_atomic",
+    "write_folder",
+    "write_outputs",
+]

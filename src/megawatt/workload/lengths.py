@@ -29,6 +29,8 @@ __all__ = [
 
 # Beyond 2**53 float64 stops representing whole numbers exactly; no prompt is that long.
 _CEILING_TOKENS = 2**53
+# A lognormal sigma beyond this overflows its mean (exp(sigma^2 / 2)); real traces fit 0.5-2.
+_MAX_SIGMA = 20.0
 
 
 @runtime_checkable
@@ -156,9 +158,14 @@ class Lognormal:
         object.__setattr__(
             self, "median", _real(owner, "median", self.median, low=0.0, low_inclusive=False)
         )
-        object.__setattr__(
-            self, "sigma", _real(owner, "sigma", self.sigma, low=0.0, low_inclusive=True)
-        )
+        sigma = _real(owner, "sigma", self.sigma, low=0.0, low_inclusive=True)
+        if sigma > _MAX_SIGMA:
+            raise InputError(
+                f"Lognormal.sigma must be at most {_MAX_SIGMA:g} (of ln tokens: draws already "
+                f"spread over a factor e^{_MAX_SIGMA:g} either side of the median); got {sigma!r}. "
+                "Pass a sigma such as 1.0."
+            )
+        object.__setattr__(self, "sigma", sigma)
         object.__setattr__(self, "min_tokens", _whole(owner, "min_tokens", self.min_tokens, 1))
         if self.max_tokens is not None:
             top = _whole(owner, "max_tokens", self.max_tokens, 1)
@@ -398,12 +405,12 @@ def _empirical_from_trace(spec: Mapping[str, Any]) -> Empirical:
             f"{extra}. Remove them."
         )
     name, column = spec.get("trace"), spec.get("column")
-    if name not in BUILTIN_TRACES:
+    if not isinstance(name, str) or name not in BUILTIN_TRACES:
         raise InputError(
             f"length spec trace must be one of {', '.join(sorted(BUILTIN_TRACES))}; got "
             f"{name!r}. Pick a built-in trace or pass values."
         )
-    if column not in columns:
+    if not isinstance(column, str) or column not in columns:
         raise InputError(
             f"length spec column must be one of {', '.join(columns)}; got {column!r}. "
             "Name the trace column to resample."
@@ -433,7 +440,7 @@ def length_distribution(spec: Mapping[str, Any]) -> LengthDistribution:
             "{kind: lognormal, median: 1000, sigma: 1.0}."
         )
     kind = spec.get("kind")
-    if kind not in LENGTH_DISTRIBUTIONS:
+    if not isinstance(kind, str) or kind not in LENGTH_DISTRIBUTIONS:
         raise InputError(
             f"length spec kind must be one of {', '.join(sorted(LENGTH_DISTRIBUTIONS))}; got "
             f"{kind!r}. Set 'kind' to a known one."
