@@ -762,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if code == INTERRUPTED:  # typer returns Ctrl-C as exit code 130 outside standalone mode
+        print("megawatt: interrupted", file=sys.stderr)
     return code if isinstance(code, int) else 0
 
 

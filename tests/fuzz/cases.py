@@ -8,6 +8,7 @@ Signal cases (exit 130) go in `SIGNAL_CASES` at the end."""
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
 
 from .harness import Case, SignalCase
@@ -366,8 +367,18 @@ OPTION_CASES = group("option", [
 CASES = [*SCENARIO_CASES, *SET_CASES, *HARDWARE_CASES, *MODEL_CASES, *CSV_CASES, *OUTPUT_CASES,
          *OPTION_CASES]
 
+LONG_RUN = ("run", "s.yaml", "--set", "simulation.n_requests=200000", "--out", "out")
+
 SIGNAL_CASES: list[SignalCase] = [
-    # Ctrl-C and SIGTERM (the other half of issue 11) add theirs here, for example
-    # SignalCase("Ctrl-C while simulating", ("run", "s.yaml", "--out", "out", "--workers", "1"),
-    #            signal.SIGINT, wait_for="simulat", files={"s.yaml": VALID_BASE}),
+    # Each command is interrupted 3 s in, well inside its work (progress bars only show on a
+    # terminal, so there is no text to wait for); it must say so in one line, exit 130 and
+    # leave out/ as it was.
+    SignalCase("Ctrl-C while a run simulates", (*LONG_RUN, "--workers", "1"), signal.SIGINT,
+               after_s=3.0, files={"s.yaml": VALID_BASE}),
+    SignalCase("SIGTERM while a run simulates in two processes", (*LONG_RUN, "--workers", "2"),
+               signal.SIGTERM, after_s=3.0, files={"s.yaml": VALID_BASE}),
+    SignalCase("Ctrl-C while validate replays", ("validate", "--data", "inferencex", "--workers",
+               "2", "--json", "out/v.json"), signal.SIGINT, after_s=3.0),
+    SignalCase("SIGTERM while calibrate fits", ("calibrate", "--workers", "2", "--out",
+               "out/c.json"), signal.SIGTERM, after_s=3.0),
 ]
