@@ -265,7 +265,7 @@ ASSUMPTIONS: tuple[str, ...] = (
     "10% of a decode step, accepted at the rate `megawatt calibrate` fits to those rows (the "
     "random dataset's prompts are random tokens; `validate.fitted_acceptance`)",
     "memory: GPU vendors' HBM figures are binary (an 80 GB H100 holds 80 GiB); a plan a row "
-    "states that does not hold the weights at the 90% memory fraction runs at 93, 96 or 98% "
+    "states that does not hold the weights at the 90% memory fraction runs at 96 or 98% "
     "(the engine was evidently configured so: the run happened)",
     "disaggregated rows: prefill and decode workers as the notes state (TP, EP, attention-DP; "
     "TP beyond one scale-up domain as TP inside it and pipeline stages across), KV over the "
@@ -798,9 +798,21 @@ def run_key(m: Measurement) -> tuple[Any, ...]:
     )
 
 
+_RUN_URL_RE = re.compile(r"\brun (https?://\S+?);?(?:\s|$)")
+
+
 def _run_notes(notes: str) -> str:
-    """A row's notes without the sentence that states its metric's statistic."""
+    """What a row's notes say about its run, not its metric: the benchmark run's address with
+    the plan and worker layout it states (InferenceX writes each metric's own sentences), else
+    the notes without the sentence that states the metric's statistic."""
+    url = _RUN_URL_RE.search(notes)
+    if url:
+        plan = _DISAGG_RE.search(notes) or _PLAN_TEXT_RE.search(notes)
+        return f"{url.group(1)} {plan.group(0) if plan else ''}"
     return re.sub(r"statistic:[^;]*;?\s*", "", notes).strip()
+
+
+_PLAN_TEXT_RE = re.compile(r"\bTP\d+(?: PP\d+)?(?: EP\d+)?(?: attention-DP)?")
 
 
 def _seed_text(m: Measurement) -> str:
@@ -1658,11 +1670,12 @@ NVIDIA (Dynamo) runs are driven by recipes outside InferenceX's repository (READ
 counts ASSUMED as its AMD harness, 10 x concurrency)."""
 
 
-STATED_PLAN_MEMORY_FRACTIONS = (0.93, 0.96, 0.98)
+STATED_PLAN_MEMORY_FRACTIONS = (0.96, 0.98)
 """Fractions of device memory tried when a plan a measurement states (so it ran) does not hold
 the weights at the default `Deployment.gpu_memory_utilization`: engines let users raise it
 (SGLang's --mem-fraction-static, vLLM's --gpu-memory-utilization) when a model barely fits,
-e.g. DeepSeek-R1 in FP8 on 4 B200 (168 GB of weights per 180 GB device)."""
+e.g. DeepSeek-R1 in FP8 on 4 B200 (168 GB of weights per 193 GB device); an operator who must
+raise it raises it well past the default, not just enough to load the weights."""
 
 
 def _fitting(dep: Deployment) -> tuple[Deployment, bool]:

@@ -84,7 +84,7 @@ _GPU_SOURCE = (
     "(CPU scheduling, sampling, kernel launches); steps with prefill run outside CUDA graphs: "
     "~0.5 ms of eager kernel dispatch per layer for Python engines (vLLM, SGLang, TensorRT-LLM's "
     "PyTorch executor; tens of kernels per layer at ~20-40 us of launch and Python each), "
-    "~0.05 ms for the compiled TensorRT engines of 2024. To be replaced by `megawatt calibrate`."
+    "~0.05 ms for compiled TensorRT engines (MLPerf-era TensorRT-LLM). To be replaced by `megawatt calibrate`."
 )
 
 _WAFER_SOURCE = (
@@ -140,8 +140,12 @@ PRIORS: dict[tuple[str, str], Efficiencies] = {
 }
 PRIORS[("gpu", "other")] = PRIORS[("gpu", "vllm")]
 PRIORS[("gpu", "atom")] = PRIORS[("gpu", "vllm")]  # AMD's ATOM: a vLLM-like Python engine
-PRIORS[("gpu", "trtllm-2024")] = replace(PRIORS[("gpu", "trtllm")], prefill_layer_overhead_s=0.05e-3)
+# TensorRT-LLM of MLPerf v4.1/v5.1 and its v1.0 performance tables runs engines compiled by
+# trtllm-build (C++ runtime, no Python per kernel): little eager overhead; from late 2025 its
+# PyTorch executor (`trtllm-serve`, as InferenceX runs it) dispatches from Python like vLLM.
 PRIORS[("gpu", "trtllm-2025-11")] = PRIORS[("gpu", "trtllm")]
+PRIORS[("gpu", "trtllm")] = replace(PRIORS[("gpu", "trtllm")], prefill_layer_overhead_s=0.05e-3)
+PRIORS[("gpu", "trtllm-2024")] = PRIORS[("gpu", "trtllm")]
 PRIORS[("gpu", "sglang-2026-01")] = PRIORS[("gpu", "sglang")]
 PRIORS[("gpu", "vllm-2024")] = PRIORS[("gpu", "vllm")]
 PRIORS[("wafer", "cerebras-2024-08")] = _WAFER_PRIOR

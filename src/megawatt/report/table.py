@@ -24,7 +24,8 @@ def _plan(option: OptionResult) -> str:
         if d.speculation is not None:
             draft = f" {d.draft_model.id}" if d.draft_model is not None else ""
             plan += f" spec k={d.speculation.draft_tokens}{draft}"
-        parts.append(f"{p.name}: {plan} {d.weight_dtype_of('experts' if d.model.is_moe else 'mlp')}")
+        dtype = d.weight_dtype_of("experts" if d.model.is_moe else "mlp")
+        parts.append(f"{p.name}: {plan} {dtype} {d.engine}")
     return "; ".join(parts)
 
 
