@@ -84,7 +84,8 @@ _GPU_SOURCE = (
     "(CPU scheduling, sampling, kernel launches); steps with prefill run outside CUDA graphs: "
     "~0.5 ms of eager kernel dispatch per layer for Python engines (vLLM, SGLang, TensorRT-LLM's "
     "PyTorch executor; tens of kernels per layer at ~20-40 us of launch and Python each), "
-    "~0.05 ms for compiled TensorRT engines (MLPerf-era TensorRT-LLM). To be replaced by `megawatt calibrate`."
+    "~0.05 ms for compiled TensorRT engines (MLPerf-era TensorRT-LLM). To be replaced by "
+    "`megawatt calibrate`."
 )
 
 _WAFER_SOURCE = (
