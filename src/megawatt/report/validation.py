@@ -242,7 +242,16 @@ def calibration_table(cal: Calibrator) -> Group:
         f"cross-validated (leave-one-out) {_pct(cal.cv_mape_)} over the fitted groups' rows.",
         style="bold",
     )
-    return Group(head, t, _dataset_table(cal), _wafer_calibration_table(cal))
+    spec = [
+        Text(
+            f"Draft acceptance, {name} dataset: {f.acceptance:.3f} "
+            + (f"fitted on {f.n_rows} speculative rows (k={f.draft_tokens}, draft cost "
+               f"{f.draft_cost:.0%}; prior {f.prior_acceptance}), MAPE {_pct(f.fit_mape)}, "
+               f"leave-one-out {_pct(f.cv_mape)}" if f.status == "fitted" else f"kept: {f.reason}"),
+        )
+        for name, f in cal.__dict__.get("speculation_", {}).items()
+    ]
+    return Group(head, t, *spec, _dataset_table(cal), _wafer_calibration_table(cal))
 
 
 def _dataset_table(cal: Calibrator) -> Table:
