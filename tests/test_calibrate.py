@@ -230,3 +230,31 @@ def test_calibrate_fits_several_files_together_and_refuses_repeated_ids(tmp_path
     assert [f["file"] for f in doc["input"]["files"]] == ["one.csv", "two.csv"]
     assert {r["id"] for r in doc["residuals"]} == {"C1", "C2", "C3", "C4"}
     assert main(["calibrate", "--data", str(first), "--data", str(first), "--out", str(out)]) == 2
+
+
+def test_the_draft_acceptance_of_benchmark_mtp_rows_is_fitted_from_them() -> None:
+    """Speculative rows of the serving benchmarks' random dataset, measured as the model predicts
+    them at acceptance 0.45: calibration moves from its 0.8 prior to about that rate (six rows
+    leave the prior a little pull) and predicts them with it."""
+    notes = '"ISL/OSL 1024/256; TP1 EP1; random lengths uniform in [0.8L, L]"'
+    lines = [
+        f"M{c},h200-sxm,1,llama-3.1-8b,fp8,sglang,max_throughput_concurrency,921.5,230.5,unknown,"
+        f"{c},{10 * c},,,yes,output_tokens_per_s,1,2026-02,{notes}"
+        for c in (1, 2, 4, 8, 16, 32)
+    ]
+    rows = parse_measurements("\n".join([HEADER, *lines]) + "\n", "mtp.csv", CATALOG)
+    key = efficiency_key(CATALOG.device("h200-sxm"), "sglang-2026-01")
+    # The group has no fit rows (speculative rows are not in the groups' fit): its prior.
+    truth = validate(rows, efficiencies={key: prior("gpu", "sglang-2026-01")}, catalog=CATALOG,
+                     acceptance=0.45)
+    rows = tuple(replace(m, value=r.predicted) for m, r in zip(rows, truth.rows, strict=True))
+    cal = Calibrator(workers=1, catalog=CATALOG, iterations=1).fit(rows)
+    fit = cal.speculation_["random"]
+    assert fit.status == "fitted" and fit.n_rows == 6
+    assert 0.44 <= fit.acceptance <= 0.5
+    assert all(x.abs_pct_error < 0.05 for x in cal.spec_residuals_)
+    doc = cal.document(inputs=[("mtp.csv", "abc")], data_date="2026-02")
+    assert doc["speculation"]["random"]["acceptance"] == fit.acceptance
+    assert {r["id"] for r in doc["residuals"] if r.get("fits") == "draft acceptance"} == {
+        "M1", "M2", "M4", "M8", "M16", "M32"
+    }

@@ -85,6 +85,28 @@ def test_an_engine_must_suit_the_hardware_family(data: dict) -> None:
     assert "options[1].pools[0].engine" in msg and "cerebras" in msg
 
 
+def test_a_scenario_says_which_engine_release_it_assumes(data: dict) -> None:
+    """latest (default): each engine's newest release; as-published: the MLPerf-era release of
+    published figures; a month: the release current then; a pool may differ from the rest."""
+    from megawatt.scenario import pool_engine
+
+    sc = parse_scenario(data, where="s.yaml")
+    pool = sc.options[0].pools[0]  # vllm on H200
+    assert sc.engine_release == "latest"
+    trt = pool.model_copy(update={"engine": "trtllm"})
+    assert pool_engine(sc, trt) == "trtllm-2025-11"
+    published = parse_scenario(data, where="s.yaml", overrides=["engine_release=as-published"])
+    assert pool_engine(published, trt) == "trtllm"
+    dated = parse_scenario(data, where="s.yaml", overrides=["engine_release=2024-09"])
+    assert pool_engine(dated, trt) == "trtllm-2024"
+    own = trt.model_copy(update={"engine_release": "2026-06"})
+    assert pool_engine(published, own) == "trtllm-2025-11"
+    msg = _error(data, "engine_release=soon")
+    assert "engine_release" in msg and "latest, as-published or a month YYYY-MM" in msg
+    msg = _error(data, "options.0.pools.0.engine_release=2026-13")
+    assert "options[0].pools[0].engine_release" in msg
+
+
 def test_set_overrides_nested_fields_and_list_items(data: dict) -> None:
     sc = parse_scenario(data, overrides=["budget.facility_mw=3.5", "options.0.pools.0.tp=2",
                                          "models=[llama-3.1-8b, qwen3-32b]"])

@@ -314,3 +314,69 @@ def test_an_mlperf_row_follows_the_dataset_mean_it_is_given() -> None:
         for mean in (500.0, 2000.0)
     )
     assert short is not None and long is not None and long < short
+
+
+# -- InferenceX: closed loops, three metrics per run, disaggregated runs ------------------------
+IX_NOTES = (
+    '"InferenceX test ISL/OSL 1024/256; TP1 EP1; framework sglang; random lengths uniform in '
+    '[0.8L, L] (means 921.5/230.5), ignore_eos, 10x conc prompts; run https://example/runs/1"'
+)
+IX = [
+    f"X1,h200-sxm,1,llama-3.1-8b,fp8,sglang,max_throughput_concurrency,921.5,230.5,unknown,8,80,,,"
+    f"no,{metric},{value},{IX_NOTES}"
+    for metric, value in (
+        ("output_tokens_per_s", 2000), ("output_tokens_per_s_per_user", 200), ("ttft_ms", 100)
+    )
+]
+
+
+def test_a_benchmark_run_is_replayed_as_its_client_ran_it() -> None:
+    """Lengths uniform in [int(0.8 L), L] from the notes, 10 x concurrency requests in a closed
+    loop; the three metrics of a run come from one simulation, so they agree with each other:
+    the closed loop's Little's law ties throughput to concurrency, output and per-request time."""
+    from megawatt.validate import _lengths, predict_rows, run_key, runs_of
+    from megawatt.workload import Uniform
+
+    ms = rows(*[line.replace("X1,", f"X{i},", 1) for i, line in enumerate(IX, start=1)])
+    assert _lengths(ms[0])[:2] == (Uniform(819, 1024), Uniform(204, 256))
+    assert len({run_key(m) for m in ms}) == 1 and runs_of(ms) == [[0, 1, 2]]
+    tput, per_user, ttft = predict_rows(ms, CATALOG)
+    assert tput.plan == per_user.plan == ttft.plan
+    assert all(r.predicted is not None and r.predicted > 0 for r in (tput, per_user, ttft))
+    # Little's law over the run: 8 clients, each request ~ TTFT + 229 tokens at the per-user speed.
+    e2e = ttft.predicted / 1e3 + 229.5 / per_user.predicted
+    assert tput.predicted == pytest.approx(8 * 230.5 / e2e, rel=0.15)
+
+
+def test_disaggregated_runs_are_replayed_on_prefill_and_decode_workers() -> None:
+    notes = (
+        '"InferenceX test ISL/OSL 1024/256; prefill 1 worker(s) x TP1 EP1 = 1 GPUs, decode 2 '
+        "worker(s) x TP1 EP1 = 2 GPUs; framework dynamo-sglang (NVIDIA Dynamo + SGLang); random "
+        'lengths uniform in [0.8L, L] (means 921.5/230.5); run https://example/runs/2"'
+    )
+    (m,) = rows(
+        f"D1,h200-sxm,3,llama-3.1-8b,fp8,other,max_throughput_concurrency,921.5,230.5,unknown,16,,,,"
+        f"no,output_tokens_per_s,3000,{notes}"
+    )
+    got = predict_row(m, CATALOG)
+    assert got.predicted is not None and got.predicted > 0
+    assert got.plan.startswith("prefill 1x [tp1") and "decode 2x [tp1" in got.plan
+    assert got.group.endswith("/" + engine_release("sglang"))  # Dynamo drives SGLang: its group
+
+
+def test_a_stated_plan_gets_the_memory_fraction_its_concurrency_needs() -> None:
+    """DeepSeek-R1 in FP8 on 4 B200 at 32 concurrent 8k-token prompts (InferenceX ran it): at
+    the default 90% the KV cache holds ~3.7 GB per device, too little for them; at 96% it
+    holds them. At concurrency 4 the default does."""
+    def row(concurrency: int) -> Measurement:
+        (m,) = rows(
+            f"F1,b200,4,deepseek-r1,fp8,sglang,max_throughput_concurrency,7372.5,921.5,unknown,"
+            f'{concurrency},{10 * concurrency},,,no,output_tokens_per_s,400,"ISL/OSL 8192/1024; '
+            'TP4 EP1; random lengths uniform in [0.8L, L]"'
+        )
+        return m
+
+    raised = predict_row(row(32), CATALOG)
+    assert raised.predicted is not None
+    assert "memory fraction 0.96 assumed" in raised.plan
+    assert "memory fraction" not in predict_row(row(4), CATALOG).plan

@@ -265,8 +265,9 @@ ASSUMPTIONS: tuple[str, ...] = (
     "10% of a decode step, accepted at the rate `megawatt calibrate` fits to those rows (the "
     "random dataset's prompts are random tokens; `validate.fitted_acceptance`)",
     "memory: GPU vendors' HBM figures are binary (an 80 GB H100 holds 80 GiB); a plan a row "
-    "states that does not hold the weights at the 90% memory fraction runs at 96 or 98% "
-    "(the engine was evidently configured so: the run happened)",
+    "states that at the 90% memory fraction does not hold the weights, or not the row's "
+    "concurrency of its longest requests, runs at 96 or 98% where that holds them (operators "
+    "raise SGLang's --mem-fraction-static and vLLM's --gpu-memory-utilization so)",
     "disaggregated rows: prefill and decode workers as the notes state (TP, EP, attention-DP; "
     "TP beyond one scale-up domain as TP inside it and pipeline stages across), KV over the "
     "prefill worker's NICs (its scale-up links when the whole run fits one NVLink domain), "
@@ -1502,11 +1503,14 @@ def _choose(
             dep = replace(dep, pp=max(1, n_dev // tp), ep=min(dep.ep, n_dev))
         if m.scenario == "max_throughput_concurrency":
             dep = replace(dep, max_num_seqs=max(1, math.ceil(conc_cap / (n_dev // dep.n_devices))))
-        dep, raised = _fitting(dep)
+        per_replica = max(1, math.ceil(conc_cap / max(1, n_dev // dep.n_devices)))
+        dep, raised = _fitting(
+            dep, longest, per_replica if m.scenario == "max_throughput_concurrency" else 0
+        )
         if raised:
             assumed += (
-                f" (memory fraction {dep.gpu_memory_utilization:.2f} assumed: the stated plan ran, "
-                f"and holds the weights only above the default {Deployment.gpu_memory_utilization})"
+                f" (memory fraction {dep.gpu_memory_utilization:.2f} assumed: the stated plan ran; "
+                f"at the default {Deployment.gpu_memory_utilization} it holds too little)"
             )
         return dep, max(1, n_dev // dep.n_devices), assumed
     if m.scenario == "single_user" or wafer:
@@ -1678,24 +1682,30 @@ e.g. DeepSeek-R1 in FP8 on 4 B200 (168 GB of weights per 193 GB device); an oper
 raise it raises it well past the default, not just enough to load the weights."""
 
 
-def _fitting(dep: Deployment) -> tuple[Deployment, bool]:
+def _fitting(
+    dep: Deployment, longest: float = 0.0, n_seqs: int = 0
+) -> tuple[Deployment, bool]:
     """The deployment with the lowest memory fraction (the default, else one of
-    `STATED_PLAN_MEMORY_FRACTIONS`) that holds it, and whether it was raised; the default's
-    `FitError` when none does."""
-    try:
-        plan_memory(dep)
-        return dep, False
-    except FitError as exc:
-        first = exc
-    for fraction in STATED_PLAN_MEMORY_FRACTIONS:
-        if fraction <= dep.gpu_memory_utilization:
+    `STATED_PLAN_MEMORY_FRACTIONS`) that holds its weights and, where one can, `n_seqs`
+    sequences of `longest` tokens (a benchmark's concurrency: operators size the fraction for
+    it), and whether it was raised; the default's `FitError` when none holds the weights."""
+    fits: list[Deployment] = []
+    first: FitError | None = None
+    for fraction in (dep.gpu_memory_utilization, *STATED_PLAN_MEMORY_FRACTIONS):
+        if fraction < dep.gpu_memory_utilization:
             continue
-        raised = replace(dep, gpu_memory_utilization=fraction)
+        tried = replace(dep, gpu_memory_utilization=fraction)
         try:
-            plan_memory(raised)
-        except FitError:
+            plan = plan_memory(tried)
+        except FitError as exc:
+            first = first or exc
             continue
-        return raised, True
+        if plan.sequence_kv_bytes(longest) * n_seqs <= plan.kv_bytes:
+            return tried, fraction != dep.gpu_memory_utilization
+        fits.append(tried)
+    if fits:  # none holds the concurrency: the lowest that holds the weights
+        return fits[0], fits[0].gpu_memory_utilization != dep.gpu_memory_utilization
+    assert first is not None
     raise first
 
 
