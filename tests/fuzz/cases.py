@@ -367,18 +367,18 @@ OPTION_CASES = group("option", [
 CASES = [*SCENARIO_CASES, *SET_CASES, *HARDWARE_CASES, *MODEL_CASES, *CSV_CASES, *OUTPUT_CASES,
          *OPTION_CASES]
 
-LONG_RUN = ("run", "s.yaml", "--set", "simulation.n_requests=200000", "--out", "out")
+LONG_RUN = ("run", "{dir}/s.yaml", "--set", "simulation.n_requests=200000", "--out", "{dir}/out")
 
 SIGNAL_CASES: list[SignalCase] = [
-    # Each command is interrupted 3 s in, well inside its work (progress bars only show on a
-    # terminal, so there is no text to wait for); it must say so in one line, exit 130 and
-    # leave out/ as it was.
+    # Each command is interrupted once it simulates (in its workers where it has them); it must
+    # say so in one line, exit 130, leave no worker behind and out/ as it was.
     SignalCase("Ctrl-C while a run simulates", (*LONG_RUN, "--workers", "1"), signal.SIGINT,
-               after_s=3.0, files={"s.yaml": VALID_BASE}),
+               files={"s.yaml": VALID_BASE}, when_simulating=True),
     SignalCase("SIGTERM while a run simulates in two processes", (*LONG_RUN, "--workers", "2"),
-               signal.SIGTERM, after_s=3.0, files={"s.yaml": VALID_BASE}),
+               signal.SIGTERM, files={"s.yaml": VALID_BASE}, when_simulating=True, workers=True),
     SignalCase("Ctrl-C while validate replays", ("validate", "--data", "inferencex", "--workers",
-               "2", "--json", "out/v.json"), signal.SIGINT, after_s=3.0),
+               "2", "--json", "{dir}/out/v.json"), signal.SIGINT, when_simulating=True,
+               workers=True),
     SignalCase("SIGTERM while calibrate fits", ("calibrate", "--workers", "2", "--out",
-               "out/c.json"), signal.SIGTERM, after_s=3.0),
+               "{dir}/out/c.json"), signal.SIGTERM, when_simulating=True, workers=True),
 ]

@@ -46,7 +46,9 @@ class Case:
 @dataclass(frozen=True)
 class SignalCase:
     """A command interrupted by `signal` once `wait_for` is on its stderr (or after `after_s`
-    seconds when `wait_for` is empty); it must exit 130 with one line and leave `out/` alone."""
+    seconds when `wait_for` is empty; or, with `when_simulating`, once it or its worker
+    processes run the simulator, read from the process table); it must exit 130 with one line
+    and leave `out/` alone."""
 
     id: str
     argv: tuple[str, ...]
@@ -54,6 +56,8 @@ class SignalCase:
     wait_for: str = ""
     after_s: float = 1.0
     files: Mapping[str, str | bytes] = field(default_factory=dict)
+    when_simulating: bool = False
+    workers: bool = False  # the simulation runs in worker processes (and the signal reaches them)
 
 
 @dataclass(frozen=True)
