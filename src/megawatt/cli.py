@@ -5,6 +5,7 @@ reaped, nothing written."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -768,8 +769,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _console_main() -> None:
-    code = main()
-    if code == INTERRUPTED:  # a second Ctrl-C while the interpreter shuts down stays quiet
+    try:
+        code = main()
+    except KeyboardInterrupt:  # one held back by the simulator, delivered after main said so
+        code = INTERRUPTED
+    if code == INTERRUPTED:
+        # Nothing is left to write (outputs go in whole or not at all, workers are reaped), so
+        # leave at once: a late Ctrl-C during the interpreter's shutdown could otherwise turn
+        # exit code 130 into death by SIGINT.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
