@@ -263,9 +263,9 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The schema class that owns the last key of `loc` (to list its known keys)."""
-    cls: Any = Scenario
+    cls: Any = root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -280,19 +280,22 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _message(err: Any, where: str) -> str:
+def validation_message(err: Any, where: str, root: type[BaseModel] | None = None) -> str:
+    """One line for a pydantic error of a file validated against `root` (default: `Scenario`):
+    where, the field path, the rule and the value given; an unknown key lists the known ones."""
+    root = root or Scenario
     loc = tuple(err["loc"])
     path = _loc(loc)
     given = err.get("input")
     if err["type"] == "extra_forbidden":
-        owner = _model_at(loc)
+        owner = _model_at(loc, root)
         known = ", ".join(owner.model_fields) if owner else ""
         return f"{where}: {path}: unknown key (known keys here: {known}). Remove it or fix its spelling."
     if err["type"] == "missing":
         return f"{where}: {path}: required field is missing. Add it."
     msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
     shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
-    owner = _model_at(loc) if loc and isinstance(loc[-1], str) else None
+    owner = _model_at(loc, root) if loc and isinstance(loc[-1], str) else None
     field = owner.model_fields.get(str(loc[-1])) if owner else None
     hint = f" Expected: {field.description}." if field is not None and field.description else ""
     if isinstance(given, dict) and "got " in msg:  # a check across fields says what it got
@@ -319,7 +322,9 @@ def _override_value(key: str, raw: str) -> Any:
         return raw
 
 
-def _set(data: dict[str, Any], override: str) -> None:
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `--set key=value` to a file's mapping in place: dotted keys, list indices,
+    the value read as strict YAML; a bad key or value is a one-line `ScenarioError`."""
     bad = surrogate(override)
     if bad is not None:
         raise ScenarioError(
@@ -442,7 +447,7 @@ def parse_scenario(
         raise ScenarioError(f"{where}: a scenario must be a YAML mapping; got {type(data).__name__}.")
     data = copy.deepcopy(data)
     for override in overrides:
-        _set(data, override)
+        apply_override(data, override)
     if hardware_files:
         own = data.get("hardware_files") or []
         if isinstance(own, list):
@@ -450,7 +455,7 @@ def parse_scenario(
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(_message(exc.errors()[0], where)) from None
+        raise ScenarioError(validation_message(exc.errors()[0], where)) from None
     _check_ids(scenario, where)
     return scenario
 

@@ -1,0 +1,2 @@
+"""Deals: judge a multi-year compute deal with an optimised supplier portfolio and its risk
+(`megawatt plan`). `spec` reads plan files."""
