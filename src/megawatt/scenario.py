@@ -465,6 +465,27 @@ def default_scenario_text() -> str:
     return resources.files("megawatt").joinpath("data/scenarios/default.yaml").read_text()
 
 
+def read_input(
+    path: str | os.PathLike[str] | None, what: str, default: tuple[str, str], error: type[InputError]
+) -> tuple[Any, str]:
+    """The YAML data of an input file and its name for messages: `path` read strictly (`what`
+    names it in errors, raised as `error`), or the embedded `default` (text, name) when None.
+    Relative `hardware_files` of a file are resolved against its folder."""
+    if path is None:
+        text, where, base = default[0], default[1], None
+    else:
+        p = Path(path)
+        text = read_user_text(p, what, error, limit=MAX_CHARS)
+        where, base = str(p), p.parent
+    data = load_yaml(text, where, error)
+    if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
+        data["hardware_files"] = [
+            str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
+            for f in data["hardware_files"]
+        ]
+    return data, where
+
+
 def load_scenario(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -476,16 +497,6 @@ def load_scenario(
     Relative `hardware_files` of the file are resolved against its folder; `hardware_files`
     given here (`run --hardware`) are added to them, relative to the working folder.
     """
-    if path is None:
-        text, where, base = default_scenario_text(), "default scenario", None
-    else:
-        p = Path(path)
-        text = read_user_text(p, "scenario file", ScenarioError, limit=MAX_CHARS)
-        where, base = str(p), p.parent
-    data = load_yaml(text, where, ScenarioError)
-    if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
-        data["hardware_files"] = [
-            str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
-            for f in data["hardware_files"]
-        ]
+    default = (default_scenario_text(), "default scenario")
+    data, where = read_input(path, "scenario file", default, ScenarioError)
     return parse_scenario(data, where=where, overrides=overrides, hardware_files=hardware_files)

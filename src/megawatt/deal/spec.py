@@ -33,7 +33,7 @@ from megawatt._yaml import MAX_CHARS, load_yaml
 from megawatt.errors import CatalogError, InputError, PlanError, ScenarioError
 from megawatt.hardware import Catalog, load_catalog
 from megawatt.model import load_model
-from megawatt.scenario import SloSpec, apply_override, validation_message
+from megawatt.scenario import SloSpec, apply_override, read_input, validation_message
 from megawatt.workload import length_distribution
 
 _PERIOD = re.compile(r"^(\d{4})(?:Q([1-4]))?$")
@@ -624,26 +624,12 @@ def default_plan_text() -> str:
     return resources.files("megawatt").joinpath("data/plans/default.yaml").read_text()
 
 
-def _resolve_files(data: Any, base: Path | None) -> None:
-    if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
-        data["hardware_files"] = [
-            str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
-            for f in data["hardware_files"]
-        ]
-
-
 def load_plan(
     path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Plan:
-    """Load and validate a plan file; `None` loads the embedded default plan."""
-    if path is None:
-        text, where, base = default_plan_text(), "default plan", None
-    else:
-        p = Path(path)
-        text = read_user_text(p, "plan file", PlanError, limit=MAX_CHARS)
-        where, base = str(p), p.parent
-    data = load_yaml(text, where, PlanError)
-    _resolve_files(data, base)
+    """Load and validate a plan file; `None` loads the embedded default plan. Relative
+    `hardware_files` are resolved against the file's folder."""
+    data, where = read_input(path, "plan file", (default_plan_text(), "default plan"), PlanError)
     return parse_plan(data, where=where, overrides=overrides)
 
 

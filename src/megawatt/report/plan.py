@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from rich.table import Table
 
 from megawatt.deal.planner import PlanOutcome, PlanResult
-from megawatt.report.files import write_folder
+from megawatt.report.files import write_named
 
 _BAND = (10.0, 50.0, 90.0)
 
@@ -392,93 +392,121 @@ def _band(fig: go.Figure, x: list[str], q: dict[str, Any], name: str, scale: flo
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
-def _figures(result: PlanResult, doc: dict[str, Any]) -> list[go.Figure]:
-    x = list(result.plan.period_labels)
+def _supply_figures(result: PlanResult, x: list[str]) -> list[go.Figure]:
+    """Stacked IT MW by supplier over time, for the optimised plan and the deal as announced."""
     figs = []
     for name, o in result.outcomes.items():
         if name == "alternative":
             continue
-        mw = go.Figure()
+        fig = go.Figure(layout={"title": f"IT MW installed by supplier: {o.label}", "yaxis_title": "IT MW"})
         installed = o.solution.installed_mw.sum(axis=1)
         for i, s in enumerate(o.problem.suppliers):
             if installed[i].any():
-                mw.add_scatter(x=x, y=installed[i], name=s, stackgroup="mw", mode="lines")
-        mw.update_layout(title=f"IT MW installed by supplier: {o.label}", yaxis_title="IT MW")
-        figs.append(mw)
-    dem = go.Figure()
-    for i, (name, o) in enumerate(result.outcomes.items()):
-        mc = doc["plans"][name].get("monte_carlo", {})
-        if i == 0:
-            _band(dem, x, mc.get("demand_tokens_per_s", {}), "demand", 1e-6, "#444444")
-        if name != "alternative":
-            _band(dem, x, mc.get("capacity_tokens_per_s", {}), f"fleet capacity, {o.label}", 1e-6, _COLORS[i])
-    dem.update_layout(
-        title="Demand against the fleet's capacity (peak hour; bands P10-P90 over draws)",
-        yaxis_title="M output tokens/s",
-    )
-    figs.append(dem)
-    cost = go.Figure()
-    for i, (name, o) in enumerate(result.outcomes.items()):
-        mc = doc["plans"][name].get("monte_carlo", {})
-        _band(cost, x, mc.get("usd_per_million_output_tokens_by_period", {}), o.label, 1.0, _COLORS[i])
-    cost.update_layout(
-        title="Cost per million output tokens delivered, per period (bands P10-P90)",
-        yaxis_title="$ / M tokens",
-    )
-    figs.append(cost)
-    short = go.Figure()
-    for o in result.outcomes.values():
-        if o.draws:
-            short.add_bar(x=x, y=o.p_shortfall(), name=o.label)
-    short.update_layout(
-        title="P(shortfall): share of draws with unserved demand", yaxis_tickformat=".0%", barmode="group"
-    )
-    figs.append(short)
-    bars = list(result.bars)[:12][::-1]
-    tor = go.Figure()
-    base = result.answer / 1e9
-    tor.add_bar(
-        y=[b.name for b in bars],
-        x=[b.answer_low / 1e9 - base for b in bars],
-        base=base,
-        orientation="h",
-        name="input at P10",
-    )
-    tor.add_bar(
-        y=[b.name for b in bars],
-        x=[b.answer_high / 1e9 - base for b in bars],
-        base=base,
-        orientation="h",
-        name="input at P90",
-    )
-    tor.update_layout(
-        title="Tornado: the optimised plan's NPV (cost and penalty, $B) with one input at its P10 or P90",
-        barmode="overlay",
-        xaxis_title="$B",
-    )
-    figs.append(tor)
-    hist = go.Figure()
-    for o in result.outcomes.values():
-        if o.draws:
-            hist.add_histogram(x=_draws(o, "usd_per_m_tokens"), name=o.label, opacity=0.6)
-    hist.update_layout(
-        title="$/M output tokens over the horizon, across draws",
-        barmode="overlay",
-        xaxis_title="$ / M tokens",
-    )
-    figs.append(hist)
-    if result.verdict is not None and len(result.verdict.flexibility_draws):
-        val = go.Figure()
-        val.add_histogram(x=result.verdict.value_draws / 1e9, name="value of the deal", opacity=0.6)
-        val.add_histogram(x=result.verdict.flexibility_draws / 1e9, name="value of flexibility", opacity=0.6)
-        val.update_layout(
-            title="Across draws: value of the deal (best alternative - deal as announced) and "
-            "of flexibility (as announced - optimised), $B NPV",
-            barmode="overlay",
-            xaxis_title="$B",
-        )
-        figs.append(val)
+                fig.add_scatter(x=x, y=installed[i], name=s, stackgroup="mw", mode="lines")
+        figs.append(fig)
     return figs
+
+
+def _band_figure(
+    result: PlanResult, doc: dict[str, Any], x: list[str], key: str, scale: float, layout: dict[str, str]
+) -> go.Figure:
+    """One P10-P90 band per plan of a per-period figure of the Monte Carlo (demand first when
+    the figure is capacity)."""
+    fig = go.Figure(layout=layout)
+    for i, (name, o) in enumerate(result.outcomes.items()):
+        mc = doc["plans"][name].get("monte_carlo", {})
+        if key == "capacity_tokens_per_s":
+            if i == 0:
+                _band(fig, x, mc.get("demand_tokens_per_s", {}), "demand", scale, "#444444")
+            if name == "alternative":
+                continue
+        _band(fig, x, mc.get(key, {}), o.label, scale, _COLORS[i])
+    return fig
+
+
+def _tornado(result: PlanResult) -> go.Figure:
+    """The optimised plan's NPV with one input at its P10 or P90, largest swing on top."""
+    bars = list(result.bars)[:12][::-1]
+    base = result.answer / 1e9
+    fig = go.Figure(
+        layout={
+            "title": "Tornado: the optimised plan's NPV (cost and penalty, $B), one input at its P10 or P90",
+            "barmode": "overlay",
+            "xaxis_title": "$B",
+        }
+    )
+    for name, answers in (("P10", [b.answer_low for b in bars]), ("P90", [b.answer_high for b in bars])):
+        fig.add_bar(
+            y=[b.name for b in bars],
+            x=[a / 1e9 - base for a in answers],
+            base=base,
+            orientation="h",
+            name=f"input at {name}",
+        )
+    return fig
+
+
+def _draw_figures(result: PlanResult, x: list[str]) -> list[go.Figure]:
+    """Across draws: P(shortfall) per period, $/M tokens, and the values of the deal and of
+    flexibility."""
+    with_draws = [o for o in result.outcomes.values() if o.draws]
+    short = go.Figure(
+        [go.Bar(x=x, y=o.p_shortfall(), name=o.label) for o in with_draws],
+        layout={"title": "P(shortfall): share of draws with unserved demand", "yaxis_tickformat": ".0%"},
+    )
+    spread = go.Figure(
+        [go.Histogram(x=_draws(o, "usd_per_m_tokens"), name=o.label, opacity=0.6) for o in with_draws],
+        layout={
+            "title": "$/M output tokens over the horizon, across draws",
+            "barmode": "overlay",
+            "xaxis_title": "$ / M tokens",
+        },
+    )
+    figs = [short, spread]
+    v = result.verdict
+    if v is not None and len(v.flexibility_draws):
+        figs.append(
+            go.Figure(
+                [
+                    go.Histogram(x=v.value_draws / 1e9, name="value of the deal", opacity=0.6),
+                    go.Histogram(x=v.flexibility_draws / 1e9, name="value of flexibility", opacity=0.6),
+                ],
+                layout={
+                    "title": "Across draws: value of the deal (best alternative - deal as announced) and "
+                    "of flexibility (as announced - optimised), $B NPV",
+                    "barmode": "overlay",
+                    "xaxis_title": "$B",
+                },
+            )
+        )
+    return figs
+
+
+def _figures(result: PlanResult, doc: dict[str, Any]) -> list[go.Figure]:
+    x = list(result.plan.period_labels)
+    demand = _band_figure(
+        result,
+        doc,
+        x,
+        "capacity_tokens_per_s",
+        1e-6,
+        {
+            "title": "Demand against the fleet's capacity (peak hour; bands P10-P90 over draws)",
+            "yaxis_title": "M output tokens/s",
+        },
+    )
+    cost = _band_figure(
+        result,
+        doc,
+        x,
+        "usd_per_million_output_tokens_by_period",
+        1.0,
+        {
+            "title": "Cost per million output tokens delivered, per period (bands P10-P90)",
+            "yaxis_title": "$ / M tokens",
+        },
+    )
+    return [*_supply_figures(result, x), demand, cost, _tornado(result), *_draw_figures(result, x)]
 
 
 def plan_html(result: PlanResult) -> str:
@@ -564,12 +592,11 @@ def plan_html(result: PlanResult) -> str:
 def write_plan_outputs(result: PlanResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write `plan.json`, `plan.html` and `plan.resolved.yaml` under `out_dir`, all or none
     (see `write_folder`); keys `json`, `html`, `plan`."""
-    paths = write_folder(
+    return write_named(
         out_dir,
         {
-            "plan.resolved.yaml": result.plan.dump(),
-            "plan.json": plan_json(result),
-            "plan.html": plan_html(result),
+            "plan": ("plan.resolved.yaml", result.plan.dump()),
+            "json": ("plan.json", plan_json(result)),
+            "html": ("plan.html", plan_html(result)),
         },
     )
-    return {"json": paths["plan.json"], "html": paths["plan.html"], "plan": paths["plan.resolved.yaml"]}
