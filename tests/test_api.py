@@ -11,7 +11,7 @@ import megawatt as mw
 
 PACKAGES = ["megawatt.hardware", "megawatt.model", "megawatt.workload", "megawatt.sim",
             "megawatt.perf", "megawatt.serving", "megawatt.fleet", "megawatt.plan",
-            "megawatt.report", "megawatt.errors"]
+            "megawatt.report", "megawatt.errors", "megawatt.deal"]
 
 
 def test_top_level_all_is_sorted_and_complete() -> None:
@@ -29,6 +29,7 @@ def test_package_all_names_exist(name: str) -> None:
 def test_error_tree_matches_its_docstring() -> None:
     assert issubclass(mw.ScenarioError, mw.InputError)
     assert issubclass(mw.TraceError, mw.InputError)
-    for cls in (mw.InputError, mw.CatalogError, mw.FitError, mw.NotFittedError):
+    assert issubclass(mw.PlanError, mw.InputError)
+    for cls in (mw.PlanError, mw.InputError, mw.CatalogError, mw.FitError, mw.NotFittedError):
         assert issubclass(cls, mw.MegawattError)
         assert cls.__name__ in mw.errors.__doc__  # type: ignore[attr-defined]

@@ -319,3 +319,45 @@ def test_validate_checks_its_json_path_before_replaying(
     assert code == 2 and "is a folder" in err
     code, _, err = _run(capsys, "calibrate", "--out", str(tmp_path / "f" / "c.json"))
     assert code == 2 and "--out" in err and "which is a file" in err
+
+
+# -- plan ---------------------------------------------------------------------------------------
+TINY_PLAN = Path(__file__).parent / "deal" / "tiny.yaml"
+
+
+def test_plan_prints_the_build_plan_npv_shortfall_and_tornado_and_writes_its_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ("plan", str(TINY_PLAN), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+            "--workers", "1", "--draws", "8")
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    for needle in ("Build plan: optimised", "Build plan: deal as announced", "NPV over 2026Q1-2026Q4",
+                   "P(shortfall)", "Is Wafer deal better than the best alternative?",
+                   "Inputs that move the answer most", "4 runs simulated, 0 from the cache"):
+        assert needle in out, needle
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["plan.html", "plan.json", "plan.resolved.yaml"]
+    first = (tmp_path / "out" / "plan.json").read_text()
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0 and "0 runs simulated, 4 from the cache" in out
+    assert (tmp_path / "out" / "plan.json").read_text() == first
+
+
+def test_plan_compare_judges_another_deal(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    deal = yaml.safe_load(TINY_PLAN.read_text())["deal"]
+    deal.update(name="Cheap wafers", tranches=[{"period": "2026Q2", "mw": 2}])
+    deal["supplier"]["contract_usd_per_mw_year"] = 1.0e6
+    (tmp_path / "deal.yaml").write_text(yaml.safe_dump(deal))
+    code, out, err = _run(capsys, "plan", str(TINY_PLAN), "--compare", str(tmp_path / "deal.yaml"),
+                          "--out", str(tmp_path / "out"), "--no-cache", "--workers", "1", "--draws", "4")
+    assert code == 0, err
+    assert "Is Cheap wafers better than the best alternative? Better" in out
+    assert json.loads((tmp_path / "out" / "plan.json").read_text())["deal"]["name"] == "Cheap wafers"
+
+
+def test_plan_refuses_a_bad_plan_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = _run(capsys, "plan", str(TINY_PLAN), "--set", "deal.tranches.0.period=2031Q1",
+                          "--out", str(tmp_path / "out"), "--no-cache")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "deal.tranches[0].period must fall between" in err and not (tmp_path / "out").exists()

@@ -2,16 +2,19 @@
 
 import megawatt as mw
 study = mw.run_study(mw.load_scenario())          # the 750 MW question
+deal = mw.run_plan(mw.load_plan())                 # the 750 MW deal, judged (megawatt plan)
 model = mw.load_model("llama-3.1-70b")
 print(model.param_counts().total, model.kv_bytes_per_token())
 """
 
+from megawatt.deal import Plan, PlanResult, load_plan, run_plan
 from megawatt.errors import (
     CatalogError,
     FitError,
     InputError,
     MegawattError,
     NotFittedError,
+    PlanError,
     ScenarioError,
     TraceError,
 )
@@ -66,6 +69,9 @@ __all__ = [
     "ModelSpec",
     "NotFittedError",
     "OptionResult",
+    "Plan",
+    "PlanError",
+    "PlanResult",
     "PoolResult",
     "PoolSettings",
     "PowerBudget",
@@ -87,11 +93,13 @@ __all__ = [
     "explain_deployment",
     "load_catalog",
     "load_model",
+    "load_plan",
     "load_scenario",
     "load_trace",
     "offline",
     "parse_scenario",
     "plan_memory",
+    "run_plan",
     "run_study",
     "simulate",
     "single_user",

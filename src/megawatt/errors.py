@@ -3,6 +3,7 @@
 MegawattError                 base: catch this to catch everything megawatt raises on purpose
 ├── InputError                a user input is invalid (scenario field, CLI flag, YAML, CSV)
 │   ├── ScenarioError         a scenario file or override breaks the schema
+│   ├── PlanError             a plan or deal file (megawatt plan) breaks its schema or rules
 │   └── TraceError            a request trace file is malformed (with its line number)
 ├── CatalogError              an unknown or inconsistent hardware / model catalog entry
 ├── FitError                  a model does not fit in memory on the chosen hardware
@@ -17,6 +18,7 @@ __all__ = [
     "InputError",
     "MegawattError",
     "NotFittedError",
+    "PlanError",
     "ScenarioError",
     "TraceError",
 ]
@@ -32,6 +34,11 @@ class InputError(MegawattError, ValueError):
 
 class ScenarioError(InputError):
     """A scenario file or a `--set` override breaks the scenario schema."""
+
+
+class PlanError(InputError):
+    """A plan or deal file (`megawatt plan`) or a `--set` override breaks the plan schema or
+    its rules (a period outside the horizon, an unknown class, supplier or model)."""
 
 
 class TraceError(InputError):

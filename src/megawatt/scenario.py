@@ -263,9 +263,9 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The schema class that owns the last key of `loc` (to list its known keys)."""
-    cls: Any = Scenario
+    cls: Any = root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -280,19 +280,22 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _message(err: Any, where: str) -> str:
+def validation_message(err: Any, where: str, root: type[BaseModel] | None = None) -> str:
+    """One line for a pydantic error of a file validated against `root` (default: `Scenario`):
+    where, the field path, the rule and the value given; an unknown key lists the known ones."""
+    root = root or Scenario
     loc = tuple(err["loc"])
     path = _loc(loc)
     given = err.get("input")
     if err["type"] == "extra_forbidden":
-        owner = _model_at(loc)
+        owner = _model_at(loc, root)
         known = ", ".join(owner.model_fields) if owner else ""
         return f"{where}: {path}: unknown key (known keys here: {known}). Remove it or fix its spelling."
     if err["type"] == "missing":
         return f"{where}: {path}: required field is missing. Add it."
     msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
     shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
-    owner = _model_at(loc) if loc and isinstance(loc[-1], str) else None
+    owner = _model_at(loc, root) if loc and isinstance(loc[-1], str) else None
     field = owner.model_fields.get(str(loc[-1])) if owner else None
     hint = f" Expected: {field.description}." if field is not None and field.description else ""
     if isinstance(given, dict) and "got " in msg:  # a check across fields says what it got
@@ -319,7 +322,9 @@ def _override_value(key: str, raw: str) -> Any:
         return raw
 
 
-def _set(data: dict[str, Any], override: str) -> None:
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `--set key=value` to a file's mapping in place: dotted keys, list indices,
+    the value read as strict YAML; a bad key or value is a one-line `ScenarioError`."""
     bad = surrogate(override)
     if bad is not None:
         raise ScenarioError(
@@ -442,7 +447,7 @@ def parse_scenario(
         raise ScenarioError(f"{where}: a scenario must be a YAML mapping; got {type(data).__name__}.")
     data = copy.deepcopy(data)
     for override in overrides:
-        _set(data, override)
+        apply_override(data, override)
     if hardware_files:
         own = data.get("hardware_files") or []
         if isinstance(own, list):
@@ -450,7 +455,7 @@ def parse_scenario(
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(_message(exc.errors()[0], where)) from None
+        raise ScenarioError(validation_message(exc.errors()[0], where)) from None
     _check_ids(scenario, where)
     return scenario
 
@@ -458,6 +463,27 @@ def parse_scenario(
 def default_scenario_text() -> str:
     """The embedded default scenario (the 750 MW question) as YAML text."""
     return resources.files("megawatt").joinpath("data/scenarios/default.yaml").read_text()
+
+
+def read_input(
+    path: str | os.PathLike[str] | None, what: str, default: tuple[str, str], error: type[InputError]
+) -> tuple[Any, str]:
+    """The YAML data of an input file and its name for messages: `path` read strictly (`what`
+    names it in errors, raised as `error`), or the embedded `default` (text, name) when None.
+    Relative `hardware_files` of a file are resolved against its folder."""
+    if path is None:
+        text, where, base = default[0], default[1], None
+    else:
+        p = Path(path)
+        text = read_user_text(p, what, error, limit=MAX_CHARS)
+        where, base = str(p), p.parent
+    data = load_yaml(text, where, error)
+    if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
+        data["hardware_files"] = [
+            str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
+            for f in data["hardware_files"]
+        ]
+    return data, where
 
 
 def load_scenario(
@@ -471,16 +497,6 @@ def load_scenario(
     Relative `hardware_files` of the file are resolved against its folder; `hardware_files`
     given here (`run --hardware`) are added to them, relative to the working folder.
     """
-    if path is None:
-        text, where, base = default_scenario_text(), "default scenario", None
-    else:
-        p = Path(path)
-        text = read_user_text(p, "scenario file", ScenarioError, limit=MAX_CHARS)
-        where, base = str(p), p.parent
-    data = load_yaml(text, where, ScenarioError)
-    if base is not None and isinstance(data, dict) and isinstance(data.get("hardware_files"), list):
-        data["hardware_files"] = [
-            str(base / f) if isinstance(f, str) and not os.path.isabs(f) else f
-            for f in data["hardware_files"]
-        ]
+    default = (default_scenario_text(), "default scenario")
+    data, where = read_input(path, "scenario file", default, ScenarioError)
     return parse_scenario(data, where=where, overrides=overrides, hardware_files=hardware_files)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 from typing import Any
 
 from .harness import Case, SignalCase
@@ -364,8 +365,42 @@ OPTION_CASES = group("option", [
 ])
 
 
+# -- plan files (megawatt plan) -------------------------------------------------------------------
+_PLAN = (Path(__file__).parents[1] / "deal" / "tiny.yaml").read_text()
+_DEAL = _PLAN[_PLAN.index("deal:\n"):_PLAN.index("uncertainty:")].replace("\n  ", "\n")[len("deal:\n"):]
+PLAN_TAIL = ("--out", "out", "--workers", "1")
+
+
+def plan_case(
+    case_id: str, needle: str, *argv: str, text: str = _PLAN, deal: str | None = None,
+    tail: tuple[str, ...] = ("--no-cache", "--draws", "2"),
+) -> Case:
+    """`megawatt plan p.yaml ARGV` on the tiny plan of tests/deal (or `text`)."""
+    files = {"p.yaml": text, **({"d.yaml": deal} if deal is not None else {})}
+    return Case(case_id, ("plan", "p.yaml", *argv, *PLAN_TAIL, *tail), needle, files)
+
+
+PLAN_CASES = group("plan", [
+    plan_case("empty file", "a plan must be a YAML mapping; got NoneType", text=""),
+    plan_case("unknown key", "colour: unknown key", text=_PLAN + "colour: blue\n"),
+    plan_case("a fifth quarter", "start: a date is YYYYQn or YYYY", "--set", "start=2026Q5"),
+    plan_case("a tranche after the horizon", "deal.tranches[0].period must fall between", "--set",
+              "deal.tranches.0.period=2031Q1"),
+    plan_case("a request longer than the context", "is longer than the 131,072-token context", "--set",
+              "classes.0.prompt={kind: fixed, n_tokens: 200000}"),
+    plan_case("an unknown system", "unknown system", "--set", "suppliers.0.generations.0.system=h9"),
+    plan_case("--compare a missing file", "deal file d.yaml does not exist", "--compare", "d.yaml"),
+    plan_case("--compare a deal with an unknown key", "d.yaml: price: unknown key", "--compare", "d.yaml",
+              deal=_DEAL + "price: 1\n"),
+    plan_case("--compare a deal without a name", "d.yaml: name: required field is missing", "--compare",
+              "d.yaml", deal=_DEAL.replace("name: Wafer deal\n", "")),
+    plan_case("--draws 0", "'--draws': Input should be greater than or equal to 1", "--draws", "0", tail=()),
+    plan_case("--cache at a file", "--cache p.yaml is a file", "--cache", "p.yaml", tail=()),
+])
+
+
 CASES = [*SCENARIO_CASES, *SET_CASES, *HARDWARE_CASES, *MODEL_CASES, *CSV_CASES, *OUTPUT_CASES,
-         *OPTION_CASES]
+         *OPTION_CASES, *PLAN_CASES]
 
 LONG_RUN = ("run", "{dir}/s.yaml", "--set", "simulation.n_requests=200000", "--out", "{dir}/out")
 
@@ -381,4 +416,8 @@ SIGNAL_CASES: list[SignalCase] = [
                workers=True),
     SignalCase("SIGTERM while calibrate fits", ("calibrate", "--workers", "2", "--out",
                "{dir}/out/c.json"), signal.SIGTERM, when_simulating=True, workers=True),
+    SignalCase("Ctrl-C while plan simulates capacities in two processes",
+               ("plan", "{dir}/p.yaml", "--set", "capacity.n_requests=200000", "--no-cache", "--workers", "2",
+                "--out", "{dir}/out"), signal.SIGINT, files={"p.yaml": _PLAN}, when_simulating=True,
+               workers=True),
 ]

@@ -149,6 +149,12 @@ def write_folder(out_dir: str | os.PathLike[str], files: dict[str, str]) -> dict
     return {name: Path(out_dir) / name for name in files}
 
 
+def write_named(out_dir: str | os.PathLike[str], named: dict[str, tuple[str, str]]) -> dict[str, Path]:
+    """`write_folder` of files given as key -> (file name, text); returns key -> path."""
+    paths = write_folder(out_dir, {name: text for name, text in named.values()})
+    return {key: paths[name] for key, (name, _) in named.items()}
+
+
 def results_json(study: StudyResult) -> str:
     """The study's figures and assumptions as JSON (SI units; NaN/inf become null)."""
 
@@ -174,16 +180,11 @@ def results_json(study: StudyResult) -> str:
 def write_outputs(study: StudyResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write the resolved scenario, results JSON and HTML report under `out_dir`, all or none
     (see `write_folder`); keys `scenario`, `results`, `report`."""
-    paths = write_folder(
+    return write_named(
         out_dir,
         {
-            "scenario.resolved.yaml": study.scenario.dump(),
-            "results.json": results_json(study),
-            "report.html": html_report(study),
+            "scenario": ("scenario.resolved.yaml", study.scenario.dump()),
+            "results": ("results.json", results_json(study)),
+            "report": ("report.html", html_report(study)),
         },
     )
-    return {
-        "scenario": paths["scenario.resolved.yaml"],
-        "results": paths["results.json"],
-        "report": paths["report.html"],
-    }
