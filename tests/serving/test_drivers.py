@@ -29,7 +29,7 @@ from megawatt.serving import (
     single_user,
     unit_poisson,
 )
-from megawatt.serving.drivers import with_policy
+from megawatt.serving.drivers import sessions, with_policy
 from megawatt.workload import Requests
 
 from .conftest import ConstantStep, LinearStep, kv_for_tokens, make_requests, random_requests
@@ -395,3 +395,30 @@ def test_capacity_keeps_the_throughput_latency_points_it_tried() -> None:
     assert rates == sorted(rates) and len(rates) == len(cap.evaluations)
     assert all(tok == pytest.approx(rate * 20) for rate, tok, _, _ in cap.frontier)
     assert cap.rate_per_s in rates
+
+
+# -- sessions -----------------------------------------------------------------------------------
+def test_sessions_issue_each_turn_a_gap_after_the_turn_before(constant_step: ConstantStep) -> None:
+    cfg = ReplicaConfig(constant_step, kv_for_tokens(5000))
+    # Two sessions: rows 0, 1, 2 (gaps 1 s and 0 s) and row 3 alone, starting at 0.5 s.
+    reqs = make_requests([10, 30, 40, 20], [3, 4, 1, 2], arrival_s=[0.0, 0.0, 0.0, 0.5])
+    res = sessions(cfg, reqs, np.array([-1, 0, 1, -1]), np.array([0.0, 1.0, 0.0, 0.0]))
+    assert res.completed.all()
+    assert res.arrival_s[3] == 0.5
+    assert res.arrival_s[1] == res.finish_s[0] + 1.0
+    assert res.arrival_s[2] == res.finish_s[1]
+
+
+def test_sessions_of_one_turn_each_are_the_open_loop_run(config: ReplicaConfig, small_requests: Requests) -> None:
+    n = len(small_requests)
+    res = sessions(config, small_requests, np.full(n, -1), np.zeros(n), engine="python")
+    ref = simulate(config, small_requests, engine="python")
+    np.testing.assert_array_equal(res.finish_s, ref.finish_s)
+    np.testing.assert_array_equal(res.first_token_s, ref.first_token_s)
+
+
+def test_sessions_refuse_a_parent_after_its_child(config: ReplicaConfig) -> None:
+    with pytest.raises(InputError, match="parent"):
+        sessions(config, make_requests([1, 1], [1, 1]), np.array([1, -1]), np.zeros(2))
+    with pytest.raises(InputError, match="gap_s"):
+        sessions(config, make_requests([1, 1], [1, 1]), np.array([-1, 0]), np.array([0.0, -1.0]))

@@ -338,6 +338,72 @@ def concurrency(
     return result
 
 
+def check_sessions(n: int, parent: np.ndarray, gap_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`parent` and `gap_s` as int64 and float64 arrays, checked (see `sessions`)."""
+    par = np.asarray(parent, dtype=np.int64)
+    gap = np.asarray(gap_s, dtype=np.float64)
+    if par.shape != (n,) or gap.shape != (n,):
+        raise InputError(f"parent and gap_s must hold one value per request ({n}).")
+    if not ((par < np.arange(n)).all() and (par >= -1).all()):
+        raise InputError("parent[i] must be -1 (a session's first turn) or an earlier row's index.")
+    if not (np.isfinite(gap).all() and (gap >= 0).all()):
+        raise InputError("gap_s must hold one finite delay >= 0 per request.")
+    return par, gap
+
+
+def sessions(
+    cfg: ReplicaConfig,
+    requests: Requests,
+    parent: np.ndarray,
+    gap_s: np.ndarray,
+    *,
+    engine: str = "auto",
+    until_s: float | None = None,
+) -> RunResult:
+    """Sessions: chains of turns, each waiting for the one before. Row i with `parent[i] == -1`
+    (a session's first turn) arrives at its `arrival_s`; any other row is issued when row
+    `parent[i]` (an earlier row) completes or is rejected, and arrives `gap_s[i]` seconds
+    later (tool or think time), joining the replica's next step. Stops when all are done, or
+    at `until_s`. The result's `arrival_s` are the arrivals (NaN for turns never issued).
+    A session table keeps each session's rows together, sessions in order of their start, and
+    gives every row its session's start as `arrival_s` (`workload.sessions` builds one).
+    `engine` as in `simulate`."""
+    n = len(requests)
+    par, gap = check_sessions(n, parent, gap_s)
+    _engine_coefficients(cfg, engine, None)  # checks the engine's name
+    if engine == "fast":  # the compiled kernel runs sessions in a later change
+        raise InputError("engine 'fast' does not run sessions yet; use engine='python' or 'auto'.")
+    first = np.flatnonzero(par < 0)
+    first = first[np.argsort(requests.arrival_s[first], kind="stable")]
+    children: dict[int, list[int]] = {}
+    for i in np.flatnonzero(par >= 0):
+        children.setdefault(int(par[i]), []).append(int(i))
+    arrival = np.full(n, np.nan)
+    arrival[first] = requests.arrival_s[first]
+    start = min(0.0, float(arrival[first[0]])) if len(first) else 0.0
+    env = Environment(start)
+    rep: Replica
+
+    def arrive(k: int) -> None:
+        if k + 1 < len(first):
+            env.schedule_at(float(arrival[first[k + 1]]), arrive, k + 1, priority=-1)
+        rep.submit(int(first[k]))
+
+    def on_finish(i: int) -> None:
+        for c in children.get(i, ()):
+            arrival[c] = env.now + gap[c]
+            env.schedule_at(float(arrival[c]), rep.submit, c)
+
+    rep = cfg.build(env, requests, on_finish)
+    if len(first):
+        env.schedule_at(float(arrival[first[0]]), arrive, 0, priority=-1)
+    env.run(until=until_s)
+    rep.settle()
+    result = RunResult.of(rep, env.now)
+    result.arrival_s = arrival
+    return result
+
+
 def single_user(cfg: ReplicaConfig, requests: Requests) -> RunResult:
     """One request at a time (batch 1)."""
     return concurrency(cfg, requests, 1)
