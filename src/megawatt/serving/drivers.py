@@ -462,12 +462,17 @@ def capacity(
     max_evaluations: int = 24,
     rate_hint: float | None = None,
     engine: str = "auto",
+    links: tuple[np.ndarray, np.ndarray] | None = None,
+    observe: Callable[[float, RunResult], None] | None = None,
 ) -> Capacity:
     """MLPerf server search: the highest rate lambda at which p99 TTFT and TPOT meet `slo`.
 
     The same request lengths and unit-rate arrivals are reused at every rate (common random
     numbers), so the outcome is monotone in lambda up to simulation noise. Bisection on
     log(lambda) stops when the bracket is within `rel_tol`. `engine` as in `simulate`.
+    `links` (each row's parent and gap, see `sessions`) searches the rate of session starts
+    instead: `unit_arrivals` are then each row's session start at unit rate, and the limits
+    apply to every turn. `observe(rate, result)` sees every run.
     """
     if not 0 < rel_tol < 1:
         raise InputError(f"rel_tol must be in (0, 1); got {rel_tol}.")
@@ -478,7 +483,13 @@ def capacity(
     def run(rate: float) -> bool:
         arrivals = unit_arrivals / rate
         span = float(arrivals[-1])
-        res = simulate(cfg, requests.with_arrivals(arrivals), until_s=50.0 * span + 86_400.0, engine=engine)
+        until = 50.0 * span + 86_400.0
+        if links is None:
+            res = simulate(cfg, requests.with_arrivals(arrivals), until_s=until, engine=engine)
+        else:
+            res = sessions(cfg, requests.with_arrivals(arrivals), *links, until_s=until, engine=engine)
+        if observe is not None:
+            observe(rate, res)
         for old in [r for r in cache if r not in (lo, hi)]:  # only the bracket's runs are needed
             del cache[old]
         cache[rate] = res
