@@ -26,6 +26,7 @@ from megawatt.validate import (
     predict_row,
     read_measurements,
     validate,
+    validate_images,
 )
 
 CATALOG = load_catalog()
@@ -246,7 +247,11 @@ def test_the_cli_writes_the_json_and_skips_a_bad_row_with_its_line(
     assert main(["validate", "--data", str(good), "--json", str(out), "--workers", "1"]) == 0
     doc = json.loads(out.read_text())
     assert [r["id"] for r in doc["rows"]] == ["T1", "T3"]
-    assert "MAPE" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "MAPE" in printed and "Image generation" in printed and "leave-one-out" in printed
+    images = doc["image_generation"]
+    assert isinstance(images["mape"], float) and isinstance(images["loo_mape"], float)
+    assert {r["id"] for r in images["rows"]} >= {"I001", "I003", "I005"}
     bad = tmp_path / "bad.csv"
     bad.write_text(csv_text(SOLO, MICRO.replace("wse2", "wse9")))
     assert main(["validate", "--data", str(bad), "--json", str(out), "--workers", "1"]) == 0
@@ -380,3 +385,27 @@ def test_a_stated_plan_gets_the_memory_fraction_its_concurrency_needs() -> None:
     assert raised.predicted is not None
     assert "memory fraction 0.96 assumed" in raised.plan
     assert "memory fraction" not in predict_row(row(4), CATALOG).plan
+
+
+# -- image generation ---------------------------------------------------------------------------
+
+
+def test_the_image_rows_are_predicted_with_one_fitted_efficiency_and_cross_validated() -> None:
+    iv = validate_images(catalog=CATALOG)
+    assert len(iv.rows) >= 6 and 0.05 < iv.compute_efficiency < 1
+    assert 0 < iv.mape <= iv.loo_mape < 1 and np.isfinite(iv.loso_mape)
+    assert iv.mape == pytest.approx(np.mean([r.abs_pct_error for r in iv.rows]))
+    doc = iv.to_json()
+    assert doc["n_recalled"] == sum(r.recalled for r in iv.rows)
+    assert all(r["predicted"] > 0 and r["bound"] == "compute" for r in doc["rows"])
+    json.dumps(doc)
+
+
+def test_a_bad_images_file_fails_before_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "images.csv"
+    bad.write_text("id,system\nX1,dgx-h100\n")
+    assert main(["validate", "--images", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "image measurements file images.csv lacks the columns" in err and err.count("\n") == 1

@@ -5,6 +5,7 @@ study = mw.run_study(mw.load_scenario())          # the 750 MW question
 deal = mw.run_plan(mw.load_plan())                 # the 750 MW deal, judged (megawatt plan)
 model = mw.load_model("llama-3.1-70b")
 print(model.param_counts().total, model.kv_bytes_per_token())
+images = mw.image_capacity("dgx-h100", "sdxl", dtype="fp8")   # images/s, J per image
 """
 
 from megawatt.deal import Plan, PlanResult, load_plan, run_plan
@@ -19,9 +20,9 @@ from megawatt.errors import (
     TraceError,
 )
 from megawatt.explain import Explanation, explain_deployment
-from megawatt.fleet import Economics, OptionResult, PoolResult, PowerBudget
+from megawatt.fleet import Economics, ImageCapacity, OptionResult, PoolResult, PowerBudget, image_capacity
 from megawatt.hardware import Catalog, Device, System, load_catalog
-from megawatt.model import ModelSpec, load_model
+from megawatt.model import ImageModel, ModelSpec, load_image_model, load_model
 from megawatt.perf import (
     BatchShape,
     Deployment,
@@ -61,6 +62,8 @@ __all__ = [
     "Environment",
     "Explanation",
     "FitError",
+    "ImageCapacity",
+    "ImageModel",
     "InputError",
     "KvBudget",
     "MegawattError",
@@ -91,7 +94,9 @@ __all__ = [
     "choose",
     "concurrency",
     "explain_deployment",
+    "image_capacity",
     "load_catalog",
+    "load_image_model",
     "load_model",
     "load_plan",
     "load_scenario",

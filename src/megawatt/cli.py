@@ -628,18 +628,34 @@ def validate(
             help="which rows to list: auto (all up to 150, else the 25 worst), all, worst",
         ),
     ] = "auto",
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="image-generation rows CSV (default: the packaged MLPerf SDXL rows, "
+            "data/validation/images.csv)",
+        ),
+    ] = None,
 ) -> None:
     """Replay published measurements through the simulator: measured vs predicted per row, the
-    chosen plan, MAPE overall / per hardware / per metric, and the rows not predicted."""
+    chosen plan, MAPE overall / per hardware / per metric, and the rows not predicted; then the
+    image-generation rows against the image roofline with its fitted efficiency (MAPE and
+    leave-one-out MAPE)."""
     if rows_shown not in ("auto", "all", "worst"):
         raise InputError(f"--rows must be auto, all or worst; got {rows_shown!r}.")
     from megawatt.report import check_output_file, write_atomic
-    from megawatt.report.validation import validation_json, validation_summary, validation_table
-    from megawatt.validate import Validation, calibration_cv, read_measurements
+    from megawatt.report.validation import (
+        image_validation_table,
+        validation_json,
+        validation_summary,
+        validation_table,
+    )
+    from megawatt.validate import Validation, calibration_cv, read_measurements, validate_images
     from megawatt.validate import validate as run_validation
 
     if json_path is not None:
         check_output_file(json_path, "--json")
+    image_result = validate_images(images)  # before the long replay: a bad file fails fast
     rows, rejected = read_measurements(data)
     if not rows:
         raise InputError(
@@ -656,8 +672,9 @@ def validate(
     result = Validation((*result.rows, *(r.result() for r in rejected)))
     console.print(validation_table(result, rows_shown))
     console.print(validation_summary(result, calibration_cv()))
+    console.print(image_validation_table(image_result))
     if json_path is not None:
-        write_atomic(json_path, validation_json(result))
+        write_atomic(json_path, validation_json(result, image_result))
         console.print(f"JSON: {json_path}")
 
 

@@ -8,6 +8,7 @@ from megawatt.fleet.economics import (
     annual_cost,
     capital_recovery_factor,
 )
+from megawatt.fleet.image import ImageCapacity, image_capacity
 from megawatt.fleet.pool import OptionResult, PoolResult, option_result
 from megawatt.fleet.routing import POOL_ROUTERS, REPLICA_ROUTERS, PoolTarget, pool_router
 from megawatt.fleet.sim import MODES, PoolRun, simulate_pool
@@ -19,6 +20,7 @@ __all__ = [
     "SOURCES",
     "AnnualCost",
     "Economics",
+    "ImageCapacity",
     "OptionResult",
     "PoolResult",
     "PoolRun",
@@ -27,6 +29,7 @@ __all__ = [
     "PowerBudget",
     "annual_cost",
     "capital_recovery_factor",
+    "image_capacity",
     "it_power_for_capex",
     "option_result",
     "pool_router",

@@ -2,6 +2,7 @@
 counts and KV-cache sizes computed from them."""
 
 from megawatt.model.catalog import load_model, preset_ids, presets
+from megawatt.model.image import ImageComponent, ImageModel, image_model_ids, load_image_model
 from megawatt.model.spec import (
     LayerSpec,
     ModelSpec,
@@ -11,9 +12,13 @@ from megawatt.model.spec import (
 )
 
 __all__ = [
+    "ImageComponent",
+    "ImageModel",
     "LayerSpec",
     "ModelSpec",
     "ParamCounts",
+    "image_model_ids",
+    "load_image_model",
     "load_model",
     "load_model_file",
     "model_from_config",

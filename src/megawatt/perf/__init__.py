@@ -12,6 +12,13 @@ from megawatt.perf.efficiency import (
     family_of,
     prior,
 )
+from megawatt.perf.image import (
+    ImageEfficiency,
+    ImageTime,
+    best_image_batch,
+    fitted_image_efficiency,
+    image_time,
+)
 from megawatt.perf.memory import MemoryPlan, WeightBytes, min_devices, plan_memory, weight_bytes
 from megawatt.perf.step import BatchShape, OperatorTime, RooflineStepModel, StepBreakdown, StepModel
 
@@ -19,15 +26,20 @@ __all__ = [
     "BatchShape",
     "Deployment",
     "Efficiencies",
+    "ImageEfficiency",
+    "ImageTime",
     "MemoryPlan",
     "OperatorTime",
     "RooflineStepModel",
     "StepBreakdown",
     "StepModel",
     "WeightBytes",
+    "best_image_batch",
     "efficiencies_for",
     "efficiency_key",
     "family_of",
+    "fitted_image_efficiency",
+    "image_time",
     "min_devices",
     "plan_memory",
     "prior",

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from megawatt.calibrate import Calibrator
 from megawatt.perf.efficiency import FITTED_FIELDS, WAFER_FITTED_FIELDS
-from megawatt.validate import Validation, assumptions
+from megawatt.validate import ImageValidation, Validation, assumptions
 
 _UNITS = {
     "output_tokens_per_s": "tok/s",
@@ -189,8 +189,49 @@ def _figures_table(title: str, rows: list[dict[str, Any]], keys: tuple[str, ...]
     return t
 
 
-def validation_json(v: Validation) -> str:
-    """The `--json` document (errors as fractions), with NaN written as null."""
+def image_validation_table(iv: ImageValidation) -> Group:
+    """The image-generation section of `megawatt validate`: each row measured against predicted
+    images/s, the leave-one-out prediction, the batch and bound; the fitted efficiency, MAPE,
+    leave-one-out and leave-one-system-out MAPE."""
+    t = Table(
+        title=f"Image generation ({iv.data}; * = figure recalled from memory, to verify)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for name, justify in [
+        ("id", "left"), ("system", "left"), ("model", "left"), ("scenario", "left"),
+        ("round", "left"), ("measured", "right"), ("predicted", "right"), ("error", "right"),
+        ("leave-one-out", "right"), ("batch / bound", "left"),
+    ]:
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in iv.rows:
+        signed = r.predicted / r.measured - 1.0
+        style = "green" if abs(signed) <= 0.15 else ("yellow" if abs(signed) <= 0.3 else "red")
+        t.add_row(
+            r.id + ("*" if r.recalled else ""),
+            f"{r.system} ({r.n_devices}x {r.hardware})",
+            r.image_model,
+            r.scenario,
+            r.round,
+            f"{r.measured:,.3g} img/s",
+            f"{r.predicted:,.3g} img/s",
+            Text(f"{signed * 100:+.0f}%", style=style),
+            f"{r.loo_predicted:,.3g} img/s",
+            f"{r.batch} per device, {r.bound}-bound ({r.batch_limit})",
+        )
+    n_recalled = sum(r.recalled for r in iv.rows)
+    summary = Text(
+        f"Image rows: {len(iv.rows)} ({n_recalled} recalled, to verify); one compute efficiency "
+        f"fitted: {iv.compute_efficiency:.3g} of dense peak. MAPE {_pct(iv.mape)}, leave-one-out "
+        f"{_pct(iv.loo_mape)}, leave-one-system-out {_pct(iv.loso_mape)}",
+        style="bold",
+    )
+    return Group(t, summary)
+
+
+def validation_json(v: Validation, images: ImageValidation | None = None) -> str:
+    """The `--json` document (errors as fractions), with NaN written as null; `images` adds the
+    image-generation section under `image_generation`."""
 
     def clean(x: object) -> object:
         if isinstance(x, float) and not math.isfinite(x):
@@ -201,7 +242,10 @@ def validation_json(v: Validation) -> str:
             return [clean(y) for y in x]
         return x
 
-    return json.dumps(clean(v.to_json()), indent=1) + "\n"
+    doc = v.to_json()
+    if images is not None:
+        doc["image_generation"] = images.to_json()
+    return json.dumps(clean(doc), indent=1) + "\n"
 
 
 def calibration_table(cal: Calibrator) -> Group:
