@@ -142,7 +142,15 @@ def run(
     """Run a scenario end to end: table in the terminal, HTML report and JSON under --out.
     Everything is checked before the simulation starts; --out is written only at the end, all
     at once."""
-    from megawatt.report import check_output_dir, demand_table, results_table, write_outputs
+    from megawatt.report import (
+        check_output_dir,
+        demand_table,
+        headline,
+        images_line,
+        results_table,
+        sessions_table,
+        write_outputs,
+    )
     from megawatt.scenario import load_scenario
     from megawatt.study import LONG_RUN_S, check_memory, check_plans, estimate_cost, run_study
 
@@ -172,6 +180,9 @@ def run(
     at_demand = demand_table(study)
     if at_demand is not None:
         console.print(at_demand)
+    for extra in (sessions_table(study), headline(study), images_line(study)):
+        if extra is not None:
+            console.print(extra)
     paths = write_outputs(study, out)
     console.print(
         f"Report: {paths['report']}  Results: {paths['results']}  "

@@ -207,6 +207,45 @@ class SimulationSpec(_Strict):
     rel_tol: float = Field(0.05, gt=0, lt=0.5)
 
 
+class PriceTierSpec(_Strict):
+    """A price tier (USD per million tokens) that sessions earn when the pool serving them gives
+    each user at least `min_tokens_per_s`."""
+
+    name: str = Field(min_length=1)
+    min_tokens_per_s: float = Field(0.0, ge=0, allow_inf_nan=False)
+    input_usd_per_m: float = Field(ge=0, allow_inf_nan=False)
+    cached_input_usd_per_m: float = Field(ge=0, allow_inf_nan=False)
+    output_usd_per_m: float = Field(ge=0, allow_inf_nan=False)
+    source: str = ""
+
+
+class SessionsSpec(_Strict):
+    """Closed-loop sessions (agents, chat, research) evaluated on every pool: task time, tasks per
+    day per MW, cost and revenue per task (see megawatt.fleet.sessions)."""
+
+    classes: list[str] = Field(
+        default_factory=lambda: ["coding-agent"],
+        description="session classes: chat, coding-agent, deep-research, automation",
+    )
+    n_requests: int = Field(20_000, ge=100, le=2_000_000, description="turns per search run (first draw)")
+    max_requests: int = Field(400_000, ge=100, le=10_000_000, description="turns a search may grow to")
+    tiers: list[PriceTierSpec] = Field(default_factory=list)
+    usd_per_wait_hour: float = Field(0.0, ge=0, allow_inf_nan=False, description="value of a user's hour")
+    model: str | None = Field(None, description="model the sessions run on (default: the first)")
+
+
+class ImagesSpec(_Strict):
+    """Image generation served on GPUs from the same power budget (see megawatt.fleet.image)."""
+
+    model: str = Field("sdxl", description="image model: sdxl, flux.1-dev, flux.1-schnell")
+    images_per_day: float = Field(gt=0, allow_inf_nan=False)
+    peak_to_mean: float = Field(1.5, ge=1.0, le=20.0, allow_inf_nan=False)
+    system: str = Field(description="GPU system serving images, e.g. hgx-h200")
+    dtype: Literal["bf16", "fp16", "fp8", "fp4"] = "fp8"
+    latency_limit_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    source: str = ""
+
+
 class Scenario(_Strict):
     """A whole study: budget, models, fleet options, traffic, SLO, money, simulation settings."""
 
@@ -228,6 +267,8 @@ class Scenario(_Strict):
     economics: EconomicsSpec = EconomicsSpec()
     simulation: SimulationSpec = SimulationSpec()
     fleet: FleetSpec = FleetSpec()
+    sessions: SessionsSpec | None = None
+    images: ImagesSpec | None = None
 
     @model_validator(mode="after")
     def _budget_or_counts(self) -> Scenario:

@@ -34,7 +34,9 @@ from megawatt.fleet import (
     size_pool,
 )
 from megawatt.fleet.demand import pool_split, simulate_demand, simulated_requests
+from megawatt.fleet.image import ImageFleet, image_fleet
 from megawatt.fleet.power import LOAD_SHARES, power_curve
+from megawatt.fleet.sessions import PriceTier, SessionCapacity, SessionOutcome, session_capacity
 from megawatt.hardware import Catalog, System
 from megawatt.interrupts import worker_pool
 from megawatt.model import ModelSpec, load_model
@@ -45,6 +47,7 @@ from megawatt.scenario import PoolSpec, Scenario, pool_engine
 from megawatt.serving import ReplicaConfig, Slo, single_user
 from megawatt.units import GB, MW
 from megawatt.workload import Mix, Poisson, Requests, chatgpt_mix, mix_from_spec
+from megawatt.workload.sessions import SessionClass, default_session_classes
 
 Progress = Callable[[str, int, int, str], None]
 """`progress(phase, done, total, label)`: phase `plans` counts pools evaluated (deployment and
@@ -221,6 +224,7 @@ class StudyResult:
     options: tuple[OptionResult, ...]
     assumptions: tuple[Assumption, ...]
     wall_s: float
+    images: ImageFleet | None = None
 
 
 def traffic_mix(scenario: Scenario, model: ModelSpec) -> Mix:
@@ -272,6 +276,7 @@ class _Evaluated:
     choice: Choice
     single_tokens_per_s: float
     single_ttft_s: float
+    sessions: tuple[SessionCapacity, ...] = ()
 
 
 def _evaluate(task: _Task) -> _Evaluated:
@@ -300,7 +305,41 @@ def _evaluate(task: _Task) -> _Evaluated:
     tokens = solo.output_tokens - 1
     ok = tokens > 0
     speed = float(tokens[ok].sum() / decode_s[ok].sum()) if ok.any() and decode_s[ok].sum() > 0 else math.nan
-    return _Evaluated(choice, speed, float(np.median(solo.ttft_s)))
+    return _Evaluated(choice, speed, float(np.median(solo.ttft_s)), _sessions(task, model, choice, slo))
+
+
+def session_classes(scenario: Scenario) -> tuple[SessionClass, ...]:
+    """The scenario's session classes (`sessions.classes`, from the sourced defaults)."""
+    spec = scenario.sessions
+    if spec is None:
+        return ()
+    known = {c.name: c for c in default_session_classes()}
+    return tuple(known[name] for name in spec.classes)
+
+
+def sessions_model_index(scenario: Scenario) -> int | None:
+    """The index of the model sessions run on (None: no sessions)."""
+    spec = scenario.sessions
+    if spec is None:
+        return None
+    return scenario.models.index(spec.model) if spec.model is not None else 0
+
+
+def _sessions(task: _Task, model: ModelSpec, choice: Choice, slo: Slo) -> tuple[SessionCapacity, ...]:
+    """The pool's session capacity for each session class, on the model sessions run on."""
+    sc = task.scenario
+    spec = sc.sessions
+    if spec is None or task.model_index != sessions_model_index(sc):
+        return ()
+    cfg = ReplicaConfig.of(choice.deployment, task.pool.scheduler)
+    return tuple(
+        session_capacity(
+            cfg, cls, slo, max_context_tokens=model.max_context_tokens,
+            seed=(sc.seed, task.model_index, k, 7), n_requests=spec.n_requests,
+            max_requests=spec.max_requests, rel_tol=sc.simulation.rel_tol,
+        )
+        for k, cls in enumerate(session_classes(sc))
+    )
 
 
 def _size(scenario: Scenario, pool: PoolSpec, dep: Deployment, field: str) -> PoolSize:
@@ -326,6 +365,7 @@ def check_plans(scenario: Scenario) -> None:
     plan that holds the weights and the longest request, or a budget that buys no replica even
     of the smallest plan. Raises `ScenarioError` naming the field."""
     catalog = scenario.catalog()
+    _check_sessions_and_images(scenario, catalog)
     for mi, model_id in enumerate(scenario.models):
         model = load_model(model_id)
         try:
@@ -356,6 +396,54 @@ def check_plans(scenario: Scenario) -> None:
                         f"scenario: {field} ({pool.system}, option {option.name!r}) cannot serve "
                         f"models[{mi}] ({model.id}): {exc}"
                     ) from None
+
+
+def _check_sessions_and_images(scenario: Scenario, catalog: Catalog) -> None:
+    """Refuse unknown session classes, a sessions model not among the models, and an image
+    system or model that cannot serve images."""
+    spec = scenario.sessions
+    if spec is not None:
+        known = [c.name for c in default_session_classes()]
+        for i, name in enumerate(spec.classes):
+            if name not in known:
+                raise ScenarioError(
+                    f"scenario: sessions.classes[{i}]: unknown session class {name!r}; use one of "
+                    f"{', '.join(known)}."
+                )
+        if spec.model is not None and spec.model not in scenario.models:
+            raise ScenarioError(
+                f"scenario: sessions.model: {spec.model!r} is not one of models "
+                f"({', '.join(scenario.models)}); name one of them."
+            )
+    if scenario.images is not None:
+        try:
+            _image_fleet(scenario, catalog)
+        except (FitError, InputError) as exc:
+            raise ScenarioError(f"scenario: images: {exc}") from None
+
+
+def _image_fleet(scenario: Scenario, catalog: Catalog) -> ImageFleet | None:
+    """The image fleet of the scenario's `images` (None without one)."""
+    spec = scenario.images
+    if spec is None:
+        return None
+    try:
+        system = catalog.system(spec.system)
+    except Exception as exc:
+        raise InputError(f"system: {exc}") from None
+    fleet = image_fleet(
+        system, spec.model, images_per_day=spec.images_per_day, peak_to_mean=spec.peak_to_mean,
+        dtype=spec.dtype, latency_limit_s=spec.latency_limit_s,
+        economics=Economics(**scenario.economics.model_dump()), pue=scenario.budget.pue,
+    )
+    budget = scenario.budget
+    if budget.facility_mw and fleet.it_peak_w * budget.pue >= budget.facility_mw * MW:
+        raise InputError(
+            f"images_per_day {spec.images_per_day:g} needs {fleet.n_systems} {system.id} systems "
+            f"({fleet.it_peak_w * budget.pue / MW:.1f} MW), the whole budget of {budget.facility_mw} "
+            "MW; lower images_per_day or raise budget.facility_mw."
+        )
+    return fleet
 
 
 def _pool_key(model_index: int, pool: PoolSpec) -> tuple[int, str]:
@@ -453,7 +541,13 @@ def assumptions(scenario: Scenario, catalog: Catalog) -> tuple[Assumption, ...]:
 
 
 def _pool_size(
-    scenario: Scenario, system: System, economics: Economics, pool: PoolSpec, n_devices: int, field: str
+    scenario: Scenario,
+    system: System,
+    economics: Economics,
+    pool: PoolSpec,
+    n_devices: int,
+    field: str,
+    images_it_w: float = 0.0,
 ) -> PoolSize:
     """The systems and replicas of `n_devices` devices a pool's budget buys (or its n_systems)."""
     if pool.n_systems is not None:
@@ -463,6 +557,7 @@ def _pool_size(
         share_w = it_power_for_capex(spec.capex_usd, system, economics.facility_capex_usd_per_mw)
     else:
         share_w = PowerBudget(spec.facility_mw * MW, spec.pue).it_w if spec.facility_mw else 0.0
+        share_w = max(share_w - images_it_w, 0.0)  # images draw from the same megawatts
     return size_pool(share_w * pool.power_share, system, n_devices, field=f"{field}.power_share")
 
 
@@ -508,6 +603,8 @@ def run_study(
                 if progress:
                     progress("plans", len(results), total, _label(tasks[k], models))
     load_fraction = 1.0 / scenario.traffic.peak_to_mean
+    images = _image_fleet(scenario, catalog)
+    images_w = images.it_peak_w if images is not None else 0.0
     options: list[OptionResult] = []
     for mi, model in enumerate(models):
         for oi, option in enumerate(scenario.options):
@@ -517,7 +614,7 @@ def run_study(
                 dep = ev.choice.deployment
                 system = catalog.system(pool.system)
                 field = f"options[{oi}].pools[{pj}]"
-                size = _pool_size(scenario, system, economics, pool, dep.n_devices, field)
+                size = _pool_size(scenario, system, economics, pool, dep.n_devices, field, images_w)
                 pools.append(
                     PoolResult(
                         pool.system,
@@ -529,14 +626,32 @@ def run_study(
                         ev.single_tokens_per_s,
                         ev.single_ttft_s,
                         ev.choice.scores,
+                        ev.sessions,
                     )
                 )
-            options.append(
-                option_result(option.name, model.id, pools, economics, scenario.budget.pue, load_fraction)
+            result = option_result(
+                option.name, model.id, pools, economics, scenario.budget.pue, load_fraction
             )
+            options.append(dataclasses.replace(result, sessions=_outcomes(scenario, result)))
     if scenario.fleet.simulate_demand:
         options = _at_demand(scenario, models, options, economics, progress, memory_limit_bytes)
-    return StudyResult(scenario, tuple(options), assumptions(scenario, catalog), time.perf_counter() - start)
+    return StudyResult(
+        scenario, tuple(options), assumptions(scenario, catalog), time.perf_counter() - start, images
+    )
+
+
+def price_tiers(scenario: Scenario) -> tuple[PriceTier, ...]:
+    """The scenario's price tiers for sessions."""
+    spec = scenario.sessions
+    return tuple(PriceTier(**t.model_dump()) for t in spec.tiers) if spec is not None else ()
+
+
+def _outcomes(scenario: Scenario, option: OptionResult) -> tuple[SessionOutcome, ...]:
+    """Each session class served by the pool its latency class routes to (see `fleet.sessions`)."""
+    spec = scenario.sessions
+    if spec is None:
+        return ()
+    return option.session_outcomes(price_tiers(scenario), spec.usd_per_wait_hour)
 
 
 def _at_demand(

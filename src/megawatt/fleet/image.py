@@ -20,12 +20,14 @@ import math
 from dataclasses import dataclass
 
 from megawatt.errors import CatalogError, InputError
+from megawatt.fleet.economics import Economics, annual_cost
 from megawatt.fleet.power import PowerModel, power_model
 from megawatt.hardware import Catalog, System, load_catalog
 from megawatt.model.image import ImageModel, check_dtype, load_image_model
 from megawatt.perf.image import ImageEfficiency, ImageTime, best_image_batch, fitted_image_efficiency
+from megawatt.units import SECONDS_PER_DAY
 
-__all__ = ["ImageCapacity", "image_capacity"]
+__all__ = ["ImageCapacity", "ImageFleet", "image_capacity", "image_fleet"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +133,51 @@ def image_capacity(
         efficiency_source=eff.source,
         power_source=curve.source,
     )
+
+
+@dataclass(frozen=True)
+class ImageFleet:
+    """The GPU systems that serve an image demand from the same power budget as the tokens: sized
+    for the peak (`images_per_day` x `peak_to_mean` / 86,400 images/s), powered at the mean load.
+    `it_peak_w` comes off the budget before the token pools are sized."""
+
+    capacity: ImageCapacity
+    images_per_day: float
+    peak_to_mean: float
+    n_systems: int
+    it_peak_w: float
+    it_mean_w: float
+    usd_per_year: float
+
+    @property
+    def usd_per_image(self) -> float:
+        return self.usd_per_year / (self.images_per_day * 365.0)
+
+
+def image_fleet(
+    system: System,
+    image_model: str,
+    *,
+    images_per_day: float,
+    peak_to_mean: float,
+    dtype: str,
+    latency_limit_s: float | None,
+    economics: Economics,
+    pue: float,
+) -> ImageFleet:
+    """Whole systems of `system` for the peak image rate, their peak and mean IT power (the
+    fitted power curve at the mean load share) and yearly cost (`fleet.economics`)."""
+    peak = images_per_day * peak_to_mean / SECONDS_PER_DAY
+    full = image_capacity(system, image_model, dtype=dtype, latency_limit_s=latency_limit_s)
+    n = max(1, math.ceil(peak / full.images_per_s))
+    share = images_per_day / SECONDS_PER_DAY / (n * full.images_per_s)
+    at_mean = image_capacity(
+        system, image_model, dtype=dtype, latency_limit_s=latency_limit_s, load_share=min(share, 1.0)
+    )
+    it_peak = n * system.power_w
+    it_mean = n * at_mean.power_w
+    cost = annual_cost(
+        economics, n_systems=n, system_price_usd=system.price_usd, it_peak_w=it_peak,
+        facility_mean_w=it_mean * pue, pue=pue,
+    )
+    return ImageFleet(full, images_per_day, peak_to_mean, n, it_peak, it_mean, cost.total)

@@ -18,6 +18,13 @@ import numpy as np
 from megawatt.fleet.budget import PoolSize
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
 from megawatt.fleet.power import PowerCurve, power_curve
+from megawatt.fleet.sessions import (
+    PriceTier,
+    SessionCapacity,
+    SessionOutcome,
+    serving_pool,
+    session_outcome,
+)
 
 if TYPE_CHECKING:
     from megawatt.fleet.demand import DemandResult
@@ -41,6 +48,19 @@ class PoolResult:
     single_stream_tokens_per_s: float
     single_stream_ttft_s: float
     candidates: tuple[tuple[str, float], ...] = ()
+    sessions: tuple[SessionCapacity, ...] = ()
+    """Per session class, one replica's session capacity (`fleet.sessions`)."""
+
+    def annual_cost(self, economics: Economics, pue: float, load_fraction: float) -> AnnualCost:
+        """Yearly cost of the pool at `load_fraction` of its capacity (USD)."""
+        return annual_cost(
+            economics,
+            n_systems=self.size.n_systems,
+            system_price_usd=self.system.price_usd,
+            it_peak_w=self.size.used_w,
+            facility_mean_w=self.mean_it_power_w(load_fraction) * pue,
+            pue=pue,
+        )
 
     @property
     def rate_per_s(self) -> float:
@@ -87,6 +107,8 @@ class OptionResult:
     pue: float
     load_fraction: float
     demand: DemandResult | None = None
+    sessions: tuple[SessionOutcome, ...] = ()
+    """Per session class, the pool that serves it and what it gives (`session_outcomes`)."""
 
     @property
     def n_systems(self) -> int:
@@ -202,23 +224,42 @@ class OptionResult:
     @property
     def annual_cost(self) -> AnnualCost:
         """Yearly cost of every pool (USD)."""
-        parts = [
-            annual_cost(
-                self.economics,
-                n_systems=p.size.n_systems,
-                system_price_usd=p.system.price_usd,
-                it_peak_w=p.size.used_w,
-                facility_mean_w=p.mean_it_power_w(self.load_fraction) * self.pue,
-                pue=self.pue,
-            )
-            for p in self.pools
-        ]
+        parts = [p.annual_cost(self.economics, self.pue, self.load_fraction) for p in self.pools]
         return AnnualCost(
             *(
                 sum(getattr(c, f) for c in parts)
                 for f in ("it_capex", "facility_capex", "electricity", "contract")
             )
         )
+
+    def session_outcomes(
+        self, tiers: Sequence[PriceTier], usd_per_wait_hour: float
+    ) -> tuple[SessionOutcome, ...]:
+        """Each session class on the pool its latency class routes to (`serving_pool`): tasks per
+        day per MW, cost and revenue per task at the mean load."""
+        pools = [p for p in self.pools if p.size.n_replicas > 0 and p.sessions]
+        if not pools:
+            return ()
+        speeds = [p.single_stream_tokens_per_s for p in pools]
+        sizes = [p.size.used_w for p in pools]
+        yearly = [p.annual_cost(self.economics, self.pue, self.load_fraction).total for p in pools]
+        usd_tok = [y / max(p.output_tokens_per_s, 1e-9) for y, p in zip(yearly, pools, strict=True)]
+        out = []
+        for k, cap in enumerate(pools[0].sessions):
+            j = serving_pool(cap.latency, speeds, usd_tok, sizes)
+            p, n = pools[j], pools[j].size.n_replicas
+            out.append(
+                session_outcome(
+                    p.sessions[k],
+                    p.name,
+                    replica_facility_w=p.size.used_w * self.pue / n,
+                    replica_usd_per_year=yearly[j] / n,
+                    load_fraction=self.load_fraction,
+                    tiers=tiers,
+                    usd_per_wait_hour=usd_per_wait_hour,
+                )
+            )
+        return tuple(out)
 
     @property
     def usd_per_request(self) -> float:

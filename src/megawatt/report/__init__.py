@@ -9,15 +9,19 @@ from megawatt.report.files import (
     write_outputs,
 )
 from megawatt.report.html import html_report
+from megawatt.report.sessions import headline, images_line, sessions_table
 from megawatt.report.table import demand_table, option_rows, results_table
 
 __all__ = [
     "check_output_dir",
     "check_output_file",
     "demand_table",
+    "headline",
     "html_report",
+    "images_line",
     "option_rows",
     "results_table",
+    "sessions_table",
     "write_atomic",
     "write_folder",
     "write_outputs",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from megawatt.errors import InputError
 from megawatt.report.html import html_report
+from megawatt.report.sessions import images_row, session_rows
 from megawatt.report.table import option_rows
 from megawatt.study import StudyResult
 
@@ -172,6 +173,8 @@ def results_json(study: StudyResult) -> str:
         "scenario": study.scenario.name,
         "seed": study.scenario.seed,
         "options": rows,
+        "sessions": [{k: clean(v) for k, v in r.items()} for r in session_rows(study)],
+        "images": clean(images_row(study)),
         "assumptions": [{"name": a.name, "value": a.value, "source": a.source} for a in study.assumptions],
     }
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"

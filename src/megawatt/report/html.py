@@ -8,6 +8,7 @@ import math
 
 import plotly.graph_objects as go
 
+from megawatt.report.sessions import images_row, session_rows, task_cost_figure
 from megawatt.report.table import option_rows
 from megawatt.study import StudyResult
 
@@ -116,6 +117,8 @@ def _figures(study: StudyResult) -> list[go.Figure]:
         _power_breakdown(study),
         _power_day(study),
     ]
+    if study.options and any(o.sessions for o in study.options):
+        figs.insert(1, task_cost_figure(study))
     return figs
 
 
@@ -151,19 +154,23 @@ def _frontier(study: StudyResult) -> go.Figure:
 
 
 def _power_breakdown(study: StudyResult) -> go.Figure:
-    """Mean facility power per option at the mean load: IT idle, IT above idle, facility
-    overhead (PUE - 1)."""
+    """Mean facility power per option at the mean load: IT idle, IT above idle, the image fleet's
+    IT (when the scenario serves images), facility overhead (PUE - 1)."""
     fig = go.Figure()
     labels = [f"{o.name} / {o.model_id}" for o in study.options]
-    idle, dynamic, overhead = [], [], []
+    images_w = study.images.it_mean_w if study.images is not None else 0.0
+    idle, dynamic, overhead, images = [], [], [], []
     for o in study.options:
         it_idle = sum(p.size.n_systems * p.power_curve.idle_w for p in o.pools)
         it_mean = o.facility_mean_w / o.pue
         idle.append(it_idle / 1e6)
         dynamic.append((it_mean - it_idle) / 1e6)
-        overhead.append(it_mean * (o.pue - 1.0) / 1e6)
+        images.append(images_w / 1e6)
+        overhead.append((it_mean + images_w) * (o.pue - 1.0) / 1e6)
     fig.add_bar(name="IT at idle", x=labels, y=idle)
     fig.add_bar(name="IT above idle (load)", x=labels, y=dynamic)
+    if study.images is not None:
+        fig.add_bar(name=f"IT for images ({study.images.capacity.image_model})", x=labels, y=images)
     fig.add_bar(name="facility overhead (PUE - 1)", x=labels, y=overhead)
     fig.update_layout(title="Mean facility power at the mean load (MW)", barmode="stack", yaxis_title="MW")
     return fig
@@ -244,6 +251,13 @@ def html_report(study: StudyResult) -> str:
             for c, v in r["per_class"].items()
         ],
     )
+    srows = session_rows(study)
+    skeys = [k for k in srows[0] if k != "curve"] if srows else []
+    if srows:
+        classes += "<h2>Sessions</h2>" + _table(skeys, [[fmt(r[k]) for k in skeys] for r in srows])
+    image = images_row(study)
+    if image is not None:
+        classes += "<h2>Images</h2>" + _table(list(image), [[fmt(v) for v in image.values()]])
     sc = study.scenario
     return _TEMPLATE.format(
         title=html.escape(sc.name),

@@ -1,0 +1,146 @@
+"""Sessions on a replica: task time, the slots of users working back to back, the capacity
+search, and what a pool's sessions earn and cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+from megawatt.fleet.sessions import (
+    PriceTier,
+    SessionCapacity,
+    in_slots,
+    pick_tier,
+    serving_pool,
+    session_capacity,
+    session_outcome,
+)
+from megawatt.perf import BatchShape
+from megawatt.serving import KvBudget, ReplicaConfig, Slo
+from megawatt.serving.drivers import sessions
+from megawatt.workload.lengths import Fixed, Lognormal
+from megawatt.workload.sessions import SessionClass, sample_sessions, task_times
+
+
+@dataclass(frozen=True)
+class LinearStep:
+    """A step costs `base_s`, plus `per_token_s` a token processed, plus `per_context_s` a token
+    of context attended (a stand-in for the roofline, exact in its decode stretches)."""
+
+    base_s: float = 1e-2
+    per_token_s: float = 1e-4
+    per_context_s: float = 1e-6
+    window_tokens: int | None = None
+
+    def step_time(self, batch: BatchShape) -> float:
+        return (
+            self.base_s + self.per_token_s * batch.tokens
+            + self.per_context_s * (batch.decode_context + batch.prefill_attention)
+        )
+
+    def decode_times(self, contexts: np.ndarray, n_steps: int) -> np.ndarray:
+        grown = np.asarray(contexts, dtype=np.float64)[None, :] + np.arange(n_steps)[:, None]
+        return self.base_s + self.per_token_s * len(contexts) + self.per_context_s * grown.sum(axis=1)
+
+
+def kv_for_tokens(tokens: float) -> KvBudget:
+    return KvBudget(tokens * 1000.0, 1000.0)
+
+
+def _agent(gap_s: float) -> SessionClass:
+    return SessionClass(
+        "agent", 1.0, "fast", turns=Lognormal(8, 0.5, max_tokens=30), first_prompt=Lognormal(800, 0.3),
+        new_tokens=Lognormal(60, 0.5), output=Lognormal(40, 0.5), gap_median_s=gap_s, gap_sigma=0.0,
+        cache_hit=0.9,
+    )
+
+
+def _task_time(step: LinearStep, gap_s: float) -> float:
+    cfg = ReplicaConfig(step, kv_for_tokens(50_000))
+    t = sample_sessions([_agent(gap_s)], np.random.default_rng(5), np.zeros(1), max_context_tokens=8192)
+    res = sessions(cfg, t.requests, t.parent, t.gap_s, engine="python")
+    return float(task_times(t, res.finish_s)[0])
+
+
+def test_halving_per_token_latency_with_no_tool_time_halves_task_time() -> None:
+    step = LinearStep(base_s=2e-2, per_token_s=2e-4, per_context_s=2e-6)
+    half = LinearStep(base_s=1e-2, per_token_s=1e-4, per_context_s=1e-6)
+    assert _task_time(half, 0.0) / _task_time(step, 0.0) == pytest.approx(0.5, rel=0.05)
+    # With tool time the task is not all tokens: halving the latency saves less than half.
+    with_tools = _task_time(half, 5.0) / _task_time(step, 5.0)
+    assert 0.5 < with_tools < 0.95
+
+
+def test_slots_chain_each_users_tasks_and_keep_every_turn() -> None:
+    t = sample_sessions([_agent(1.0)], np.random.default_rng(1), np.zeros(12), max_context_tokens=8192)
+    linked = in_slots(t, 3, stagger_s=6.0)
+    assert len(linked.requests) == len(t.requests)
+    assert sorted(linked.requests.prompt_tokens.tolist()) == sorted(t.requests.prompt_tokens.tolist())
+    assert (linked.parent < np.arange(len(linked.parent))).all()
+    assert (linked.parent == -1).sum() == 3  # one first task per user; the rest wait
+    assert sorted(linked.start_s[linked.start_s > 0].tolist()) == [2.0, 4.0]
+    cfg = ReplicaConfig(LinearStep(), kv_for_tokens(50_000))
+    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, engine="python")
+    assert res.completed.all()
+
+
+def test_session_capacity_finds_more_users_on_a_faster_replica() -> None:
+    slo = Slo(ttft_p99_s=2.0, tpot_p99_s=0.05)
+
+    def users(base_s: float) -> SessionCapacity:
+        cfg = ReplicaConfig(LinearStep(base_s=base_s), kv_for_tokens(50_000))
+        return session_capacity(
+            cfg, _agent(1.0), slo, max_context_tokens=8192, seed=(3,), n_requests=600,
+            max_requests=2400, engine="python",
+        )
+
+    slow, fast = users(2e-2), users(1e-2)
+    assert 1 <= slow.users <= fast.users
+    assert fast.alone_task_p50_s < slow.alone_task_p50_s
+    assert slow.task_p50_s >= slow.alone_task_p50_s * 0.99
+    assert slow.turns_per_task > 1 and slow.output_tokens_per_task > 0
+    users = [int(p[0]) for p in slow.frontier]
+    assert users == sorted(users) and users[0] == 1
+
+
+def test_outcomes_price_by_speed_and_route_by_latency_class() -> None:
+    standard = PriceTier("standard", 0.0, 0.15, 0.075, 0.60)
+    fast = PriceTier("fast", 1000.0, 0.35, 0.175, 0.75)
+    assert pick_tier([standard, fast], 500.0) is standard
+    assert pick_tier([standard, fast], 2000.0) is fast
+    assert pick_tier([fast], 10.0) is None
+    assert fast.revenue(1e6, 5e5, 1e6) == pytest.approx(0.5 * 0.35 + 0.5 * 0.175 + 0.75)
+    assert serving_pool("fast", [100.0, 2000.0], [1.0, 9.0], [5.0, 1.0]) == 1
+    assert serving_pool("batch", [100.0, 2000.0], [1.0, 9.0], [5.0, 1.0]) == 0
+    assert serving_pool("standard", [100.0, 2000.0], [1.0, 9.0], [1.0, 5.0]) == 1
+    cap = session_capacity(
+        ReplicaConfig(LinearStep(), kv_for_tokens(50_000)), _agent(1.0), Slo(2.0, 0.05),
+        max_context_tokens=8192, seed=(1,), n_requests=400, max_requests=800, engine="python",
+    )
+    out = session_outcome(
+        cap, "pool", replica_facility_w=1e5, replica_usd_per_year=1e6, load_fraction=0.5,
+        tiers=[standard, fast], usd_per_wait_hour=60.0,
+    )
+    tasks_per_day = cap.rate_per_s * 0.5 * 86_400
+    assert out.tasks_per_day_per_mw == pytest.approx(tasks_per_day / 0.1)
+    assert out.usd_per_task == pytest.approx(1e6 / (tasks_per_day * 365.0), rel=1e-3)
+    assert out.wait_usd_per_task == pytest.approx(cap.task_p50_s / 60.0)
+    doubled = session_outcome(
+        replace(cap, rate_per_s=2 * cap.rate_per_s), "pool", replica_facility_w=1e5,
+        replica_usd_per_year=1e6, load_fraction=0.5, tiers=[standard], usd_per_wait_hour=0.0,
+    )
+    assert doubled.usd_per_task == pytest.approx(out.usd_per_task / 2)
+    assert [c[2] for c in out.curve()] == sorted((c[2] for c in out.curve()), reverse=True)
+
+
+def test_a_class_with_fixed_lengths_gives_whole_tokens_per_task() -> None:
+    cls = replace(_agent(0.0), turns=Fixed(3), first_prompt=Fixed(100), new_tokens=Fixed(10), output=Fixed(5))
+    cap = session_capacity(
+        ReplicaConfig(LinearStep(), kv_for_tokens(50_000)), cls, Slo(2.0, 0.05),
+        max_context_tokens=8192, seed=(1,), n_requests=300, max_requests=600, engine="python",
+    )
+    assert cap.turns_per_task == 3
+    assert cap.output_tokens_per_task == 15
+    assert cap.prompt_tokens_per_task == 100 + 115 + 130
