@@ -409,7 +409,9 @@ def test_sessions_issue_each_turn_a_gap_after_the_turn_before(constant_step: Con
     assert res.arrival_s[2] == res.finish_s[1]
 
 
-def test_sessions_of_one_turn_each_are_the_open_loop_run(config: ReplicaConfig, small_requests: Requests) -> None:
+def test_sessions_of_one_turn_each_are_the_open_loop_run(
+    config: ReplicaConfig, small_requests: Requests
+) -> None:
     n = len(small_requests)
     res = sessions(config, small_requests, np.full(n, -1), np.zeros(n), engine="python")
     ref = simulate(config, small_requests, engine="python")
