@@ -359,6 +359,7 @@ def sessions(
     *,
     engine: str = "auto",
     until_s: float | None = None,
+    stretch: bool = False,
 ) -> RunResult:
     """Sessions: chains of turns, each waiting for the one before. Row i with `parent[i] == -1`
     (a session's first turn) arrives at its `arrival_s`; any other row is issued when row
@@ -367,12 +368,26 @@ def sessions(
     at `until_s`. The result's `arrival_s` are the arrivals (NaN for turns never issued).
     A session table keeps each session's rows together, sessions in order of their start, and
     gives every row its session's start as `arrival_s` (`workload.sessions` builds one).
-    `engine` as in `simulate`."""
+    `engine` as in `simulate`; `stretch` as in `concurrency`."""
     n = len(requests)
     par, gap = check_sessions(n, parent, gap_s)
-    _engine_coefficients(cfg, engine, None)  # checks the engine's name
-    if engine == "fast":  # the compiled kernel runs sessions in a later change
-        raise InputError("engine 'fast' does not run sessions yet; use engine='python' or 'auto'.")
+    coefficients = _engine_coefficients(cfg, engine, None)
+    if coefficients is not None:
+        from megawatt.serving.fast import simulate_fast  # compiles on first use
+
+        return simulate_fast(
+            coefficients,
+            cfg.kv,
+            requests,
+            policy=cfg.policy,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            until_s=until_s,
+            timeline_bin_s=cfg.timeline_bin_s,
+            stretch=stretch,
+            parent=par,
+            gap_s=gap,
+        )
     first = np.flatnonzero(par < 0)
     first = first[np.argsort(requests.arrival_s[first], kind="stable")]
     children: dict[int, list[int]] = {}

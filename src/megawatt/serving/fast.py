@@ -1,12 +1,15 @@
-"""The open-loop replica compiled (numba): the same scheduling as `Replica`, one step at a time
-over columnar arrays, with the roofline step model evaluated from its coefficients.
+"""The replica compiled (numba): the same scheduling as `Replica`, one step at a time over
+columnar arrays, with the roofline step model evaluated from its coefficients.
 
 It mirrors `replica.py` literally (decode first, preemption of the newest, chunked prefill,
 admission, KV growth, the idle start after every arrival of an instant, backlog at the last
 arrival, `until`), so a run gives the same per-request table, stats, ITL samples and timeline as
-the Python replica simulated step by step. It has no hashed prefix cache (only the idealised
-`cached_tokens` column) and no requests prefilled elsewhere: those runs take the Python replica.
-The first call compiles the kernel (seconds; cached on disk after that).
+the Python replica simulated step by step, under the drivers' three kinds of load: open loop
+(arrivals in table order), closed loop (each completion issues the next row) and sessions (each
+completion issues a turn's next turns, which wait on a small heap until they arrive). It has no
+hashed prefix cache (only the idealised `cached_tokens` column) and no requests prefilled
+elsewhere: those runs take the Python replica. The first call compiles the kernel (seconds;
+cached on disk after that).
 
 Two things set it apart from a plain loop. It polls a flag every ~65,000 iterations (a few
 milliseconds) and returns early when a held Ctrl-C or SIGTERM set it (`megawatt.interrupts`), so
@@ -29,6 +32,7 @@ from numba import njit, objmode
 from megawatt.errors import InputError
 from megawatt.interrupts import held_signals
 from megawatt.perf.step import StepCoefficients
+from megawatt.serving.drivers import check_sessions
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import KvBudget, ReplicaStats
 from megawatt.serving.scheduler import SchedulerPolicy, scheduler
@@ -378,8 +382,7 @@ def _step_s(
 def _plan_stretch(
     k: int,
     now: float,
-    ai: int,
-    arrival: np.ndarray,
+    t_next: float,
     cuttable: bool,
     n_dec: int,
     decodes: np.ndarray,
@@ -405,10 +408,10 @@ def _plan_stretch(
     gaps: np.ndarray,
 ) -> tuple[int, float, float]:
     """A decode stretch of at most `k` steps of the `n_dec` sequences in `decodes`: its steps,
-    their summed time (s) and KV byte-seconds. The next arrival, when it comes before the end
-    and could join (`cuttable`), ends the stretch after the step in progress then (as
-    `Replica._cut_stretch`). `constant_s`: latency and overheads of a step; `par`, `opc` and
-    `gaps` are work arrays (see `_stretch_sums`)."""
+    their summed time (s) and KV byte-seconds. The next arrival (at `t_next`, s; inf when none
+    is known), when it comes before the end and could join (`cuttable`), ends the stretch after
+    the step in progress then (as `Replica._cut_stretch`). `constant_s`: latency and overheads
+    of a step; `par`, `opc` and `gaps` are work arrays (see `_stretch_sums`)."""
     b = float(n_dec)
     mb = max(min(b, depth), 1.0)
     big_c = 0.0
@@ -456,9 +459,9 @@ def _plan_stretch(
     par[_P_SB] = sum_below
     par[_P_NGAP] = float(n_gaps)
     dt, kv_dt = _stretch_sums(k, par, opc, gaps)
-    if cuttable and ai < arrival.shape[0] and arrival[ai] <= now + dt:
+    if cuttable and t_next <= now + dt:
         # Steps ending strictly before the arrival, plus the one in progress then.
-        t_a = arrival[ai]
+        t_a = t_next
         lo = 0
         hi = k
         while hi - lo > 1:
@@ -471,6 +474,87 @@ def _plan_stretch(
         k = hi
         dt, kv_dt = _stretch_sums(k, par, opc, gaps)
     return k, dt, kv_dt
+
+
+@njit(cache=True, inline="always")
+def _heap_push(heap_t: np.ndarray, heap_q: np.ndarray, size: int, t: float, q: int) -> int:
+    """Push (t, q) on the min-heap held in the first `size` slots; returns its new size. `q`
+    exceeds every key pushed before, so it sorts after equal times already there."""
+    j = size
+    while j > 0:
+        up = (j - 1) >> 1
+        if heap_t[up] <= t:
+            break
+        heap_t[j] = heap_t[up]
+        heap_q[j] = heap_q[up]
+        j = up
+    heap_t[j] = t
+    heap_q[j] = q
+    return size + 1
+
+
+@njit(cache=True, inline="always")
+def _heap_pop(heap_t: np.ndarray, heap_q: np.ndarray, size: int) -> int:
+    """Drop the least (time, key) of the heap of `size`; returns its new size."""
+    size -= 1
+    t = heap_t[size]
+    q = heap_q[size]
+    j = 0
+    while True:
+        c = 2 * j + 1
+        if c >= size:
+            break
+        if c + 1 < size and (
+            heap_t[c + 1] < heap_t[c] or (heap_t[c + 1] == heap_t[c] and heap_q[c + 1] < heap_q[c])
+        ):
+            c += 1
+        if heap_t[c] > t or (heap_t[c] == t and heap_q[c] > q):
+            break
+        heap_t[j] = heap_t[c]
+        heap_q[j] = heap_q[c]
+        j = c
+    heap_t[j] = t
+    heap_q[j] = q
+    return size
+
+
+@njit(cache=True, inline="always")
+def _next_arrival(
+    ai: int, roots: np.ndarray, arrival: np.ndarray, heap_t: np.ndarray, n_heap: int
+) -> float:
+    """When the next request arrives (s; inf when none is known): the earlier of the table's
+    next arrival (`roots[ai]` on) and the first of the issued turns on the heap."""
+    t = arrival[roots[ai]] if ai < roots.shape[0] else math.inf
+    if n_heap > 0 and heap_t[0] < t:
+        return float(heap_t[0])
+    return t
+
+
+@njit(cache=True)
+def _issue_turns(
+    i: int,
+    now: float,
+    arrival: np.ndarray,
+    kids: np.ndarray,
+    kid_start: np.ndarray,
+    gap: np.ndarray,
+    heap_t: np.ndarray,
+    heap_q: np.ndarray,
+    by_issue: np.ndarray,
+    n_heap: int,
+    n_issued: int,
+) -> tuple[int, int]:
+    """Sessions: row `i` completed or was rejected at `now`, which issues its next turns, rows
+    kids[kid_start[i]:kid_start[i + 1]], each to arrive its `gap` later: onto the heap of
+    (arrival, issue number) with their rows by issue number. Returns the heap's size and the
+    turns issued so far."""
+    for j in range(kid_start[i], kid_start[i + 1]):
+        c = kids[j]
+        arrival[c] = now + gap[c]
+        by_issue[n_issued] = c
+        n_heap = _heap_push(heap_t, heap_q, n_heap, arrival[c], n_issued)
+        n_issued += 1
+    return n_heap, n_issued
 
 
 @njit(cache=True)
@@ -515,14 +599,32 @@ def _run(
     abort: np.ndarray,
     n_in_flight: int,
     issue_delay: np.ndarray,
+    roots: np.ndarray,
+    kids: np.ndarray,
+    kid_start: np.ndarray,
+    gap: np.ndarray,
 ) -> tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     int, float, np.ndarray, np.ndarray, np.ndarray, bool,
 ]:
-    """One replica's open-loop run (see the module docstring). `stretch`: time pure-decode
-    stretches in closed form and keep no timeline and no ITL samples. Returns early, with
-    the last element True, when `abort` is set."""
+    """One replica's run (see the module docstring). `stretch`: time pure-decode stretches in
+    closed form and keep no timeline and no ITL samples. Returns early, with the last element
+    True, when `abort` is set.
+
+    The table's arrivals come in the order of `roots` (rows by arrival: all rows but in
+    sessions). Sessions (`kid_start` not empty, n + 1 offsets): row i's completion or rejection
+    issues rows kids[kid_start[i]:kid_start[i + 1]], each arriving its `gap` (s) later; they
+    wait on a heap until then, and their `arrival` is written at issue."""
     n = arrival.shape[0]
+    # Sessions' issued turns not yet arrived: a heap of (arrival, issue number), and the row of
+    # each issue number.
+    has_turns = kid_start.shape[0] > 0
+    heap_t = np.zeros(kids.shape[0] + 1, np.float64)
+    heap_q = np.zeros(kids.shape[0] + 1, np.int64)
+    by_issue = np.zeros(kids.shape[0] + 1, np.int64)
+    n_heap = 0
+    n_issued = 0
+    n_roots = roots.shape[0]
     # Closed loop (n_in_flight > 0, drivers.concurrency): the first n_in_flight requests arrive
     # at the start, each later one when an earlier one completes or is rejected (it then joins
     # the next step, as the Python driver's submit scheduled after the step end), each
@@ -538,6 +640,10 @@ def _run(
                     arrival[i] = max(arrival[i], arrival[i - 1])
     half_block = block_tokens / 2.0
     n_feat = flops.shape[1]
+    oversized = np.zeros(n, np.bool_)  # can never fit the cache: rejected on arrival
+    for i in range(n):
+        need = _seq_bytes(prompt[i] + output[i] - 1, bpt, bptw, kv_window, half_block)
+        oversized[i] = need > capacity
 
     state = np.zeros(n, np.int64)
     target = prompt.copy()
@@ -716,7 +822,8 @@ def _run(
                         k = min(k, int((capacity - kv_used) // per_step))
                     if k >= 2:
                         k, dt, kv_dt = _plan_stretch(
-                            k, now, ai, arrival, admit_while_running and n_run < max_num_seqs,
+                            k, now, _next_arrival(ai, roots, arrival, heap_t, n_heap),
+                            admit_while_running and n_run < max_num_seqs,
                             n_dec, decodes, ctx, kv_bytes, kv_used, bpt, bptw, kv_window,
                             half_block, flops, nbytes, rate, bw, comm,
                             latency + step_overhead + seq_overhead * n_dec, depth,
@@ -857,89 +964,100 @@ def _run(
                 break
             continue
 
+        # Arrivals: during a step, those up to its end (they run before a step end that ties);
+        # when idle, those of the next instant with any (the step starts after all of them).
+        # At one time the table's arrivals come first (their events run first), then issued
+        # turns by issue number; a rejection may issue turns that arrive by then too.
         if pending:
-            # Arrivals up to the step's end come first (they run before a step end that ties).
-            while ai < n and arrival[ai] <= t_end and (not has_until or arrival[ai] <= until_s):
-                now = arrival[ai]
-                if ai == n - 1:
-                    backlog = w_count
-                if _seq_bytes(prompt[ai] + output[ai] - 1, bpt, bptw, kv_window, half_block) > capacity:
-                    state[ai] = _REJECTED
-                    finish[ai] = now
-                    if issued < n:
-                        arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
-                        issued += 1
-                else:
-                    waiting[(w_head + w_count) % cap] = ai
-                    w_count += 1
-                ai += 1
-            if has_until and t_end > until_s:
+            limit = min(t_end, until_s)
+        else:
+            limit = _next_arrival(ai, roots, arrival, heap_t, n_heap)
+            if limit == math.inf or limit > until_s:
                 break
-            now = t_end
-            pending = False
-            # ---- _end_step ----------------------------------------------------------------
-            n_fin = 0
-            for d in range(n_dec):
-                i = decodes[d]
-                generated[i] += step_k
-                if generated[i] >= output[i]:
-                    finished[n_fin] = i
-                    n_fin += 1
-            for q in range(n_chunks):
-                i = chunk_i[q]
-                done[i] += chunk_c[q]
-                if done[i] >= target[i]:
-                    generated[i] += 1
-                    if math.isnan(first_token[i]):
-                        first_token[i] = now
-                    if generated[i] >= output[i]:
-                        finished[n_fin] = i
-                        n_fin += 1
-            if n_fin > 0:
-                for f in range(n_fin):
-                    state[finished[f]] = _DONE
-                kept = 0
-                for r in range(n_run):
-                    i = running[r]
-                    if state[i] != _DONE:
-                        running[kept] = i
-                        kept += 1
-                n_run = kept
-                for f in range(n_fin):
-                    i = finished[f]
-                    kv_used -= kv_bytes[i]
-                    kv_bytes[i] = 0.0
-                    ctx[i] = 0
-                    finish[i] = now
-                    if issued < n:
-                        arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
-                        issued += 1
-            start_now = True
-            continue
-
-        # Idle: the next instant with arrivals; the step starts after all of them.
-        if ai >= n:
-            break
-        t = arrival[ai]
-        if has_until and t > until_s:
-            break
-        now = t
-        while ai < n and arrival[ai] == t:
-            if ai == n - 1:
-                backlog = w_count
-            if _seq_bytes(prompt[ai] + output[ai] - 1, bpt, bptw, kv_window, half_block) > capacity:
-                state[ai] = _REJECTED
-                finish[ai] = now
+        joined = 0
+        while True:
+            t = arrival[roots[ai]] if ai < n_roots else math.inf
+            turn = n_heap > 0 and heap_t[0] < t
+            if turn:
+                t = heap_t[0]
+            if not t <= limit:
+                break
+            now = t
+            if turn:
+                i = by_issue[heap_q[0]]
+                n_heap = _heap_pop(heap_t, heap_q, n_heap)
+            else:
+                i = roots[ai]
+                if ai == n_roots - 1:
+                    backlog = w_count
+                ai += 1
+            if oversized[i]:  # Replica.submit
+                state[i] = _REJECTED
+                finish[i] = now
                 if issued < n:
                     arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
                     issued += 1
+                if has_turns:
+                    n_heap, n_issued = _issue_turns(
+                        i, now, arrival, kids, kid_start, gap, heap_t, heap_q, by_issue, n_heap,
+                        n_issued,
+                    )
             else:
-                waiting[(w_head + w_count) % cap] = ai
+                waiting[(w_head + w_count) % cap] = i
                 w_count += 1
-                if not busy:
-                    busy = True
-                    start_now = True
-            ai += 1
+                joined += 1
+        if not pending:
+            if joined > 0 and not busy:
+                busy = True
+                start_now = True
+            continue
+        if has_until and t_end > until_s:
+            break
+        now = t_end
+        pending = False
+        # ---- _end_step ----------------------------------------------------------------
+        n_fin = 0
+        for d in range(n_dec):
+            i = decodes[d]
+            generated[i] += step_k
+            if generated[i] >= output[i]:
+                finished[n_fin] = i
+                n_fin += 1
+        for q in range(n_chunks):
+            i = chunk_i[q]
+            done[i] += chunk_c[q]
+            if done[i] >= target[i]:
+                generated[i] += 1
+                if math.isnan(first_token[i]):
+                    first_token[i] = now
+                if generated[i] >= output[i]:
+                    finished[n_fin] = i
+                    n_fin += 1
+        if n_fin > 0:
+            for f in range(n_fin):
+                state[finished[f]] = _DONE
+            kept = 0
+            for r in range(n_run):
+                i = running[r]
+                if state[i] != _DONE:
+                    running[kept] = i
+                    kept += 1
+            n_run = kept
+            for f in range(n_fin):
+                i = finished[f]
+                kv_used -= kv_bytes[i]
+                kv_bytes[i] = 0.0
+                ctx[i] = 0
+                finish[i] = now
+                if issued < n:
+                    arrival[issued] = max(now + issue_delay[issued], arrival[issued - 1])
+                    issued += 1
+                if has_turns:
+                    n_heap, n_issued = _issue_turns(
+                        i, now, arrival, kids, kid_start, gap, heap_t, heap_q, by_issue,
+                        n_heap, n_issued,
+                    )
+        start_now = True
 
     end_s = until_s if has_until else now
     return (
@@ -986,6 +1104,7 @@ def _run_replicas(
         out = _run(  # type: ignore[call-arg]  # mypy cannot count *replica
             arrival[a:e], prompt[a:e], output[a:e], cached[a:e], *replica,
             min(0.0, arrival[a]), False, math.inf, 1.0, 1, True, abort, 0, np.zeros(0),
+            np.arange(e - a), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
         )
         if out[13]:
             return first, finish, rejected, busy, True
@@ -1079,6 +1198,23 @@ def simulate_replicas_fast(
             return first, finish, rejected, busy
 
 
+def _session_order(
+    arrival_s: np.ndarray, parent: np.ndarray, gap_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A session table as the kernel takes it (`_run`): the first turns' rows by arrival
+    (stable, as the Python driver), the other rows grouped by parent (in row order within a
+    parent) with each parent's offsets into them (n + 1), and the gaps (s), checked."""
+    n = arrival_s.shape[0]
+    par, gap = check_sessions(n, parent, gap_s)
+    first = np.flatnonzero(par < 0)
+    roots = first[np.argsort(arrival_s[first], kind="stable")].astype(np.int64)
+    turns = np.flatnonzero(par >= 0)
+    kids = turns[np.argsort(par[turns], kind="stable")].astype(np.int64)
+    kid_start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(par[turns], minlength=n), out=kid_start[1:])
+    return roots, kids, kid_start, gap
+
+
 def simulate_fast(
     coefficients: StepCoefficients,
     kv: KvBudget,
@@ -1092,6 +1228,8 @@ def simulate_fast(
     stretch: bool = False,
     n_in_flight: int = 0,
     issue_delay_s: np.ndarray | None = None,
+    parent: np.ndarray | None = None,
+    gap_s: np.ndarray | None = None,
 ) -> RunResult:
     """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
     model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
@@ -1103,7 +1241,12 @@ def simulate_fast(
     (or rejection) issues the next in table order at that instant. The result's `arrival_s` are
     the times each request reached the replica: its issue, plus `issue_delay_s` (per request,
     seconds; none by default) - e.g. the prefill and KV transfer of a disaggregated pair -
-    kept in issue order."""
+    kept in issue order.
+
+    `parent` and `gap_s` (both or neither) run sessions instead (what `drivers.sessions`
+    gives): row i with parent[i] == -1 arrives at its `arrival_s`, any other when row
+    parent[i] completes or is rejected, gap_s[i] seconds later. The result's `arrival_s` are
+    the arrivals (NaN for turns never issued); `backlog` is 0."""
     if n_in_flight < 0:
         raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
     n = len(requests)
@@ -1111,7 +1254,21 @@ def simulate_fast(
     if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
     args = _replica_args(coefficients, kv, policy, max_num_seqs, max_num_batched_tokens)
-    start_s = min(0.0, float(requests.arrival_s[0])) if n and not n_in_flight else 0.0
+    arrival = np.array(requests.arrival_s, dtype=np.float64)
+    roots = np.arange(n, dtype=np.int64)
+    kids = kid_start = np.zeros(0, dtype=np.int64)
+    gap = np.zeros(0)
+    sessions = parent is not None or gap_s is not None
+    if sessions:
+        if parent is None or gap_s is None or n_in_flight:
+            raise InputError(
+                "sessions need both parent and gap_s, and no n_in_flight (a closed loop); got "
+                f"parent {'set' if parent is not None else 'None'}, gap_s "
+                f"{'set' if gap_s is not None else 'None'}, n_in_flight {n_in_flight}."
+            )
+        roots, kids, kid_start, gap = _session_order(arrival, parent, gap_s)
+        arrival[kids] = np.nan  # written when issued
+    start_s = min(0.0, float(arrival[roots[0]])) if n and not n_in_flight else 0.0
     if until_s is not None and not until_s >= start_s:
         raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
     timeline = Timeline(start_s, kv.capacity_bytes, timeline_bin_s, DEFAULT_MAX_BINS)  # validates
@@ -1119,7 +1276,7 @@ def simulate_fast(
         with held_signals() as abort:
             run: Callable[..., Any] = _run  # mypy cannot count *args
             out = run(
-                np.array(requests.arrival_s, dtype=np.float64),
+                arrival.copy(),
                 np.array(requests.prompt_tokens, dtype=np.int64),
                 np.array(requests.output_tokens, dtype=np.int64),
                 np.array(requests.cached_tokens, dtype=np.int64),
@@ -1133,10 +1290,14 @@ def simulate_fast(
                 abort,
                 int(n_in_flight),
                 np.array(delay, dtype=np.float64),
+                roots,
+                kids,
+                kid_start,
+                gap,
             )
         if not out[-1]:
             break
-    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta, arrival, _ = (
+    state, first, finish, hits, preempt, st, itl_s, itl_n, backlog, end_s, bins, meta, arrived, _ = (
         out
     )
     timeline.busy_s, timeline.seq_s, timeline.kv_s, timeline.tokens = (
@@ -1157,7 +1318,7 @@ def simulate_fast(
     )
     rejected = state == _REJECTED
     return RunResult(
-        arrival_s=arrival if n_in_flight else np.asarray(requests.arrival_s),
+        arrival_s=arrived if n_in_flight or sessions else np.asarray(requests.arrival_s),
         first_token_s=first,
         finish_s=np.where((state == _DONE) | rejected, finish, np.nan),
         prompt_tokens=np.asarray(requests.prompt_tokens),
@@ -1171,6 +1332,6 @@ def simulate_fast(
         end_s=float(end_s),
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
-        backlog=0 if n_in_flight else int(backlog),
+        backlog=0 if n_in_flight or sessions else int(backlog),
         bins=None if stretch else timeline,
     )
