@@ -153,7 +153,7 @@ def _run_slots(
     from megawatt.serving.drivers import sessions
 
     linked = in_slots(table, n, stagger_s)
-    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, engine=engine)
+    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, engine=engine, stretch=True)
     times = _task_times(linked, res)
     done = times[np.isfinite(times)]
     p50 = float(np.percentile(done, 50)) if done.size else math.nan
