@@ -5,13 +5,22 @@ Workloads:
       512 tokens, batch cap 128, Vidur's zipf lengths (max 4,096 total tokens, mean ~1,843 in /
       ~92 out), Poisson 6.45 requests/s; 10,000 and 100,000 requests.
   (b) The Azure 2023 conversation trace replayed at 10x its rate on one H100 (Llama-3.1-8B, BF16).
+  (c) Coding-agent sessions (`drivers.sessions`) on one GB200 GPU (gpt-oss-120b, native MXFP4
+      experts): 400 sessions starting as a Poisson process (0.03 per second), turns per session
+      lognormal (median 25, p90 324, at most 400), each turn's prompt the session's context so
+      far (previous prompt and output, cached) plus new tokens (lognormal, median 875, p90
+      2,500), at most 128,000 tokens; output lognormal (median 214, p90 823, at most 3,000);
+      the gap after each turn lognormal (median 3.8 s, p90 28.9 s). About 33,000 turns.
 
-Each workload runs on both engines of `simulate`: `fast` (the compiled kernel, timed warm: its
-one-off compile or cache load is reported apart, as Vidur's figure is its event loop alone;
-median of 5 runs) and `python` (the event-driven Replica, one run); their per-request tables are
-checked equal.
+Workloads (a) and (b) run on both engines of `simulate`: `fast` (the compiled kernel, timed
+warm: its one-off compile or cache load is reported apart, as Vidur's figure is its event loop
+alone; median of 5 runs) and `python` (the event-driven Replica, one run); their per-request
+tables are checked equal. Workload (c) runs on the compiled kernel step by step and in stretch
+mode (decode stretches in closed form; median of 5 runs each), both checked against one run of
+the Python replica (the same table; to 1e-9 in stretch mode).
 
   python bench/serving_speed.py               # our figures
+  python bench/serving_speed.py --sessions    # (c) alone
   python bench/serving_speed.py --vs-vidur    # also runs Vidur (../shared/bench/peers/run_vidur.sh)
                                               # and ends with `speedup_vs_vidur=<number>` (fast engine)
 """
@@ -30,6 +39,7 @@ from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment
 from megawatt.serving import ReplicaConfig, RunResult, simulate
+from megawatt.serving.drivers import sessions
 from megawatt.workload import Poisson, Requests, builtin_trace, time_scaled
 from megawatt.workload.lengths import Zipf
 
@@ -53,7 +63,48 @@ def vidur_workload(n: int, seed: int = 0) -> Requests:
     )
 
 
-def replica(system_id: str, model_id: str, *, budget: int, max_seqs: int) -> ReplicaConfig:
+def lognormal(rng: np.random.Generator, median: float, p90: float, n: int) -> np.ndarray:
+    """`n` lognormal draws with the given median and 90th percentile."""
+    return rng.lognormal(np.log(median), np.log(p90 / median) / 1.2815515655446004, n)
+
+
+def agent_sessions(
+    n_sessions: int, rate_per_s: float, seed: int = 0, context_cap: int = 128_000
+) -> tuple[Requests, np.ndarray, np.ndarray]:
+    """Workload (c): a session table of coding-agent sessions (see the module docstring) and its
+    `parent` (each turn after the one before) and `gap_s`."""
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum(rng.exponential(1.0 / rate_per_s, n_sessions))
+    turns = np.minimum(np.ceil(lognormal(rng, 25, 324, n_sessions)), 400).astype(np.int64)
+    n = int(turns.sum())
+    session = np.repeat(np.arange(n_sessions), turns)
+    first = np.concatenate(([0], np.cumsum(turns)[:-1]))
+    new = np.maximum(lognormal(rng, 875, 2500, n).astype(np.int64), 1)
+    output = np.clip(lognormal(rng, 214, 823, n).astype(np.int64), 1, 3000)
+    prompt = np.empty(n, dtype=np.int64)
+    cached = np.zeros(n, dtype=np.int64)
+    for s in range(n_sessions):
+        context = 0  # the session's tokens so far: the turn before's prompt and output
+        for i in range(first[s], first[s] + turns[s]):
+            prompt[i] = min(context + new[i], context_cap)
+            cached[i] = max(min(context, prompt[i] - new[i]), 0)
+            context = prompt[i] + output[i]
+    rows = np.arange(n)
+    parent = np.where(rows == first[session], -1, rows - 1)
+    requests = Requests(
+        arrival_s=starts[session],
+        prompt_tokens=prompt,
+        output_tokens=output,
+        cached_tokens=cached,
+        class_id=np.zeros(n, dtype=np.int32),
+        class_names=("agent",),
+    )
+    return requests, parent, lognormal(rng, 3.8, 28.9, n)
+
+
+def replica(
+    system_id: str, model_id: str, *, budget: int, max_seqs: int, weight_dtype: str = "bf16"
+) -> ReplicaConfig:
     cat = load_catalog()
     system = cat.system(system_id)
     dep = Deployment(
@@ -61,7 +112,7 @@ def replica(system_id: str, model_id: str, *, budget: int, max_seqs: int) -> Rep
         system=system,
         device=cat.device(system.device_id),
         tp=1,
-        weight_dtype="bf16",
+        weight_dtype=weight_dtype,
         engine="vllm",
         max_num_seqs=max_seqs,
         max_num_batched_tokens=budget,
@@ -124,6 +175,49 @@ def warm_up(cfg: ReplicaConfig) -> None:
     print(f"fast engine first call (compile or cache load): {time.perf_counter() - start:.2f} s")
 
 
+def session_rates(repeat: int = 5) -> float:
+    """Workload (c) on the compiled kernel, step by step and in stretch mode (median of
+    `repeat` runs each, warm); returns the stretch mode's simulated requests per wall-second."""
+    cfg = replica("gb200-nvl72", "gpt-oss-120b", budget=8192, max_seqs=256, weight_dtype="native")
+    table = agent_sessions(400, 0.03)
+    sessions(cfg, *agent_sessions(3, 1.0, seed=99), engine="fast")  # compile or load the kernel
+    label = "(c) coding-agent sessions, 1x GB200, gpt-oss-120b"
+    results = []
+    rate = 0.0
+    for stretch in (False, True):
+        walls = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            result = sessions(cfg, *table, engine="fast", stretch=stretch)
+            walls.append(time.perf_counter() - start)
+        wall = float(np.median(walls))
+        rate = result.n / wall
+        s = result.summary()
+        print(
+            f"{label} [fast{', stretch' if stretch else ''}]: sessions=400 "
+            f"requests={result.n} wall_s={wall:.3f} runs={repeat} "
+            f"sim_req_per_wall_s={rate:,.0f} simulated_s={result.end_s:.0f} "
+            f"steps={result.stats.n_steps} stretches={result.stats.n_stretches} "
+            f"ttft_p50_s={s['ttft_p50_s']:.3f} ttft_p99_s={s['ttft_p99_s']:.3f} "
+            f"tpot_p50_s={s['tpot_p50_s']:.4f} out_tok_per_s={s['output_tokens_per_s']:.0f}"
+        )
+        results.append(result)
+    start = time.perf_counter()
+    slow = sessions(cfg, *table, engine="python")
+    wall = time.perf_counter() - start
+    print(f"{label} [python]: requests={slow.n} wall_s={wall:.3f} sim_req_per_wall_s={slow.n / wall:,.0f}")
+    steps, stretched = results
+    close = all(
+        np.allclose(getattr(stretched, name), getattr(slow, name), rtol=1e-9, atol=1e-12, equal_nan=True)
+        for name in ("arrival_s", "first_token_s", "finish_s")
+    ) and bool((stretched.preemptions == slow.preemptions).all())
+    print(
+        f"{label}: fast/python={rate * wall / slow.n:.0f}x (stretch) "
+        f"tables_equal={same_table(steps, slow)} stretch_within_1e-9={close}"
+    )
+    return rate
+
+
 def vidur_rate() -> float:
     """Run the peer script and read Vidur's event-loop requests per wall-second (10k, no trace)."""
     proc = subprocess.run(["bash", str(PEERS / "run_vidur.sh")], capture_output=True, text=True, check=True)
@@ -141,7 +235,11 @@ def main() -> None:
     )
     parser.add_argument("--vs-vidur", action="store_true", help="also time Vidur and print the ratio")
     parser.add_argument("--big", action="store_true", help="include 100,000 requests for (a)")
+    parser.add_argument("--sessions", action="store_true", help="run (c), the sessions, alone")
     args = parser.parse_args()
+    if args.sessions:
+        session_rates()
+        return
 
     a100 = replica("a100-8", "llama-3-8b", budget=512, max_seqs=128)
     warm_up(a100)
@@ -154,6 +252,7 @@ def main() -> None:
         conv,
         "(b) azure conv 2023 at 10x, 1x H100",
     )
+    session_rates()
     if args.vs_vidur:
         theirs = vidur_rate()
         print(f"vidur (a) 10k: {theirs:,.0f} simulated requests per wall-second (event loop)")
