@@ -144,6 +144,7 @@ def run(
     at once."""
     from megawatt.report import (
         check_output_dir,
+        demand_sessions_table,
         demand_table,
         headline,
         images_line,
@@ -180,7 +181,7 @@ def run(
     at_demand = demand_table(study)
     if at_demand is not None:
         console.print(at_demand)
-    for extra in (sessions_table(study), headline(study), images_line(study)):
+    for extra in (sessions_table(study), demand_sessions_table(study), headline(study), images_line(study)):
         if extra is not None:
             console.print(extra)
     paths = write_outputs(study, out)

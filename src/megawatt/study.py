@@ -33,17 +33,24 @@ from megawatt.fleet import (
     option_result,
     size_pool,
 )
-from megawatt.fleet.demand import pool_split, simulate_demand, simulated_requests
+from megawatt.fleet.demand import pool_mix, pool_split, simulate_demand, simulated_requests
 from megawatt.fleet.image import ImageFleet, image_fleet
 from megawatt.fleet.power import LOAD_SHARES, power_curve
-from megawatt.fleet.sessions import PriceTier, SessionCapacity, SessionOutcome, session_capacity
+from megawatt.fleet.sessions import (
+    PriceTier,
+    SessionCapacity,
+    SessionOutcome,
+    SessionsAtDemand,
+    session_capacity,
+    sessions_at_demand,
+)
 from megawatt.hardware import Catalog, System
 from megawatt.interrupts import worker_pool
 from megawatt.model import ModelSpec, load_model
 from megawatt.perf import Deployment, plan_memory
 from megawatt.perf.speculative import Speculation
 from megawatt.plan import Choice, PoolSettings, candidates, choose
-from megawatt.scenario import PoolSpec, Scenario, pool_engine
+from megawatt.scenario import OptionSpec, PoolSpec, Scenario, pool_engine
 from megawatt.serving import ReplicaConfig, Slo, single_user
 from megawatt.units import GB, MW
 from megawatt.workload import Mix, Poisson, Requests, chatgpt_mix, mix_from_spec
@@ -712,10 +719,70 @@ def _at_demand(
             seed=(scenario.seed, mi, n),
             progress=tick,
         )
-        out.append(dataclasses.replace(option, demand=demand))
+        at_peak = _sessions_at_peak(scenario, option, mix, peak_rate, models[mi], (scenario.seed, mi, n))
+        out.append(dataclasses.replace(option, demand=demand, sessions_at_demand=at_peak))
     if progress:
         progress("demand", int(total), int(total), label)
     return out
+
+
+def _sessions_at_peak(
+    scenario: Scenario,
+    option: OptionResult,
+    mix: Mix,
+    peak_rate: float,
+    model: ModelSpec,
+    seed: tuple[int, ...],
+) -> tuple[SessionsAtDemand, ...]:
+    """Each session class made of a mix class's requests (`SessionClass.mix_class`), at the
+    peak hour on a replica of the pool its latency class routes to, next to the rest of that
+    replica's share of the traffic (`fleet.sessions.sessions_at_demand`)."""
+    spec = scenario.sessions
+    if spec is None or scenario.models.index(option.model_id) != sessions_model_index(scenario):
+        return ()
+    split = pool_split(
+        option.pools, mix, router=_option_spec(scenario, option.name).router,
+        economics=option.economics, pue=option.pue,
+    )
+    out = []
+    for k, cls in enumerate(session_classes(scenario)):
+        if cls.mix_class not in mix.class_names:
+            continue
+        served = next((o for o in option.sessions if o.class_name == cls.name), None)
+        if served is None or served.capacity.users < 1:  # the pool cannot serve them at all
+            continue
+        j = next(i for i, p in enumerate(option.pools) if p.name == served.pool)
+        pool = option.pools[j]
+        c = mix.class_names.index(cls.mix_class)
+        per_replica = peak_rate / max(pool.size.n_replicas, 1)
+        turns_per_s = per_replica * mix.shares[c] * split[c, j]
+        weights = split[:, j].copy()
+        weights[c] = 0.0
+        others_per_s = per_replica * float(mix.shares @ weights)
+        if turns_per_s <= 0 or others_per_s <= 0:
+            continue
+        others = pool_mix(mix, weights)
+
+        def draw(
+            horizon_s: float, others: Mix = others, rate: float = others_per_s, key: int = k
+        ) -> Requests:
+            rng = np.random.default_rng([*seed, key, 11])
+            return others.sample(rng, int(rate * horizon_s) + 1, Poisson(rate))
+
+        out.append(
+            sessions_at_demand(
+                ReplicaConfig.of(pool.deployment, _option_spec(scenario, option.name).pools[j].scheduler),
+                served.capacity, cls, pool.name,
+                tasks_per_s=turns_per_s / served.capacity.turns_per_task,
+                other=draw, other_requests_per_s=others_per_s,
+                max_context_tokens=model.max_context_tokens, seed=(*seed, k), n_requests=spec.n_requests,
+            )
+        )
+    return tuple(out)
+
+
+def _option_spec(scenario: Scenario, name: str) -> OptionSpec:
+    return next(o for o in scenario.options if o.name == name)
 
 
 def _label(task: _Task, models: list[ModelSpec]) -> str:

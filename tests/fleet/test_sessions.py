@@ -16,10 +16,13 @@ from megawatt.fleet.sessions import (
     serving_pool,
     session_capacity,
     session_outcome,
+    sessions_at_demand,
+    with_other_traffic,
 )
 from megawatt.perf import BatchShape
 from megawatt.serving import KvBudget, ReplicaConfig, Slo
 from megawatt.serving.drivers import sessions
+from megawatt.workload import Requests
 from megawatt.workload.lengths import Fixed, Lognormal
 from megawatt.workload.sessions import SessionClass, sample_sessions, task_times
 
@@ -144,3 +147,44 @@ def test_a_class_with_fixed_lengths_gives_whole_tokens_per_task() -> None:
     assert cap.turns_per_task == 3
     assert cap.output_tokens_per_task == 15
     assert cap.prompt_tokens_per_task == 100 + 115 + 130
+
+
+def test_other_traffic_merges_by_start_and_keeps_every_chain() -> None:
+    t = sample_sessions([_agent(1.0)], np.random.default_rng(4), np.zeros(8), max_context_tokens=8192)
+    linked = in_slots(t, 2, stagger_s=3.0)
+    other = sample_sessions([replace(_agent(0.0), turns=Fixed(1))], np.random.default_rng(5),
+                            np.array([0.5, 1.0, 2.5, 4.0]), max_context_tokens=8192).requests
+    reqs, parent, gap, mine = with_other_traffic(linked, other)
+    assert len(reqs) == len(linked.requests) + 4 and mine.sum() == len(linked.requests)
+    assert (parent < np.arange(len(parent))).all()
+    assert (parent[~mine] == -1).all()
+    starts = np.asarray(reqs.arrival_s)[parent < 0]
+    assert sorted(starts.tolist()) == sorted([0.0, 1.5, 0.5, 1.0, 2.5, 4.0])
+    # The chains are the slot table's: the same turns follow the same turns.
+    rows = np.flatnonzero(mine)
+    back = {int(r): k for k, r in enumerate(rows)}
+    assert [back.get(int(p), -1) if p >= 0 else -1 for p in parent[rows]] == linked.parent.tolist()
+    cfg = ReplicaConfig(LinearStep(), kv_for_tokens(50_000))
+    assert sessions(cfg, reqs, parent, gap, engine="python").completed.all()
+
+
+def test_tasks_take_longer_next_to_more_other_traffic() -> None:
+    cfg = ReplicaConfig(LinearStep(base_s=2e-2), kv_for_tokens(50_000))
+    cls = _agent(1.0)
+    cap = session_capacity(cfg, cls, Slo(2.0, 0.05), max_context_tokens=8192, seed=(1,),
+                           n_requests=400, max_requests=800, engine="python")
+    background = replace(cls, turns=Fixed(1))
+
+    def at(rate: float) -> float:
+        def other(horizon_s: float) -> Requests:
+            rng = np.random.default_rng(9)
+            starts = np.cumsum(rng.exponential(1.0 / rate, int(rate * horizon_s) + 1))
+            return sample_sessions([background], rng, starts, max_context_tokens=8192).requests
+
+        d = sessions_at_demand(cfg, cap, cls, "pool", tasks_per_s=0.01, other=other,
+                               other_requests_per_s=rate, max_context_tokens=8192, seed=(2,),
+                               n_requests=400, engine="python")
+        assert d.users >= 1 and d.n_tasks > 0
+        return d.task_p50_s
+
+    assert at(0.1) < at(1.0)  # both under the replica's capacity (about 2 requests/s)

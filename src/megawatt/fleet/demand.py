@@ -113,7 +113,7 @@ def simulated_requests(
     return out
 
 
-def _pool_mix(mix: Mix, weights: np.ndarray) -> Mix:
+def pool_mix(mix: Mix, weights: np.ndarray) -> Mix:
     """The mix a pool sees when it takes `weights[i]` of class i's requests."""
     shares = mix.shares * weights
     total = shares.sum()
@@ -167,7 +167,7 @@ def simulate_demand(
                 p.name,
                 cfg,
                 p.size.n_replicas,
-                _pool_mix(mix, weights),
+                pool_mix(mix, weights),
                 Poisson(rate),
                 duration_s,
                 mode=mode,

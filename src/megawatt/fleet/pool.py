@@ -22,6 +22,7 @@ from megawatt.fleet.sessions import (
     PriceTier,
     SessionCapacity,
     SessionOutcome,
+    SessionsAtDemand,
     serving_pool,
     session_outcome,
 )
@@ -109,6 +110,8 @@ class OptionResult:
     demand: DemandResult | None = None
     sessions: tuple[SessionOutcome, ...] = ()
     """Per session class, the pool that serves it and what it gives (`session_outcomes`)."""
+    sessions_at_demand: tuple[SessionsAtDemand, ...] = ()
+    """Session classes made of the mix's requests, at the peak hour next to the other traffic."""
 
     @property
     def n_systems(self) -> int:

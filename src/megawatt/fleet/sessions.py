@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -379,3 +379,128 @@ def serving_pool(
     if latency == "batch":
         return int(np.argmin(np.asarray(usd_per_token, dtype=float)))
     return int(np.argmax(np.asarray(sizes, dtype=float)))
+
+
+@dataclass(frozen=True)
+class SessionsAtDemand:
+    """One class of sessions on a replica of the pool serving it at the peak hour, next to the
+    rest of that replica's traffic: `users` work through tasks back to back (Little's law:
+    the class's peak task rate per replica times the mean task time it then gets), while the
+    replica's other requests arrive as a Poisson stream. Times in seconds."""
+
+    class_name: str
+    pool: str
+    tasks_per_s: float
+    other_requests_per_s: float
+    users: int
+    task_p50_s: float
+    task_p99_s: float
+    ttft_p99_s: float
+    tpot_p99_s: float
+    n_tasks: int
+
+
+def with_other_traffic(
+    linked: SessionTable, other: Requests
+) -> tuple[Requests, np.ndarray, np.ndarray, np.ndarray]:
+    """A slot table (`in_slots`) merged with independent requests (sessions of one turn each):
+    the rows, their parents and gaps, and which rows are the sessions' (True), in an order the
+    session driver takes. Each slot's first task and the other requests come by start time;
+    the later tasks, which wait for a turn before them, come at the end."""
+    n_s, n_o = len(linked.session), len(other)
+    first_row = np.r_[True, linked.session[1:] != linked.session[:-1]] if n_s else np.zeros(0, bool)
+    block = np.cumsum(first_row) - 1  # the session block of each row, in table order
+    opens = (linked.parent < 0) & first_row  # rows that start a slot's first task
+    starts = np.where(opens, np.asarray(linked.requests.arrival_s), np.inf)
+    block_start = np.full(int(block.max()) + 1 if n_s else 0, np.inf)
+    np.minimum.at(block_start, block, starts)
+    key = np.r_[block_start[block], np.asarray(other.arrival_s)]
+    tie = np.r_[block, np.arange(n_o) + (block.max() + 1 if n_s else 0)]
+    order = np.lexsort((np.arange(n_s + n_o), tie, key))  # stable within a block
+    new_index = np.empty(n_s + n_o, np.int64)
+    new_index[order] = np.arange(n_s + n_o)
+    parent_all = np.r_[linked.parent, np.full(n_o, -1, np.int64)]
+    parent = np.where(parent_all[order] >= 0, new_index[np.maximum(parent_all[order], 0)], -1)
+    own = np.where(np.isfinite(block_start[block]), block_start[block], 0.0)
+    arrival = np.r_[own, other.arrival_s][order]
+    arrival = np.maximum.accumulate(arrival) if len(arrival) else arrival
+    both = Requests.concat([linked.requests, other])
+    cols = {
+        "prompt_tokens": np.r_[linked.requests.prompt_tokens, other.prompt_tokens][order],
+        "output_tokens": np.r_[linked.requests.output_tokens, other.output_tokens][order],
+        "cached_tokens": np.r_[linked.requests.cached_tokens, other.cached_tokens][order],
+    }
+    names = both.class_names
+    ids = np.r_[
+        [names.index(linked.requests.class_names[c]) for c in linked.requests.class_id],
+        [names.index(other.class_names[c]) for c in other.class_id],
+    ].astype(np.int32)[order]
+    reqs = Requests(arrival_s=arrival, class_id=ids, class_names=names, **cols)
+    gap = np.r_[linked.gap_s, np.zeros(n_o)][order]
+    mine = np.r_[np.ones(n_s, bool), np.zeros(n_o, bool)][order]
+    return reqs, parent, gap, mine
+
+
+def sessions_at_demand(
+    cfg: ReplicaConfig,
+    cap: SessionCapacity,
+    cls: SessionClass,
+    pool: str,
+    *,
+    tasks_per_s: float,
+    other: Callable[[float], Requests],
+    other_requests_per_s: float,
+    max_context_tokens: int,
+    seed: Sequence[int],
+    n_requests: int = 20_000,
+    engine: str = "auto",
+) -> SessionsAtDemand:
+    """Task time of `cls` on one replica at the peak hour (see `SessionsAtDemand`). `cap` (its
+    capacity alone) gives the first guess of the mean task time; `other(horizon_s)` draws the
+    replica's other requests over that many seconds. Two rounds of Little's law: users = task
+    rate x mean task time, the mean taken from the run before."""
+    if not (math.isfinite(tasks_per_s) and tasks_per_s > 0):
+        raise InputError(f"tasks_per_s must be a number > 0; got {tasks_per_s}.")
+    rng = np.random.default_rng(list(seed))
+    mean_turns = max(float(cls.turns.mean), 1.0)
+    m = max(64, int(n_requests / mean_turns))
+    table = sample_sessions(
+        (cls,), rng, np.zeros(m), max_context_tokens=max_context_tokens, class_id=np.zeros(m, np.int64)
+    )
+    curve = [(p[0], p[0] / p[1]) for p in cap.frontier if p[1] > 0]  # (users, mean task s)
+    mean_task = curve[0][1] if curve else 60.0
+    result = None
+    for _ in range(2):
+        users = max(1, min(round(tasks_per_s * mean_task), m // 4))
+        stagger = cap.alone_task_p50_s if math.isfinite(cap.alone_task_p50_s) else 0.0
+        linked = in_slots(table, users, stagger_s=stagger)
+        horizon = mean_task * (m / users) * 1.5 + stagger + 600.0
+        reqs, parent, gap, mine = with_other_traffic(linked, other(horizon))
+        from megawatt.serving.drivers import sessions
+
+        res = sessions(cfg, reqs, parent, gap, engine=engine, stretch=True)
+        rows = np.flatnonzero(mine)  # the sessions' rows, in their table order
+        session = linked.session
+        first = np.full(m, -1, np.int64)
+        last = np.full(m, -1, np.int64)
+        first[session[::-1]] = rows[::-1]
+        last[session] = rows
+        times = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
+        done = times[np.isfinite(times)]
+        if done.size:
+            mean_task = float(done.mean())
+        result = (users, done, res)
+    assert result is not None
+    users, done, res = result
+    return SessionsAtDemand(
+        cls.name,
+        pool,
+        tasks_per_s,
+        other_requests_per_s,
+        users,
+        float(np.percentile(done, 50)) if done.size else math.nan,
+        float(np.percentile(done, 99)) if done.size else math.nan,
+        res.percentile("ttft_s", 99),
+        res.percentile("tpot_s", 99),
+        int(done.size),
+    )

@@ -9,12 +9,13 @@ from megawatt.report.files import (
     write_outputs,
 )
 from megawatt.report.html import html_report
-from megawatt.report.sessions import headline, images_line, sessions_table
+from megawatt.report.sessions import demand_sessions_table, headline, images_line, sessions_table
 from megawatt.report.table import demand_table, option_rows, results_table
 
 __all__ = [
     "check_output_dir",
     "check_output_file",
+    "demand_sessions_table",
     "demand_table",
     "headline",
     "html_report",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from megawatt.errors import InputError
 from megawatt.report.html import html_report
-from megawatt.report.sessions import images_row, session_rows
+from megawatt.report.sessions import demand_rows, images_row, session_rows
 from megawatt.report.table import option_rows
 from megawatt.study import StudyResult
 
@@ -174,6 +174,7 @@ def results_json(study: StudyResult) -> str:
         "seed": study.scenario.seed,
         "options": rows,
         "sessions": [{k: clean(v) for k, v in r.items()} for r in session_rows(study)],
+        "sessions_at_demand": [{k: clean(v) for k, v in r.items()} for r in demand_rows(study)],
         "images": clean(images_row(study)),
         "assumptions": [{"name": a.name, "value": a.value, "source": a.source} for a in study.assumptions],
     }

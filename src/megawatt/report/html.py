@@ -8,7 +8,7 @@ import math
 
 import plotly.graph_objects as go
 
-from megawatt.report.sessions import images_row, session_rows, task_cost_figure
+from megawatt.report.sessions import demand_rows, images_row, session_rows, task_cost_figure
 from megawatt.report.table import option_rows
 from megawatt.study import StudyResult
 
@@ -255,6 +255,10 @@ def html_report(study: StudyResult) -> str:
     skeys = [k for k in srows[0] if k != "curve"] if srows else []
     if srows:
         classes += "<h2>Sessions</h2>" + _table(skeys, [[fmt(r[k]) for k in skeys] for r in srows])
+    drows = demand_rows(study)
+    if drows:
+        cells = [[fmt(v) for v in r.values()] for r in drows]
+        classes += "<h2>Sessions at peak demand</h2>" + _table(list(drows[0]), cells)
     image = images_row(study)
     if image is not None:
         classes += "<h2>Images</h2>" + _table(list(image), [[fmt(v) for v in image.values()]])

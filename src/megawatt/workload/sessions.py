@@ -73,6 +73,9 @@ class SessionClass:
     cache_hit: float
     gap_max_s: float = 3600.0
     source: str = ""
+    mix_class: str | None = None
+    """The request class of a traffic mix whose requests are this class's turns (the
+    `agentic` requests of the ChatGPT-like mix are coding-agent turns), or None."""
 
     def __post_init__(self) -> None:
         where = f"session class {self.name!r}"
@@ -301,7 +304,7 @@ def default_session_classes() -> tuple[SessionClass, ...]:
             new_tokens=Lognormal(875, 2.07, max_tokens=32768),
             output=Lognormal(214, sigma_of_p90(214, 1700), max_tokens=8192),
             gap_median_s=3.8, gap_sigma=sigma_of_p90(3.8, 28.9), cache_hit=0.959,
-            gap_max_s=600.0, source=_AGENT_SOURCE,
+            gap_max_s=600.0, source=_AGENT_SOURCE, mix_class="agentic",
         ),
         SessionClass(
             "deep-research", 0.05, "fast",
