@@ -64,8 +64,8 @@ def test_the_agentic_requests_run_as_sessions_at_the_peak_hour(study) -> None:  
 def test_images_come_off_the_budget_and_show_in_the_outputs(study) -> None:  # type: ignore[no-untyped-def]
     assert study.images is not None and study.images.n_systems >= 1
     plain = run_study(load_scenario(SMALL, ["budget.facility_mw=4"]), workers=1)
-    h200 = [o for o in study.options if o.name == "H200 TP1"][0]
-    h200_plain = [o for o in plain.options if o.name == "H200 TP1"][0]
+    h200 = next(o for o in study.options if o.name == "H200 TP1")
+    h200_plain = next(o for o in plain.options if o.name == "H200 TP1")
     assert h200.n_systems == h200_plain.n_systems - study.images.n_systems
     doc = json.loads(results_json(study))
     assert doc["images"]["systems"] == study.images.n_systems and doc["sessions"]
