@@ -6,11 +6,10 @@ Workloads:
       ~92 out), Poisson 6.45 requests/s; 10,000 and 100,000 requests.
   (b) The Azure 2023 conversation trace replayed at 10x its rate on one H100 (Llama-3.1-8B, BF16).
   (c) Coding-agent sessions (`drivers.sessions`) on one GB200 GPU (gpt-oss-120b, native MXFP4
-      experts): 400 sessions starting as a Poisson process (0.03 per second), turns per session
-      lognormal (median 25, p90 324, at most 400), each turn's prompt the session's context so
-      far (previous prompt and output, cached) plus new tokens (lognormal, median 875, p90
-      2,500), at most 128,000 tokens; output lognormal (median 214, p90 823, at most 3,000);
-      the gap after each turn lognormal (median 3.8 s, p90 28.9 s). About 33,000 turns.
+      experts): 400 sessions of the sourced `coding-agent` class of `megawatt.workload.sessions`
+      (the class `megawatt run` uses; turns per session median 25, p90 324, here at most 400;
+      growing cached context with compaction; tool gaps median 3.8 s, p90 28.9 s) starting as
+      a Poisson process (0.03 per second). About 33,000 turns.
 
 Workloads (a) and (b) run on both engines of `simulate`: `fast` (the compiled kernel, timed
 warm: its one-off compile or cache load is reported apart, as Vidur's figure is its event loop
@@ -42,6 +41,7 @@ from megawatt.serving import ReplicaConfig, RunResult, simulate
 from megawatt.serving.drivers import sessions
 from megawatt.workload import Poisson, Requests, builtin_trace, time_scaled
 from megawatt.workload.lengths import Zipf
+from megawatt.workload.sessions import default_session_classes, sample_sessions
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers"
 
@@ -63,43 +63,20 @@ def vidur_workload(n: int, seed: int = 0) -> Requests:
     )
 
 
-def lognormal(rng: np.random.Generator, median: float, p90: float, n: int) -> np.ndarray:
-    """`n` lognormal draws with the given median and 90th percentile."""
-    return rng.lognormal(np.log(median), np.log(p90 / median) / 1.2815515655446004, n)
-
-
 def agent_sessions(
-    n_sessions: int, rate_per_s: float, seed: int = 0, context_cap: int = 128_000
+    n_sessions: int, rate_per_s: float, seed: int = 0, context_cap: int = 131_072
 ) -> tuple[Requests, np.ndarray, np.ndarray]:
-    """Workload (c): a session table of coding-agent sessions (see the module docstring) and its
-    `parent` (each turn after the one before) and `gap_s`."""
+    """Workload (c): coding-agent sessions as `megawatt run` draws them (the sourced
+    `coding-agent` class of `megawatt.workload.sessions`), Poisson starts at `rate_per_s`, and
+    the table's `parent` and `gap_s`."""
     rng = np.random.default_rng(seed)
     starts = np.cumsum(rng.exponential(1.0 / rate_per_s, n_sessions))
-    turns = np.minimum(np.ceil(lognormal(rng, 25, 324, n_sessions)), 400).astype(np.int64)
-    n = int(turns.sum())
-    session = np.repeat(np.arange(n_sessions), turns)
-    first = np.concatenate(([0], np.cumsum(turns)[:-1]))
-    new = np.maximum(lognormal(rng, 875, 2500, n).astype(np.int64), 1)
-    output = np.clip(lognormal(rng, 214, 823, n).astype(np.int64), 1, 3000)
-    prompt = np.empty(n, dtype=np.int64)
-    cached = np.zeros(n, dtype=np.int64)
-    for s in range(n_sessions):
-        context = 0  # the session's tokens so far: the turn before's prompt and output
-        for i in range(first[s], first[s] + turns[s]):
-            prompt[i] = min(context + new[i], context_cap)
-            cached[i] = max(min(context, prompt[i] - new[i]), 0)
-            context = prompt[i] + output[i]
-    rows = np.arange(n)
-    parent = np.where(rows == first[session], -1, rows - 1)
-    requests = Requests(
-        arrival_s=starts[session],
-        prompt_tokens=prompt,
-        output_tokens=output,
-        cached_tokens=cached,
-        class_id=np.zeros(n, dtype=np.int32),
-        class_names=("agent",),
+    agent = next(c for c in default_session_classes() if c.name == "coding-agent")
+    table = sample_sessions(
+        [agent], rng, starts, max_context_tokens=context_cap, max_turns=400,
+        class_id=np.zeros(n_sessions, np.int64),
     )
-    return requests, parent, lognormal(rng, 3.8, 28.9, n)
+    return table.requests, table.parent, table.gap_s
 
 
 def replica(
