@@ -3,6 +3,7 @@ search, and what a pool's sessions earn and cost."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -188,3 +189,17 @@ def test_tasks_take_longer_next_to_more_other_traffic() -> None:
         return d.task_p50_s
 
     assert at(0.1) < at(1.0)  # both under the replica's capacity (about 2 requests/s)
+
+
+def test_the_breakeven_hour_prices_the_wait_the_faster_task_saves() -> None:
+    from megawatt.report.sessions import breakeven_usd_per_hour
+
+    fast = {"task_p50_s": 600.0, "usd_per_task": 0.60}
+    slow = {"task_p50_s": 1200.0, "usd_per_task": 0.10}
+    value = breakeven_usd_per_hour(fast, slow)
+    assert value == pytest.approx(0.50 / (600 / 3600))  # $3 an hour
+    # At that value of an hour, cost plus wait is the same for both.
+    with_wait = [r["usd_per_task"] + value * r["task_p50_s"] / 3600 for r in (fast, slow)]
+    assert with_wait[0] == pytest.approx(with_wait[1])
+    assert breakeven_usd_per_hour({**fast, "usd_per_task": 0.05}, slow) == 0.0
+    assert math.isnan(breakeven_usd_per_hour(slow, fast))

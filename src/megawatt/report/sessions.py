@@ -143,6 +143,27 @@ def demand_sessions_table(study: StudyResult) -> Table | None:
     return t
 
 
+def breakeven_usd_per_hour(fast: dict[str, Any], slow: dict[str, Any]) -> float:
+    """The value of a user's hour at which the faster option's task, its cost plus the user's
+    wait (task time p50), costs as much as the slower one's: above it the faster option is
+    cheaper per task. 0 when the faster one is also cheaper; NaN when it is not faster."""
+    saved_h = float(slow["task_p50_s"] - fast["task_p50_s"]) / 3600.0
+    extra = float(fast["usd_per_task"] - slow["usd_per_task"])
+    if not (math.isfinite(saved_h) and saved_h > 0 and math.isfinite(extra)):
+        return math.nan
+    return max(extra, 0.0) / saved_h
+
+
+def _breakeven(fast: dict[str, Any], slow: dict[str, Any]) -> str:
+    value = breakeven_usd_per_hour(fast, slow)
+    if not math.isfinite(value):
+        return ""
+    if value == 0:
+        return "; cheaper per task too"
+    extra = fast["usd_per_task"] - slow["usd_per_task"]
+    return f"; worth its extra ${extra:.3f} a task once a user's hour is worth ${value:,.2f}"
+
+
 def headline(study: StudyResult, class_name: str = "coding-agent") -> str | None:
     """The fastest option's task time for `class_name` against each other option's, with the
     inputs it rests on; None when the class was not evaluated."""
@@ -155,7 +176,9 @@ def headline(study: StudyResult, class_name: str = "coding-agent") -> str | None
     others = [r for r in rows if r is not fast]
     parts = [
         f"{r['option']} {_minutes(r['task_p50_s'])} min ({r['task_p50_s'] / fast['task_p50_s']:.1f}x; "
-        f"alone {r['alone_task_p50_s'] / fast['alone_task_p50_s']:.1f}x)"
+        f"alone {r['alone_task_p50_s'] / fast['alone_task_p50_s']:.1f}x"
+        + _breakeven(fast, r)
+        + ")"
         for r in others
     ]
     cls = {c.name: c for c in session_classes(study.scenario)}.get(class_name)
