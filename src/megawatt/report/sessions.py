@@ -219,12 +219,15 @@ def task_cost_figure(study: StudyResult) -> go.Figure:
     """Task time against cost per task, per option and session class: the users-per-replica
     counts the capacity search tried (fewer users: shorter tasks, dearer tasks), up to the SLO."""
     fig = go.Figure()
+    seen: set[tuple[str, str, str]] = set()
     for r in session_rows(study):
         pts = r["curve"]
-        if not pts:
+        key = (r["model"], r["pool"], r["class"])
+        if not pts or key in seen:  # a mixed option reuses its pools' sessions
             continue
+        seen.add(key)
         fig.add_scatter(
-            name=f"{r['option']} / {r['class']}",
+            name=f"{r['pool']} / {r['class']}",
             mode="lines+markers",
             x=[p[0] / 60.0 for p in pts],
             y=[p[2] for p in pts],
