@@ -715,7 +715,7 @@ def _at_demand(
             mode=fleet.mode,
             k=fleet.k,
             replica_router=fleet.replica_router,
-            policy=spec.pools[0].scheduler,
+            policy=[pool.scheduler for pool in spec.pools],
             seed=(scenario.seed, mi, n),
             progress=tick,
         )

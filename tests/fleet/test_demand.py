@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from megawatt.fleet.demand import simulate_demand
+from megawatt.model import load_model
 from megawatt.scenario import load_scenario
-from megawatt.study import run_study
+from megawatt.study import run_study, traffic_mix
 from megawatt.units import SECONDS_PER_YEAR
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -52,3 +54,20 @@ def test_class_aware_routing_keeps_reasoning_off_the_fast_pool() -> None:
                                                "traffic.demand_prompts_per_day=2e8"])
     d = run_study(sc, workers=1).options[2].demand
     assert d.ok and sum(d.pool_rates) == pytest.approx(d.rate_per_s)
+
+
+def test_each_pool_of_a_mixed_option_runs_its_own_scheduler(study) -> None:
+    option = study.options[2]  # half H200, half CS-3
+    sc = study.scenario
+    mix = traffic_mix(sc, load_model(sc.models[0]))
+
+    def at(policies: list[str]) -> list[float]:
+        d = simulate_demand(
+            option.pools, mix, 100.0, router="proportional", economics=option.economics, pue=option.pue,
+            mean_to_peak=1 / 1.5, duration_s=30.0, k=2, policy=policies, seed=(1,),
+        )
+        return [r.percentile("ttft_s", 99) if r is not None else math.nan for r in d.runs]
+
+    base, other = at(["vllm", "vllm"]), at(["vllm", "static"])
+    assert base[0] == other[0]  # the first pool's scheduler is unchanged
+    assert base[1] != other[1]  # the second pool runs its own

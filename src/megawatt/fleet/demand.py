@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megawatt.errors import InputError
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
 from megawatt.fleet.pool import PoolResult
 from megawatt.fleet.routing import PoolTarget, pool_router
@@ -138,12 +139,18 @@ def simulate_demand(
     mode: str = "sampled",
     k: int = 4,
     replica_router: str = "random",
-    policy: str = "vllm",
+    policy: str | Sequence[str] = "vllm",
     seed: tuple[int, ...] = (0,),
     progress: Progress | None = None,
 ) -> DemandResult:
     """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals;
-    `progress` is called with the requests simulated as they are."""
+    `policy` is the scheduler of every pool, or one per pool; `progress` is called with the
+    requests simulated as they are."""
+    policies = [policy] * len(pools) if isinstance(policy, str) else list(policy)
+    if len(policies) != len(pools):
+        raise InputError(
+            f"policy: give one scheduler or one per pool ({len(pools)}); got {len(policies)}."
+        )
     split = pool_split(pools, mix, router=router, economics=economics, pue=pue)
     runs: list[PoolOutcome | None] = []
     rates: list[float] = []
@@ -162,7 +169,7 @@ def simulate_demand(
             runs.append(None)
             busy = 1.0
         else:
-            cfg = ReplicaConfig.of(p.deployment, policy)
+            cfg = ReplicaConfig.of(p.deployment, policies[j])
             run = simulate_pool(
                 p.name,
                 cfg,
