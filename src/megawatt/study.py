@@ -52,7 +52,7 @@ from megawatt.perf.speculative import Speculation
 from megawatt.plan import Choice, PoolSettings, candidates, choose
 from megawatt.scenario import OptionSpec, PoolSpec, Scenario, pool_engine
 from megawatt.serving import ReplicaConfig, Slo, single_user
-from megawatt.units import GB, MW
+from megawatt.units import GB, MW, SECONDS_PER_DAY
 from megawatt.workload import Mix, Poisson, Requests, chatgpt_mix, mix_from_spec
 from megawatt.workload.sessions import SessionClass, default_session_classes
 
@@ -734,9 +734,9 @@ def _sessions_at_peak(
     model: ModelSpec,
     seed: tuple[int, ...],
 ) -> tuple[SessionsAtDemand, ...]:
-    """Each session class made of a mix class's requests (`SessionClass.mix_class`), at the
-    peak hour on a replica of the pool its latency class routes to, next to the rest of that
-    replica's share of the traffic (`fleet.sessions.sessions_at_demand`)."""
+    """Each session class made of a mix class's requests (`SessionClass.mix_class`) over a day on
+    a replica of the pool its latency class routes to, next to the rest of that replica's share
+    of the traffic, both following the day (`fleet.sessions.sessions_at_demand`)."""
     spec = scenario.sessions
     if spec is None or scenario.models.index(option.model_id) != sessions_model_index(scenario):
         return ()
@@ -744,6 +744,8 @@ def _sessions_at_peak(
         option.pools, mix, router=_option_spec(scenario, option.name).router,
         economics=option.economics, pue=option.pue,
     )
+    peak_to_mean = scenario.traffic.peak_to_mean
+    a = min(peak_to_mean - 1.0, 0.99)  # rate = mean x (1 + a cos): peak / trough = (1 + a) / (1 - a)
     out = []
     for k, cls in enumerate(session_classes(scenario)):
         if cls.mix_class not in mix.class_names:
@@ -754,28 +756,21 @@ def _sessions_at_peak(
         j = next(i for i, p in enumerate(option.pools) if p.name == served.pool)
         pool = option.pools[j]
         c = mix.class_names.index(cls.mix_class)
-        per_replica = peak_rate / max(pool.size.n_replicas, 1)
-        turns_per_s = per_replica * mix.shares[c] * split[c, j]
+        per_replica_day = peak_rate / peak_to_mean * SECONDS_PER_DAY / max(pool.size.n_replicas, 1)
+        turns = per_replica_day * mix.shares[c] * split[c, j]
         weights = split[:, j].copy()
         weights[c] = 0.0
-        others_per_s = per_replica * float(mix.shares @ weights)
-        if turns_per_s <= 0 or others_per_s <= 0:
+        others = per_replica_day * float(mix.shares @ weights)
+        if turns <= 0 or others <= 0:
             continue
-        others = pool_mix(mix, weights)
-
-        def draw(
-            horizon_s: float, others: Mix = others, rate: float = others_per_s, key: int = k
-        ) -> Requests:
-            rng = np.random.default_rng([*seed, key, 11])
-            return others.sample(rng, int(rate * horizon_s) + 1, Poisson(rate))
-
         out.append(
             sessions_at_demand(
                 ReplicaConfig.of(pool.deployment, _option_spec(scenario, option.name).pools[j].scheduler),
-                served.capacity, cls, pool.name,
-                tasks_per_s=turns_per_s / served.capacity.turns_per_task,
-                other=draw, other_requests_per_s=others_per_s,
-                max_context_tokens=model.max_context_tokens, seed=(*seed, k), n_requests=spec.n_requests,
+                cls, pool.name,
+                tasks_per_day=turns / served.capacity.turns_per_task,
+                other=pool_mix(mix, weights), other_requests_per_day=others,
+                peak_to_trough=(1.0 + a) / (1.0 - a),
+                max_context_tokens=model.max_context_tokens, seed=(*seed, k),
             )
         )
     return tuple(out)

@@ -12,6 +12,7 @@ import pytest
 from megawatt.fleet.sessions import (
     PriceTier,
     SessionCapacity,
+    SessionsAtDemand,
     in_slots,
     pick_tier,
     serving_pool,
@@ -23,7 +24,7 @@ from megawatt.fleet.sessions import (
 from megawatt.perf import BatchShape
 from megawatt.serving import KvBudget, ReplicaConfig, Slo
 from megawatt.serving.drivers import sessions
-from megawatt.workload import Requests
+from megawatt.workload import Mix, RequestClass
 from megawatt.workload.lengths import Fixed, Lognormal
 from megawatt.workload.sessions import SessionClass, sample_sessions, task_times
 
@@ -169,26 +170,23 @@ def test_other_traffic_merges_by_start_and_keeps_every_chain() -> None:
     assert sessions(cfg, reqs, parent, gap, engine="python").completed.all()
 
 
-def test_tasks_take_longer_next_to_more_other_traffic() -> None:
+def test_tasks_take_longer_next_to_more_other_traffic_over_a_day() -> None:
     cfg = ReplicaConfig(LinearStep(base_s=2e-2), kv_for_tokens(50_000))
     cls = _agent(1.0)
-    cap = session_capacity(cfg, cls, Slo(2.0, 0.05), max_context_tokens=8192, seed=(1,),
-                           n_requests=400, max_requests=800, engine="python")
-    background = replace(cls, turns=Fixed(1))
+    background = Mix((RequestClass("chat", 1.0, Lognormal(800, 0.3), Lognormal(40, 0.5)),))
 
-    def at(rate: float) -> float:
-        def other(horizon_s: float) -> Requests:
-            rng = np.random.default_rng(9)
-            starts = np.cumsum(rng.exponential(1.0 / rate, int(rate * horizon_s) + 1))
-            return sample_sessions([background], rng, starts, max_context_tokens=8192).requests
+    def day(other_per_day: float, seed: int = 2) -> SessionsAtDemand:
+        return sessions_at_demand(
+            cfg, cls, "pool", tasks_per_day=150, other=background, other_requests_per_day=other_per_day,
+            peak_to_trough=3.0, max_context_tokens=8192, seed=(seed,), engine="python",
+        )
 
-        d = sessions_at_demand(cfg, cap, cls, "pool", tasks_per_s=0.01, other=other,
-                               other_requests_per_s=rate, max_context_tokens=8192, seed=(2,),
-                               n_requests=400, engine="python")
-        assert d.users >= 1 and d.n_tasks > 0
-        return d.task_p50_s
-
-    assert at(0.1) < at(1.0)  # both under the replica's capacity (about 2 requests/s)
+    quiet, busy = day(1_000), day(40_000)  # under 1 request/s at the peak: under capacity
+    assert quiet.n_tasks == busy.n_tasks > 100  # the same sessions (the seed draws them first)
+    assert quiet.window_s == 86_400.0
+    assert quiet.task_p50_s < busy.task_p50_s
+    assert busy.peak_hour_task_p50_s >= busy.task_p50_s * 0.9  # the peak hour is the busiest
+    assert day(1_000) == quiet  # seeded
 
 
 def test_the_breakeven_hour_prices_the_wait_the_faster_task_saves() -> None:
@@ -203,3 +201,15 @@ def test_the_breakeven_hour_prices_the_wait_the_faster_task_saves() -> None:
     assert with_wait[0] == pytest.approx(with_wait[1])
     assert breakeven_usd_per_hour({**fast, "usd_per_task": 0.05}, slow) == 0.0
     assert math.isnan(breakeven_usd_per_hour(slow, fast))
+
+
+def test_a_day_too_big_to_simulate_is_the_hours_around_its_peak() -> None:
+    cfg = ReplicaConfig(LinearStep(), kv_for_tokens(50_000))
+    background = Mix((RequestClass("chat", 1.0, Lognormal(200, 0.3), Lognormal(20, 0.5)),))
+    d = sessions_at_demand(
+        cfg, _agent(1.0), "pool", tasks_per_day=100, other=background, other_requests_per_day=20_000,
+        peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), max_requests=4_000, engine="python",
+    )
+    per_day = 100 * _agent(1.0).turns.mean + 20_000
+    assert d.window_s == pytest.approx(86_400 * 4_000 / per_day)
+    assert 0 < d.n_tasks < 100 and d.peak_hour_task_p50_s > 0

@@ -19,9 +19,10 @@ a session stays on one replica (session affinity: its prefix cache is there), wh
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.serving import ReplicaConfig, RunResult, Slo
 from megawatt.units import SECONDS_PER_DAY, SECONDS_PER_YEAR
-from megawatt.workload import Requests
+from megawatt.workload import Diurnal, Mix, Poisson, Requests
 from megawatt.workload.sessions import SessionClass, SessionTable, sample_sessions
 
 __all__ = [
@@ -383,18 +384,19 @@ def serving_pool(
 
 @dataclass(frozen=True)
 class SessionsAtDemand:
-    """One class of sessions on a replica of the pool serving it at the peak hour, next to the
-    rest of that replica's traffic: `users` work through tasks back to back (Little's law:
-    the class's peak task rate per replica times the mean task time it then gets), while the
-    replica's other requests arrive as a Poisson stream. Times in seconds."""
+    """One class of sessions over a day on a replica of the pool serving it, next to the rest of
+    that replica's traffic: both arrive by the day's diurnal process (sessions start open loop,
+    every turn waiting for the one before). Times in seconds; task times over the day's
+    sessions, and the median of those starting within an hour of the peak."""
 
     class_name: str
     pool: str
-    tasks_per_s: float
-    other_requests_per_s: float
-    users: int
+    tasks_per_day: float
+    other_requests_per_day: float
+    window_s: float
     task_p50_s: float
     task_p99_s: float
+    peak_hour_task_p50_s: float
     ttft_p99_s: float
     tpot_p99_s: float
     n_tasks: int
@@ -441,66 +443,88 @@ def with_other_traffic(
     return reqs, parent, gap, mine
 
 
+_DAY_S = SECONDS_PER_DAY
+
+
+def _day_starts(rng: np.random.Generator, per_day: float, process: Diurnal, window_s: float) -> np.ndarray:
+    """Arrival times in the first `window_s` seconds of a diurnal process of `per_day` a day."""
+    n = int(per_day * window_s / _DAY_S * 2.0) + 16  # enough candidates: at most twice the mean
+    times = process.sample(rng, n)
+    return times[times < window_s]
+
+
 def sessions_at_demand(
     cfg: ReplicaConfig,
-    cap: SessionCapacity,
     cls: SessionClass,
     pool: str,
     *,
-    tasks_per_s: float,
-    other: Callable[[float], Requests],
-    other_requests_per_s: float,
+    tasks_per_day: float,
+    other: Mix,
+    other_requests_per_day: float,
+    peak_to_trough: float,
     max_context_tokens: int,
     seed: Sequence[int],
-    n_requests: int = 20_000,
+    peak_hour: float = 14.0,
+    max_requests: int = 1_000_000,
     engine: str = "auto",
 ) -> SessionsAtDemand:
-    """Task time of `cls` on one replica at the peak hour (see `SessionsAtDemand`). `cap` (its
-    capacity alone) gives the first guess of the mean task time; `other(horizon_s)` draws the
-    replica's other requests over that many seconds. Two rounds of Little's law: users = task
-    rate x mean task time, the mean taken from the run before."""
-    if not (math.isfinite(tasks_per_s) and tasks_per_s > 0):
-        raise InputError(f"tasks_per_s must be a number > 0; got {tasks_per_s}.")
+    """A day of `cls` sessions (`tasks_per_day` of them on average) on one replica, next to
+    `other_requests_per_day` requests of the `other` mix, both arriving by a diurnal process
+    (`workload.Diurnal`, peaking at `peak_hour`, `peak_to_trough` between peak and trough). The
+    day starts at the trough, where the sessions of the day before, which it leaves out, weigh
+    least; sessions run to their end. When the day holds more than `max_requests` requests
+    (turns and others), a window of the day centred on the peak hour, as long as fits, stands
+    for it (its start then leaves out the sessions already running)."""
+    if not (math.isfinite(tasks_per_day) and tasks_per_day > 0):
+        raise InputError(f"tasks_per_day must be a number > 0; got {tasks_per_day}.")
+    if not (math.isfinite(other_requests_per_day) and other_requests_per_day >= 0):
+        raise InputError(f"other_requests_per_day must be a number >= 0; got {other_requests_per_day}.")
     rng = np.random.default_rng(list(seed))
-    mean_turns = max(float(cls.turns.mean), 1.0)
-    m = max(64, int(n_requests / mean_turns))
-    table = sample_sessions(
-        (cls,), rng, np.zeros(m), max_context_tokens=max_context_tokens, class_id=np.zeros(m, np.int64)
-    )
-    curve = [(p[0], p[0] / p[1]) for p in cap.frontier if p[1] > 0]  # (users, mean task s)
-    mean_task = curve[0][1] if curve else 60.0
-    result = None
-    for _ in range(2):
-        users = max(1, min(round(tasks_per_s * mean_task), m // 4))
-        stagger = cap.alone_task_p50_s if math.isfinite(cap.alone_task_p50_s) else 0.0
-        linked = in_slots(table, users, stagger_s=stagger)
-        horizon = mean_task * (m / users) * 1.5 + stagger + 600.0
-        reqs, parent, gap, mine = with_other_traffic(linked, other(horizon))
-        from megawatt.serving.drivers import sessions
+    per_day = tasks_per_day * max(float(cls.turns.mean), 1.0) + other_requests_per_day
+    window = min(_DAY_S, _DAY_S * max_requests / per_day)
+    start_hour = (peak_hour - window / 7200.0) % 24.0 if window < _DAY_S else (peak_hour + 12.0) % 24.0
 
-        res = sessions(cfg, reqs, parent, gap, engine=engine, stretch=True)
-        rows = np.flatnonzero(mine)  # the sessions' rows, in their table order
-        session = linked.session
-        first = np.full(m, -1, np.int64)
-        last = np.full(m, -1, np.int64)
-        first[session[::-1]] = rows[::-1]
-        last[session] = rows
-        times = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
-        done = times[np.isfinite(times)]
-        if done.size:
-            mean_task = float(done.mean())
-        result = (users, done, res)
-    assert result is not None
-    users, done, res = result
+    def day(per_day: float) -> np.ndarray:
+        process = Diurnal(per_day / _DAY_S, peak_to_trough, peak_hour, 0.0, start_hour)
+        return _day_starts(rng, per_day, process, window)
+
+    starts = day(tasks_per_day)
+    table = sample_sessions(
+        (cls,), rng, starts, max_context_tokens=max_context_tokens,
+        class_id=np.zeros(len(starts), np.int64),
+    )
+    rest = day(other_requests_per_day) if other_requests_per_day > 0 else np.zeros(0)
+    others = other.sample(rng, len(rest), Poisson(1.0)).with_arrivals(rest)
+    reqs, parent, gap, mine = with_other_traffic(table, others)
+    from megawatt.serving.drivers import sessions
+
+    res = sessions(cfg, reqs, parent, gap, engine=engine, stretch=True)
+    rows = np.flatnonzero(mine)
+    m = table.n_sessions
+    first = np.full(m, -1, np.int64)
+    last = np.full(m, -1, np.int64)
+    first[table.session[::-1]] = rows[::-1]
+    last[table.session] = rows
+    times = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
+    ok = np.isfinite(times)
+    done = times[ok]
+    clock = (start_hour + table.start_s / 3600.0) % 24.0
+    near_peak = ok & (np.abs((clock - peak_hour + 12.0) % 24.0 - 12.0) <= 1.0)
+    pct = functools.partial(_pct, done)
     return SessionsAtDemand(
         cls.name,
         pool,
-        tasks_per_s,
-        other_requests_per_s,
-        users,
-        float(np.percentile(done, 50)) if done.size else math.nan,
-        float(np.percentile(done, 99)) if done.size else math.nan,
+        tasks_per_day,
+        other_requests_per_day,
+        window,
+        pct(50),
+        pct(99),
+        float(np.median(times[near_peak])) if near_peak.any() else math.nan,
         res.percentile("ttft_s", 99),
         res.percentile("tpot_s", 99),
         int(done.size),
     )
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if values.size else math.nan

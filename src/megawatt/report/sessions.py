@@ -95,21 +95,22 @@ def sessions_table(study: StudyResult) -> Table | None:
 
 
 def demand_rows(study: StudyResult) -> list[dict[str, Any]]:
-    """Session classes at the peak hour, next to the rest of the traffic, per option."""
+    """Session classes over a day at the scenario's demand, next to the rest of the traffic."""
     return [
         {
             "option": o.name,
             "model": o.model_id,
             "class": d.class_name,
             "pool": d.pool,
-            "tasks_per_s_per_replica": d.tasks_per_s,
-            "other_requests_per_s_per_replica": d.other_requests_per_s,
-            "users_per_replica": d.users,
+            "tasks_per_day_per_replica": d.tasks_per_day,
+            "other_requests_per_day_per_replica": d.other_requests_per_day,
+            "hours_simulated": d.window_s / 3600.0,
             "task_p50_s": d.task_p50_s,
             "task_p99_s": d.task_p99_s,
+            "peak_hour_task_p50_s": d.peak_hour_task_p50_s,
             "ttft_p99_s": d.ttft_p99_s,
             "tpot_p99_s": d.tpot_p99_s,
-            "tasks_measured": d.n_tasks,
+            "tasks_simulated": d.n_tasks,
         }
         for o in study.options
         for d in o.sessions_at_demand
@@ -117,26 +118,28 @@ def demand_rows(study: StudyResult) -> list[dict[str, Any]]:
 
 
 def demand_sessions_table(study: StudyResult) -> Table | None:
-    """Task times at the peak hour (None when none was simulated)."""
+    """Task times over a day at demand (None when none was simulated)."""
     rows = demand_rows(study)
     if not rows:
         return None
     t = Table(
-        title="Sessions at peak demand (a replica of the serving pool, its share of the rest of the "
-        "traffic alongside)",
+        title="Sessions at demand: a day on a replica of the serving pool, the rest of its traffic "
+        "alongside, both following the day",
         title_justify="left",
         header_style="bold",
     )
-    for name in ("Option", "Class", "Users/replica", "Other req/s/replica", "Task p50/p99 min",
-                 "TTFT p99 s", "TPOT p99 ms"):
+    for name in ("Option", "Class", "Tasks/day/replica", "Other req/day/replica", "Hours",
+                 "Task p50/p99 min", "Peak-hour p50 min", "TTFT p99 s", "TPOT p99 ms"):
         t.add_column(name, justify="left" if name in ("Option", "Class") else "right")
     for r in rows:
         t.add_row(
             r["option"],
             r["class"],
-            f"{r['users_per_replica']:,}",
-            _num(r["other_requests_per_s_per_replica"], ".2f"),
+            _num(r["tasks_per_day_per_replica"], ",.0f"),
+            _num(r["other_requests_per_day_per_replica"], ",.0f"),
+            _num(r["hours_simulated"], ".1f"),
             f"{_minutes(r['task_p50_s'])}/{_minutes(r['task_p99_s'])}",
+            _minutes(r["peak_hour_task_p50_s"]),
             _num(r["ttft_p99_s"], ".2f"),
             _num(r["tpot_p99_s"] * 1e3, ".0f"),
         )
@@ -205,8 +208,8 @@ def headline(study: StudyResult, class_name: str = "coding-agent") -> str | None
             if name != fast["option"]
         )
         peak = (
-            f" At the peak hour of the scenario's demand: {fast['option']} {_minutes(base)} min "
-            f"against {rest}."
+            f" Over a day at the scenario's demand: {fast['option']} {_minutes(base)} min against "
+            f"{rest}."
         )
     return (
         f"{class_name} task time p50 at each option's capacity: {fast['option']} "
