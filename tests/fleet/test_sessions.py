@@ -178,7 +178,7 @@ def test_tasks_take_longer_next_to_more_other_traffic_over_a_day() -> None:
     def day(other_per_day: float, seed: int = 2) -> SessionsAtDemand:
         return sessions_at_demand(
             cfg, cls, "pool", tasks_per_day=150, other=background, other_requests_per_day=other_per_day,
-            peak_to_trough=3.0, max_context_tokens=8192, seed=(seed,), engine="python",
+            peak_to_trough=3.0, max_context_tokens=8192, seed=(seed,), min_tasks=1, engine="python",
         )
 
     quiet, busy = day(1_000), day(40_000)  # under 1 request/s at the peak: under capacity
@@ -208,8 +208,19 @@ def test_a_day_too_big_to_simulate_is_the_hours_around_its_peak() -> None:
     background = Mix((RequestClass("chat", 1.0, Lognormal(200, 0.3), Lognormal(20, 0.5)),))
     d = sessions_at_demand(
         cfg, _agent(1.0), "pool", tasks_per_day=100, other=background, other_requests_per_day=20_000,
-        peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), max_requests=4_000, engine="python",
+        peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), max_requests=4_000, min_tasks=1,
+        engine="python",
     )
     per_day = 100 * _agent(1.0).turns.mean + 20_000
     assert d.window_s == pytest.approx(86_400 * 4_000 / per_day)
     assert 0 < d.n_tasks < 100 and d.peak_hour_task_p50_s > 0
+
+
+def test_replica_days_are_added_until_enough_tasks_are_seen() -> None:
+    cfg = ReplicaConfig(LinearStep(), kv_for_tokens(50_000))
+    background = Mix((RequestClass("chat", 1.0, Lognormal(200, 0.3), Lognormal(20, 0.5)),))
+    d = sessions_at_demand(
+        cfg, _agent(1.0), "pool", tasks_per_day=5, other=background, other_requests_per_day=100,
+        peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), min_tasks=40, engine="python",
+    )
+    assert d.n_tasks >= 40 and d.days >= 5

@@ -19,7 +19,6 @@ a session stays on one replica (session affinity: its prefix cache is there), wh
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
 from collections.abc import Sequence
@@ -394,6 +393,7 @@ class SessionsAtDemand:
     tasks_per_day: float
     other_requests_per_day: float
     window_s: float
+    days: int
     task_p50_s: float
     task_p99_s: float
     peak_hour_task_p50_s: float
@@ -466,6 +466,8 @@ def sessions_at_demand(
     seed: Sequence[int],
     peak_hour: float = 14.0,
     max_requests: int = 1_000_000,
+    min_tasks: int = 200,
+    max_days: int = 200,
     engine: str = "auto",
 ) -> SessionsAtDemand:
     """A day of `cls` sessions (`tasks_per_day` of them on average) on one replica, next to
@@ -474,7 +476,9 @@ def sessions_at_demand(
     day starts at the trough, where the sessions of the day before, which it leaves out, weigh
     least; sessions run to their end. When the day holds more than `max_requests` requests
     (turns and others), a window of the day centred on the peak hour, as long as fits, stands
-    for it (its start then leaves out the sessions already running)."""
+    for it (its start then leaves out the sessions already running). Replicas' days (independent
+    draws) are added until `min_tasks` tasks are seen, at most `max_days` of them and about
+    `max_requests` requests in all."""
     if not (math.isfinite(tasks_per_day) and tasks_per_day > 0):
         raise InputError(f"tasks_per_day must be a number > 0; got {tasks_per_day}.")
     if not (math.isfinite(other_requests_per_day) and other_requests_per_day >= 0):
@@ -488,41 +492,57 @@ def sessions_at_demand(
         process = Diurnal(per_day / _DAY_S, peak_to_trough, peak_hour, 0.0, start_hour)
         return _day_starts(rng, per_day, process, window)
 
-    starts = day(tasks_per_day)
-    table = sample_sessions(
-        (cls,), rng, starts, max_context_tokens=max_context_tokens,
-        class_id=np.zeros(len(starts), np.int64),
-    )
-    rest = day(other_requests_per_day) if other_requests_per_day > 0 else np.zeros(0)
-    others = other.sample(rng, len(rest), Poisson(1.0)).with_arrivals(rest)
-    reqs, parent, gap, mine = with_other_traffic(table, others)
     from megawatt.serving.drivers import sessions
 
-    res = sessions(cfg, reqs, parent, gap, engine=engine, stretch=True)
-    rows = np.flatnonzero(mine)
-    m = table.n_sessions
-    first = np.full(m, -1, np.int64)
-    last = np.full(m, -1, np.int64)
-    first[table.session[::-1]] = rows[::-1]
-    last[table.session] = rows
-    times = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
-    ok = np.isfinite(times)
-    done = times[ok]
-    clock = (start_hour + table.start_s / 3600.0) % 24.0
-    near_peak = ok & (np.abs((clock - peak_hour + 12.0) % 24.0 - 12.0) <= 1.0)
-    pct = functools.partial(_pct, done)
+    times: list[np.ndarray] = []
+    peak_times: list[np.ndarray] = []
+    ttft: list[np.ndarray] = []
+    tpot: list[np.ndarray] = []
+    simulated, days = 0, 0
+    while days < max_days and (sum(t.size for t in times) < min_tasks or not days):
+        days += 1  # another replica's day (independent draws), until enough tasks are seen
+        starts = day(tasks_per_day)
+        table = sample_sessions(
+            (cls,), rng, starts, max_context_tokens=max_context_tokens,
+            class_id=np.zeros(len(starts), np.int64),
+        )
+        rest = day(other_requests_per_day) if other_requests_per_day > 0 else np.zeros(0)
+        others = other.sample(rng, len(rest), Poisson(1.0)).with_arrivals(rest)
+        reqs, parent, gap, mine = with_other_traffic(table, others)
+        res = sessions(cfg, reqs, parent, gap, engine=engine, stretch=True)
+        simulated += len(reqs)
+        rows = np.flatnonzero(mine)
+        m = table.n_sessions
+        first = np.full(m, -1, np.int64)
+        last = np.full(m, -1, np.int64)
+        first[table.session[::-1]] = rows[::-1]
+        last[table.session] = rows
+        task = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
+        ok = np.isfinite(task)
+        clock = (start_hour + table.start_s / 3600.0) % 24.0
+        near_peak = ok & (np.abs((clock - peak_hour + 12.0) % 24.0 - 12.0) <= 1.0)
+        times.append(task[ok])
+        peak_times.append(task[near_peak])
+        done = res.completed
+        ttft.append(res.ttft_s[done])
+        tpot.append(res.tpot_s[done & (res.output_tokens > 1)])
+        if simulated >= max_requests:
+            break
+    done_all = np.concatenate(times)
+    peak_all = np.concatenate(peak_times)
     return SessionsAtDemand(
         cls.name,
         pool,
         tasks_per_day,
         other_requests_per_day,
         window,
-        pct(50),
-        pct(99),
-        float(np.median(times[near_peak])) if near_peak.any() else math.nan,
-        res.percentile("ttft_s", 99),
-        res.percentile("tpot_s", 99),
-        int(done.size),
+        days,
+        _pct(done_all, 50),
+        _pct(done_all, 99),
+        _pct(peak_all, 50),
+        _pct(np.concatenate(ttft), 99),
+        _pct(np.concatenate(tpot), 99),
+        int(done_all.size),
     )
 
 

@@ -105,6 +105,7 @@ def demand_rows(study: StudyResult) -> list[dict[str, Any]]:
             "tasks_per_day_per_replica": d.tasks_per_day,
             "other_requests_per_day_per_replica": d.other_requests_per_day,
             "hours_simulated": d.window_s / 3600.0,
+            "replica_days": d.days,
             "task_p50_s": d.task_p50_s,
             "task_p99_s": d.task_p99_s,
             "peak_hour_task_p50_s": d.peak_hour_task_p50_s,
@@ -128,7 +129,7 @@ def demand_sessions_table(study: StudyResult) -> Table | None:
         title_justify="left",
         header_style="bold",
     )
-    for name in ("Option", "Class", "Tasks/day/replica", "Other req/day/replica", "Hours",
+    for name in ("Option", "Class", "Tasks/day/replica", "Other req/day/replica", "Hours x days",
                  "Task p50/p99 min", "Peak-hour p50 min", "TTFT p99 s", "TPOT p99 ms"):
         t.add_column(name, justify="left" if name in ("Option", "Class") else "right")
     for r in rows:
@@ -137,7 +138,7 @@ def demand_sessions_table(study: StudyResult) -> Table | None:
             r["class"],
             _num(r["tasks_per_day_per_replica"], ",.0f"),
             _num(r["other_requests_per_day_per_replica"], ",.0f"),
-            _num(r["hours_simulated"], ".1f"),
+            f"{_num(r['hours_simulated'], '.1f')} x {r['replica_days']}",
             f"{_minutes(r['task_p50_s'])}/{_minutes(r['task_p99_s'])}",
             _minutes(r["peak_hour_task_p50_s"]),
             _num(r["ttft_p99_s"], ".2f"),
