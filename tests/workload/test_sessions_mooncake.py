@@ -1,14 +1,17 @@
-"""Sessions recovered from Mooncake prefix blocks and their statistics."""
+"""Sessions recovered from Mooncake prefix blocks, their statistics and the fitted chat class."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 import megawatt.workload.trace_sessions as trace_sessions
 from megawatt.errors import InputError
+from megawatt.workload.lengths import Lognormal
 from megawatt.workload.requests import Requests
-from megawatt.workload.sessions import sigma_of_p90
+from megawatt.workload.sessions import MOONCAKE_CHAT_FIT, default_session_classes, sigma_of_p90
 from megawatt.workload.trace_sessions import (
     ChatFit,
     SessionStatistics,
@@ -112,6 +115,14 @@ def measured() -> Measured:
     return mooncake_chat_fit()
 
 
+def test_the_stored_chat_fit_is_a_recomputation(measured: Measured) -> None:
+    _, fit = measured
+    recomputed = dataclasses.asdict(fit)
+    assert set(recomputed) == set(MOONCAKE_CHAT_FIT)
+    for name, value in recomputed.items():
+        assert MOONCAKE_CHAT_FIT[name] == pytest.approx(value, abs=6e-5), name
+
+
 def test_the_module_docstring_tables_are_a_recomputation(measured: Measured) -> None:
     stats, _ = measured
     doc = trace_sessions.__doc__ or ""
@@ -161,3 +172,22 @@ def test_every_turn_of_the_trace_continues_an_earlier_one_with_its_context() -> 
         f"{s.n_sessions:,} sessions and {len(later):,} later turns ({n_plain:,} plain next turns, "
         f"{len(later) - n_plain:,} branches)"
     ) in doc
+
+
+def test_the_chat_class_uses_the_fit_and_quotes_the_sample(measured: Measured) -> None:
+    stats, fit = measured
+    chat = {c.name: c for c in default_session_classes()}["chat"]
+    assert chat.output == Lognormal(fit.output_median, MOONCAKE_CHAT_FIT["output_sigma"], max_tokens=8192)
+    assert chat.gap_median_s == MOONCAKE_CHAT_FIT["gap_median_s"]
+    for figure in (
+        f"{stats.n_sessions:,} conversations ({stats.n_turns:,} turns)",
+        f"first prompt p50 {stats.first_prompt.p50:,.0f}, p90 {stats.first_prompt.p90:,.0f}",
+        f"output p50 {stats.output.p50:,.0f}, p90 {stats.output.p90:,.0f}",
+        f"think time p50 {stats.gap_s.p50:,.0f} s, p90 {stats.gap_s.p90:,.0f} s",
+    ):
+        assert figure in chat.source, figure
+    rng = np.random.default_rng(4)
+    turns = chat.turns.sample(rng, 100_000)
+    assert np.median(turns) == stats.turns.p50
+    assert (turns >= 1).all()
+    assert "ESTIMATE" in chat.source
