@@ -20,8 +20,9 @@ class's `source`; numbers we had to estimate say so.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from megawatt.workload.requests import Requests
 
 __all__ = [
     "LATENCY_CLASSES",
+    "MOONCAKE_CHAT_FIT",
     "SessionClass",
     "SessionTable",
     "default_session_classes",
@@ -261,12 +263,37 @@ _AGENT_SOURCE = (
     "output per step median 214, p90 1.7k (TraceLab, FACTS.md B.5; mean 790, near the 823 "
     "above); first prompt (system prompt, tools, task) median 16k: ESTIMATE"
 )
+MOONCAKE_CHAT_FIT: Mapping[str, float] = MappingProxyType(
+    {
+        "turns_median": 1.0,
+        "turns_sigma": 0.8573,
+        "first_prompt_median": 5642.0,
+        "first_prompt_sigma": 1.2082,
+        "new_tokens_median": 28.5,
+        "new_tokens_sigma": 3.8834,
+        "output_median": 347.0,
+        "output_sigma": 0.4325,
+        "gap_median_s": 130.1707,
+        "gap_sigma": 1.1320,
+    }
+)
+"""The chat class's lognormals fitted to the sessions of the Mooncake (Kimi) conversation trace:
+`megawatt.workload.trace_sessions.mooncake_chat_fit()` computes them (medians = sample medians,
+sigmas from the sample p90s; the statistics are tabled in that module's docstring), rounded to 4
+decimals; tests/workload/test_sessions_mooncake.py recomputes them. Token counts; gap in seconds."""
+
 _CHAT_SOURCE = (
-    "chat: 2.5-4.6 turns per conversation (WildChat, ShareGPT, ShareChat, FACTS.md B.1), so "
-    "median 2 and sigma 1.06 (mean 3.5); first prompt median 1,000, sigma 1.0 and output median "
-    "130, sigma 0.9 (FACTS.md B.7 chat); new user tokens per turn median 300 (WildChat ~296, "
-    "FACTS.md B.1), sigma 1.0 ESTIMATE; human think time p50 86 s, p90 21 min (TraceLab, "
-    "FACTS.md B.5); prefix reuse 0.9 of the history ESTIMATE"
+    "chat: fitted to 2,525 conversations (4,342 turns) recovered from the Mooncake / Kimi "
+    "conversation trace's prefix blocks (FAST 2025; megawatt.workload.trace_sessions, "
+    "MOONCAKE_CHAT_FIT): turns per session p50 1, p90 3 (mean 1.7); first prompt p50 5,642, "
+    "p90 26,538; new tokens per next turn p50 28.5, p90 4,133 (mean 1,292: bimodal, typed "
+    "messages and pasted documents, so the lognormal's mean overshoots); output p50 347, p90 "
+    "604; think time p50 130 s, p90 555 s (arrival gaps minus output / 41 tok/s, an ESTIMATE; "
+    "p90 cut by the 1 h window). Kept from before: the caps (200 turns, 8,192 output tokens, "
+    "gap 3,600 s) and prefix reuse 0.9 of the history, an ESTIMATE (the trace does not measure "
+    "a cache). Literature values this replaces: 2.5-4.6 turns (FACTS.md B.1), first prompt "
+    "1,000 and output 130 (FACTS.md B.7), new 300 (WildChat, B.1), think time p50 86 s, p90 "
+    "21 min (TraceLab, B.5)"
 )
 _RESEARCH_SOURCE = (
     "deep research / reasoning: output per turn median 800, sigma 1.1 (ServeGen DeepSeek-R1, "
@@ -286,15 +313,16 @@ def default_session_classes() -> tuple[SessionClass, ...]:
     """Chat, coding agent, deep research and automation, from the sources in their `source`.
     Shares (of sessions) are an ESTIMATE: chat 80 %, coding agent 10 %, research 5 %,
     automation 5 % (FACTS.md B.7 puts agents at 7 % of requests; one agent session makes tens
-    of requests)."""
+    of requests). Chat is fitted to the Mooncake conversation trace (`MOONCAKE_CHAT_FIT`)."""
+    chat = MOONCAKE_CHAT_FIT
     return (
         SessionClass(
             "chat", 0.80, "standard",
-            turns=Lognormal(2, 1.06, max_tokens=200),
-            first_prompt=Lognormal(1000, 1.0),
-            new_tokens=Lognormal(300, 1.0),
-            output=Lognormal(130, 0.9, max_tokens=8192),
-            gap_median_s=86.0, gap_sigma=sigma_of_p90(86.0, 1260.0), cache_hit=0.9,
+            turns=Lognormal(chat["turns_median"], chat["turns_sigma"], max_tokens=200),
+            first_prompt=Lognormal(chat["first_prompt_median"], chat["first_prompt_sigma"]),
+            new_tokens=Lognormal(chat["new_tokens_median"], chat["new_tokens_sigma"]),
+            output=Lognormal(chat["output_median"], chat["output_sigma"], max_tokens=8192),
+            gap_median_s=chat["gap_median_s"], gap_sigma=chat["gap_sigma"], cache_hit=0.9,
             gap_max_s=3600.0, source=_CHAT_SOURCE,
         ),
         SessionClass(
