@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from megawatt.errors import InputError
+from megawatt.fleet import affinity
 from megawatt.fleet.affinity import (
     SESSION_ROUTERS,
     affinity_gain,
@@ -196,6 +197,16 @@ def test_a_seed_gives_the_same_run_and_another_seed_another() -> None:
     np.testing.assert_array_equal(a.replica, b.replica)
     np.testing.assert_array_equal(a.finish_s, b.finish_s)
     assert (a.replica != c.replica).any()
+
+
+def test_a_pool_too_large_to_hold_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    tab = table(n_sessions=2)
+    n_blocks = sum(b.size for b in session_blocks(tab.requests, tab.parent, BLOCK))
+    monkeypatch.setattr(affinity, "_BLOCKS_LIMIT", 2 * n_blocks)
+    route_sessions(config(), tab, 2, block_tokens=BLOCK)
+    with pytest.raises(InputError, match="too large to simulate jointly"):
+        route_sessions(config(), tab, 3, block_tokens=BLOCK)
+    route_sessions(config(), tab, 3, cache="ideal")
 
 
 def test_bad_input_is_one_clear_error() -> None:

@@ -60,7 +60,8 @@ __all__ = [
 CACHE_MODELS = ("hashed", "ideal")
 """Where re-sent context is cached (see the module docstring)."""
 
-_JOINT_LIMIT = 50_000_000  # replicas x turns: every replica keeps a row (and block ids) per turn
+_JOINT_LIMIT = 50_000_000  # replicas x turns: every replica keeps a row per turn
+_BLOCKS_LIMIT = 50_000_000  # replicas x block ids: each replica keeps every turn's ids as Python ints
 
 
 class SessionRouter(Protocol):
@@ -266,6 +267,12 @@ def route_sessions(
             f"{_JOINT_LIMIT:,} replica-turns); use fewer sessions or fewer replicas."
         )
     blocks = session_blocks(requests, par, block_tokens) if cache == "hashed" else None
+    if blocks is not None and k * sum(b.size for b in blocks) > _BLOCKS_LIMIT:
+        raise InputError(
+            f"{k} replicas x {sum(b.size for b in blocks):,} prompt blocks is too large to "
+            f"simulate jointly (limit {_BLOCKS_LIMIT:,} replica-blocks, some 40 bytes each); use "
+            "fewer sessions, fewer replicas, a larger block_tokens or cache='ideal'."
+        )
     first = np.flatnonzero(par < 0)
     first = first[np.argsort(requests.arrival_s[first], kind="stable")]
     children: dict[int, list[int]] = {}
