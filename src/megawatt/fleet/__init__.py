@@ -1,5 +1,12 @@
 """Fleets: pools of replicas under a power budget, with power, energy and money accounting."""
 
+from megawatt.fleet.affinity import (
+    SESSION_ROUTERS,
+    AffinityGain,
+    RoutedSessions,
+    affinity_gain,
+    route_sessions,
+)
 from megawatt.fleet.budget import PoolSize, PowerBudget, it_power_for_capex, size_pool
 from megawatt.fleet.economics import (
     SOURCES,
@@ -17,7 +24,9 @@ __all__ = [
     "MODES",
     "POOL_ROUTERS",
     "REPLICA_ROUTERS",
+    "SESSION_ROUTERS",
     "SOURCES",
+    "AffinityGain",
     "AnnualCost",
     "Economics",
     "ImageCapacity",
@@ -27,12 +36,15 @@ __all__ = [
     "PoolSize",
     "PoolTarget",
     "PowerBudget",
+    "RoutedSessions",
+    "affinity_gain",
     "annual_cost",
     "capital_recovery_factor",
     "image_capacity",
     "it_power_for_capex",
     "option_result",
     "pool_router",
+    "route_sessions",
     "simulate_pool",
     "size_pool",
 ]
