@@ -23,6 +23,7 @@ from megawatt.model import load_model
 from megawatt.perf import family_of
 from megawatt.perf.efficiency import PRIORS, pick_release
 from megawatt.serving import SCHEDULERS
+from megawatt.units import SECONDS_PER_DAY
 from megawatt.workload import mix_from_spec
 
 
@@ -177,7 +178,7 @@ class FleetSpec(_Strict):
     mode: Literal["sampled", "exact"] = Field("sampled", description="sampled or exact")
     k: int = Field(4, ge=1, le=100_000, description="replicas simulated per pool in sampled mode")
     duration_s: float = Field(
-        300.0, ge=1.0, le=86_400.0, description="seconds of arrivals simulated, 1 to 86,400"
+        300.0, ge=1.0, le=SECONDS_PER_DAY, description="seconds of arrivals simulated, 1 to 86,400"
     )
     replica_router: Literal["random", "round_robin", "least_outstanding"] = "random"
 

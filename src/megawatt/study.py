@@ -139,7 +139,7 @@ def _processes(workers: int | None, tasks: int) -> int:
 
 def _peak_rate(scenario: Scenario) -> float:
     """The traffic's peak-hour demand, requests per second."""
-    return scenario.traffic.demand_prompts_per_day / 86_400.0 * scenario.traffic.peak_to_mean
+    return scenario.traffic.demand_prompts_per_day / SECONDS_PER_DAY * scenario.traffic.peak_to_mean
 
 
 def _demand_bytes(fleet_requests: float, exact: bool) -> float:

@@ -58,6 +58,18 @@ PREFILL_UNIT_TOKENS = 256
 """Prompt tokens per pipeline micro-batch when a prompt streams through pipeline stages
 (estimate: a few hundred tokens keep GEMMs efficient while filling the pipeline)."""
 
+FALLBACK_SCALEOUT_BANDWIDTH_BYTES_PER_S = 5e10
+"""Scale-out bandwidth per device when neither the system nor the device names one (Groq, SambaNova
+and Qualcomm systems in the catalog): 400 Gb/s = 50 GB/s, one 400 Gb/s NIC per accelerator, the
+DGX/HGX norm (specs.csv h100-sxm notes: MLPerf system descriptions, 8x 400Gb InfiniBand per 8-GPU
+node). ESTIMATE for the accelerators it stands in for: their scale-out links are not published in
+the sources."""
+
+FALLBACK_TP_LINK_BANDWIDTH_BYTES_PER_S = 1e10
+"""Link for tensor-parallel all-reduces between devices with no scale-up link and no scale-out
+bandwidth of their own (the same Groq, SambaNova and Qualcomm entries): 10 GB/s (80 Gb/s).
+ESTIMATE, not sourced: a PCIe-class host path, slower than the 50 GB/s scale-out fallback."""
+
 
 @dataclass(frozen=True)
 class BatchShape:
@@ -442,12 +454,16 @@ class RooflineStepModel:
         ) * eff.link
         lat = sysm.scaleup_latency_s
         out_link = (
-            sysm.scaleout_bandwidth_bytes_per_s or dev.scaleout_bandwidth_bytes_per_s or 5e10
+            sysm.scaleout_bandwidth_bytes_per_s
+            or dev.scaleout_bandwidth_bytes_per_s
+            or FALLBACK_SCALEOUT_BANDWIDTH_BYTES_PER_S
         ) * eff.link
         domain = sysm.n_devices
         if tp > 1:
             if link <= 0:
-                link = (dev.scaleout_bandwidth_bytes_per_s or 1e10) * eff.link
+                link = (
+                    dev.scaleout_bandwidth_bytes_per_s or FALLBACK_TP_LINK_BANDWIDTH_BYTES_PER_S
+                ) * eff.link
             tp_link, tp_lat = link, lat
             if tp > domain:  # wide EP: the all-reduces cross the scale-out network
                 tp_link, tp_lat = min(link, out_link), max(lat, sysm.scaleout_latency_s)

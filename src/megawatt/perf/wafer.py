@@ -45,6 +45,10 @@ MAPPINGS: dict[str, str] = {
 
 _MIN_SIDE = 16  # smallest region side the autotuner tries (cores)
 
+FALLBACK_WAFER_IO_BANDWIDTH_BYTES_PER_S = 1.5e11
+"""System I/O of a wafer system whose catalog entry names no scale-out bandwidth: 12 x 100 GbE =
+1.2 Tb/s = 150 GB/s per CS-2 / CS-3 system (NOTES a.3, Argonne SC24 tutorial; secondary)."""
+
 
 def mapping_of(dep: Deployment) -> str:
     """The deployment's mapping: `streaming` when it streams weights, else its engine's."""
@@ -299,7 +303,7 @@ def wafer_layout(dep: Deployment, plan: MemoryPlan) -> WaferLayout:
         stream += count * (stream_cycles(e_attn, attn_side, b) + stream_cycles(mlp_elements, mlp_side, b))
     n_wafers = len(plan.layers_by_device) if plan.layers_by_device else dep.pp
     io = (dep.system.scaleout_bandwidth_bytes_per_s or dep.device.scaleout_bandwidth_bytes_per_s
-          or 1.5e11)
+          or FALLBACK_WAFER_IO_BANDWIDTH_BYTES_PER_S)
     # A token crosses every wafer boundary and, sampled on the last wafer, goes back to the
     # first for the next pass: n hand-offs per pass on n > 1 wafers.
     handoffs = n_wafers if n_wafers > 1 and mapping != "streaming" else 0

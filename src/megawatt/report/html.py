@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from megawatt.report.sessions import demand_rows, images_row, session_rows, task_cost_figure
 from megawatt.report.table import option_rows
 from megawatt.study import StudyResult
+from megawatt.units import SECONDS_PER_DAY
 
 _TEMPLATE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -181,7 +182,7 @@ def _power_day(study: StudyResult) -> go.Figure:
     scenario, cosine profile peaking at 14:00) against each option's capacity; power follows
     each system's power curve with load as a share of capacity (the report's stated assumption)."""
     sc = study.scenario
-    mean_rate = sc.traffic.demand_prompts_per_day / 86_400.0
+    mean_rate = sc.traffic.demand_prompts_per_day / SECONDS_PER_DAY
     a = min(sc.traffic.peak_to_mean - 1.0, 0.999)  # rate = mean * (1 + a cos): peak/mean = 1 + a
     hours = [h / 4 for h in range(97)]
     fig = go.Figure()

@@ -25,6 +25,7 @@ from megawatt.serving.metrics import RunResult, Slo
 from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
 from megawatt.serving.timeline import DEFAULT_BIN_S
 from megawatt.sim import Environment
+from megawatt.units import SECONDS_PER_DAY
 from megawatt.workload import Requests
 
 
@@ -498,7 +499,7 @@ def capacity(
     def run(rate: float) -> bool:
         arrivals = unit_arrivals / rate
         span = float(arrivals[-1])
-        until = 50.0 * span + 86_400.0
+        until = 50.0 * span + SECONDS_PER_DAY
         if links is None:
             res = simulate(cfg, requests.with_arrivals(arrivals), until_s=until, engine=engine)
         else:

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from megawatt.errors import InputError
+from megawatt.units import SECONDS_PER_DAY
 
 __all__ = [
     "ARRIVAL_PROCESSES",
@@ -129,8 +130,7 @@ class AllAtOnce:
         return np.full(n, start_s, dtype=np.float64)
 
 
-_SECONDS_PER_DAY = 86_400.0
-_SECONDS_PER_MONTH = 30.4375 * _SECONDS_PER_DAY
+_SECONDS_PER_MONTH = 30.4375 * SECONDS_PER_DAY
 
 
 @dataclass(frozen=True)

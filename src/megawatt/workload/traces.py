@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from megawatt.errors import InputError, TraceError
+from megawatt.units import SECONDS_PER_DAY
 from megawatt.workload.requests import Requests
 
 __all__ = [
@@ -321,7 +322,7 @@ def _load_azure(path: Path) -> _Rows:
             )
         day, into_day_s = _azure_clock(at, fields[where[0]])
         first_day = day if first_day is None else first_day
-        arrival_s = (day - first_day) * 86_400.0 + into_day_s
+        arrival_s = (day - first_day) * SECONDS_PER_DAY + into_day_s
         prompt = _whole_text(at, "ContextTokens", fields[where[1]])
         output = _whole_text(at, "GeneratedTokens", fields[where[2]])
         rows.add(line, arrival_s, prompt, output, names=("ContextTokens", "GeneratedTokens"))
