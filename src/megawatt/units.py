@@ -8,22 +8,18 @@ from __future__ import annotations
 
 from typing import Final
 
-KB: Final = 1e3
 MB: Final = 1e6
 GB: Final = 1e9
 TB: Final = 1e12
 KIB: Final = 1024.0
-MIB: Final = 1024.0**2
 GIB: Final = 1024.0**3
 
 TERA: Final = 1e12
-PETA: Final = 1e15
 GIGA: Final = 1e9
 
 KW: Final = 1e3
 MW: Final = 1e6
 
-MS: Final = 1e-3
 US: Final = 1e-6
 
 SECONDS_PER_HOUR: Final = 3600.0
@@ -42,21 +38,6 @@ BYTES_PER_ELEMENT: Final[dict[str, float]] = {
     "fp4": 4.25 / 8.0,  # MXFP4 (OCP MX): an E8M0 scale per 32 values
     "nvfp4": 4.5 / 8.0,  # NVFP4: an E4M3 scale per 16 values (NVIDIA, "Introducing NVFP4", 2025)
 }
-
-
-def tflops(value: float) -> float:
-    """TFLOP/s to FLOP/s."""
-    return value * TERA
-
-
-def gb(value: float) -> float:
-    """GB (10^9 bytes) to bytes."""
-    return value * GB
-
-
-def tb_per_s(value: float) -> float:
-    """TB/s (10^12 bytes/s) to bytes/s."""
-    return value * TB
 
 
 def bytes_per_element(dtype: str) -> float:

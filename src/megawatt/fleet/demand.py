@@ -68,11 +68,6 @@ class DemandResult:
         tokens = self.output_tokens_per_s * self.mean_to_peak * SECONDS_PER_YEAR
         return self.annual.total / tokens * 1e6 if tokens > 0 and self.ok else math.inf
 
-    def class_percentile(self, class_name: str, metric: str, q: float) -> float:
-        """q-th percentile of a metric for one request class, across pools (each request
-        weighted by the replicas it stands for)."""
-        return pooled_percentile(self._runs(), metric, q, class_name) if self.ok else math.nan
-
 
 def pool_split(
     pools: Sequence[PoolResult], mix: Mix, *, router: str, economics: Economics, pue: float

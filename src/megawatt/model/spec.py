@@ -4,7 +4,6 @@ parameter counts and KV-cache bytes per token derived from it (dense, GQA, MLA, 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,13 +143,6 @@ class ModelSpec:
         """Width of the query projection output (heads x per-head query size)."""
         if self.attention_type == "mla":
             return self.n_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
-        return self.n_heads * self.head_dim
-
-    @property
-    def attn_out_dim(self) -> int:
-        """Width of the attention output fed to the O projection."""
-        if self.attention_type == "mla":
-            return self.n_heads * self.v_head_dim
         return self.n_heads * self.head_dim
 
     # -- parameters --------------------------------------------------------------------------
@@ -585,27 +577,3 @@ def load_model_file(path: str | os.PathLike[str], model_id: str | None = None) -
         )
     return model_from_config(config, model_id or p.stem, where=str(p))
 
-
-def parse_count(text: str) -> tuple[float, float]:
-    """Parse a published parameter count like '70B', '46.7B' or '5.1B' into (value, half-ulp).
-
-    The half-ulp is the rounding tolerance the figure itself implies ('7B' -> 0.5e9).
-    """
-    token = text.strip().split()[0].upper().rstrip(",")
-    scale = {"B": 1e9, "M": 1e6, "T": 1e12}[token[-1]]
-    digits = token[:-1]
-    decimals = len(digits.split(".")[1]) if "." in digits else 0
-    return float(digits) * scale, 0.5 * scale * 10.0 ** (-decimals)
-
-
-def significant_digits(text: str) -> int:
-    """Number of significant digits in a published count ('70.6B' -> 3, '7B' -> 1)."""
-    digits = text.strip().split()[0].upper().rstrip("BMT,").replace(".", "").lstrip("0")
-    return len(digits) if digits else 0
-
-
-def round_sig(value: float, digits: int) -> float:
-    """Round to `digits` significant digits."""
-    if value == 0:
-        return 0.0
-    return round(value, -math.floor(math.log10(abs(value))) + digits - 1)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 WEIGHT_DTYPES = ("native", "bf16", "fp8", "fp4")
 KV_DTYPES = ("bf16", "fp8")
-COMPONENTS = ("attention", "mlp", "experts", "embedding")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -231,14 +231,11 @@ AS_PUBLISHED = "2025-09"
 """The month `engine_release: as-published` stands for: MLPerf Inference v5.1, the newest round
 of the tuned submissions most published figures come from (validation README)."""
 
-RELEASE_CHOICES = ("latest", "as-published", "YYYY-MM")
-"""What a scenario's `engine_release` may say: the newest release of each engine (`latest`,
-calibrated mostly on open engines as InferenceX runs them), the release of the published best
-cases (`as-published`), or the release current in a month."""
-
-
 def pick_release(engine: str, release: str) -> str:
-    """The engine id a scenario's `engine_release` (see `RELEASE_CHOICES`) gives `engine`."""
+    """The engine id a scenario's `engine_release` gives `engine`. The release may be `latest`,
+    the newest release of each engine (calibrated mostly on open engines as InferenceX runs
+    them), `as-published`, the release of the published best cases, or `YYYY-MM`, the release
+    current in that month."""
     if release == "latest":
         return engine_release(engine)
     if release == "as-published":
@@ -376,8 +373,3 @@ def efficiencies_for(device: Device, engine: str) -> Efficiencies:
     group when `megawatt calibrate` fitted them, else the documented prior."""
     got = fitted().get(efficiency_key(device, engine))
     return got if got is not None else prior(family_of(device.kind), engine)
-
-
-def efficiency_fields() -> tuple[str, ...]:
-    """Every field of `Efficiencies` (for reports)."""
-    return tuple(f.name for f in fields(Efficiencies))
