@@ -1,6 +1,6 @@
 """Mesh arithmetic of a wafer-scale engine: hop counts and software stages of the MeshGEMV
 reduction across a square core region, and how whole layers are dealt out to wafers.
-Formulas from WaferLLM (OSDI 2025) as restated in shared/data/wafer/NOTES.md (c.3, c.4, d.2)."""
+Formulas from WaferLLM (OSDI 2025) as restated in data/facts/NOTES.md (c.3, c.4, d.2)."""
 
 from __future__ import annotations
 
