@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from megawatt.errors import InputError
-from megawatt.perf import Deployment, RooflineStepModel, StepModel, plan_memory
-from megawatt.perf.speculative import SpeculativeStepModel, wafer_speculation
+from megawatt.perf import Deployment, StepModel, plan_memory
+from megawatt.perf.factory import exported_coefficients, step_model
 from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult, Slo
 from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
@@ -45,13 +45,7 @@ class ReplicaConfig:
         """The replica a deployment gives: its roofline step model (wrapped for speculative
         decoding when the deployment has `speculation`) and its KV budget."""
         plan = plan_memory(deployment)
-        step: StepModel = RooflineStepModel(deployment, plan)
-        spec = deployment.speculation
-        if spec is not None:
-            wafer = deployment.family == "wafer"
-            if wafer:  # the draft's cost is its measured pass on the wafers
-                spec = wafer_speculation(deployment, spec.draft_tokens, spec.acceptance)
-            step = SpeculativeStepModel(step, spec, pipelined_verify=wafer)
+        step = step_model(deployment, plan)
         return ReplicaConfig(
             step,
             KvBudget.of(plan),
@@ -91,22 +85,8 @@ kernel of `serving.fast`; needs a step model with `coefficients()` and no prefix
 
 
 def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
-    """The step model's exported coefficients, or None when it has none (a fake, a wrapper of
-    one) or when a subclass retimes steps but inherits `coefficients()` (they would not be its
-    times). Speculative decoding over a roofline exports its settings with the roofline's."""
-    model = cfg.step_model
-    export = getattr(model, "coefficients", None)
-    if export is None:
-        return None
-    mro = type(model).__mro__
-    owners = [next((k for k in mro if name in vars(k)), None) for name in ("coefficients", "step_time")]
-    if owners[0] is not owners[1]:
-        return None
-    try:
-        out = export()
-    except InputError:  # a wrapper around a model without coefficients
-        return None
-    return out if isinstance(out, StepCoefficients) else None
+    """The step model's exported coefficients, or None (`perf.factory.exported_coefficients`)."""
+    return exported_coefficients(cfg.step_model)
 
 
 def _engine_coefficients(
