@@ -26,6 +26,7 @@ from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
 from megawatt.serving.timeline import DEFAULT_BIN_S
 from megawatt.sim import Environment
 from megawatt.workload import Requests
+from megawatt.workload.sessions import check_sessions
 
 
 @dataclass(frozen=True)
@@ -316,19 +317,6 @@ def concurrency(
     result = RunResult.of(rep, env.now)
     result.arrival_s = arrival
     return result
-
-
-def check_sessions(n: int, parent: np.ndarray, gap_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`parent` and `gap_s` as int64 and float64 arrays, checked (see `sessions`)."""
-    par = np.asarray(parent, dtype=np.int64)
-    gap = np.asarray(gap_s, dtype=np.float64)
-    if par.shape != (n,) or gap.shape != (n,):
-        raise InputError(f"parent and gap_s must hold one value per request ({n}).")
-    if not ((par < np.arange(n)).all() and (par >= -1).all()):
-        raise InputError("parent[i] must be -1 (a session's first turn) or an earlier row's index.")
-    if not (np.isfinite(gap).all() and (gap >= 0).all()):
-        raise InputError("gap_s must hold one finite delay >= 0 per request.")
-    return par, gap
 
 
 def sessions(
