@@ -19,7 +19,8 @@ from megawatt.perf import (
     StepBreakdown,
     plan_memory,
 )
-from megawatt.perf.speculative import Speculation, SpeculativeStepModel, wafer_speculation
+from megawatt.perf.factory import speculation_of, step_model
+from megawatt.perf.speculative import Speculation
 from megawatt.perf.wafer import WaferLayout, time_components
 from megawatt.plan import PoolSettings, candidates, resolve_weight_dtype
 
@@ -248,8 +249,8 @@ def _speculative(
     else:
         return Alternative(name, None, None, "the draft does not fit beside the model")
     with_draft = replace(with_draft, pp=wafers)
-    s = wafer_speculation(with_draft, spec.draft_tokens, spec.acceptance)
-    model = SpeculativeStepModel(RooflineStepModel(with_draft), s, pipelined_verify=True)
+    s = speculation_of(with_draft, spec)
+    model = step_model(with_draft, speculation=spec)
     speed = 1.0 / model.step_time(BatchShape.of([context], [], model.window_tokens))
     return Alternative(
         name, with_draft, speed,

@@ -11,6 +11,7 @@ from megawatt.errors import InputError
 from megawatt.workload.lengths import Fixed, Lognormal
 from megawatt.workload.sessions import (
     SessionClass,
+    check_sessions,
     default_session_classes,
     sample_sessions,
     sigma_of_p90,
@@ -73,3 +74,16 @@ def test_bad_session_settings_are_refused() -> None:
     with pytest.raises(InputError, match="non-decreasing"):
         starts = np.array([2.0, 1.0])
         sample_sessions([_fixed_class()], np.random.default_rng(0), starts, max_context_tokens=1000)
+
+
+def test_a_sampled_table_passes_the_check_and_broken_chains_do_not() -> None:
+    t = sample_sessions([_fixed_class()], np.random.default_rng(0), np.zeros(1), max_context_tokens=10_000)
+    par, gap = check_sessions(len(t.requests), t.parent.tolist(), t.gap_s.tolist())
+    assert par.dtype == np.int64 and gap.dtype == np.float64
+    assert par.tolist() == [-1, 0, 1, 2]
+    with pytest.raises(InputError, match="earlier row"):
+        check_sessions(2, np.array([1, -1]), np.zeros(2))  # a turn waiting on a later one
+    with pytest.raises(InputError, match="one value per request"):
+        check_sessions(3, np.array([-1, 0]), np.zeros(2))
+    with pytest.raises(InputError, match="finite delay"):
+        check_sessions(2, np.array([-1, 0]), np.array([0.0, -1.0]))

@@ -39,10 +39,9 @@ import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.serving import PREFIX_BLOCK_TOKENS, ReplicaConfig, RunResult
-from megawatt.serving.drivers import check_sessions
 from megawatt.sim import Environment
 from megawatt.workload import Requests
-from megawatt.workload.sessions import SessionTable, task_times
+from megawatt.workload.sessions import SessionTable, check_sessions, task_times
 
 __all__ = [
     "CACHE_MODELS",

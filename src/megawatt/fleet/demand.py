@@ -7,66 +7,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
-from megawatt.fleet.pool import PoolResult
+from megawatt.fleet.pool import DemandResult, PoolResult
 from megawatt.fleet.routing import PoolTarget, pool_router
-from megawatt.fleet.sim import PoolOutcome, Progress, pooled_percentile, simulate_pool
+from megawatt.fleet.sim import PoolOutcome, Progress, simulate_pool
 from megawatt.serving import ReplicaConfig
 from megawatt.units import SECONDS_PER_YEAR
 from megawatt.workload import Mix, Poisson
 
 OVERLOAD = 1.0  # demand above this share of a pool's capacity is not simulated
-
-
-@dataclass(frozen=True)
-class DemandResult:
-    """One option serving `rate_per_s` (its peak-hour demand). `runs` has one entry per pool
-    (None where the pool gets no traffic): a `PoolRun` in sampled mode, a `PoolTally` in exact
-    mode; `over_capacity` lists pools whose share exceeds their capacity at the SLO (those are
-    not simulated: their queues would grow without end)."""
-
-    rate_per_s: float
-    pool_rates: tuple[float, ...]
-    runs: tuple[PoolOutcome | None, ...]
-    over_capacity: tuple[str, ...]
-    it_w: float
-    facility_w: float
-    annual: AnnualCost
-    mean_to_peak: float
-
-    @property
-    def ok(self) -> bool:
-        """True when every pool could carry its share."""
-        return not self.over_capacity
-
-    def _runs(self) -> list[PoolOutcome]:
-        return [r for r in self.runs if r is not None]
-
-    def percentile(self, metric: str, q: float) -> float:
-        """q-th percentile of `ttft_s` / `tpot_s` / `e2e_s` over the fleet's requests."""
-        return pooled_percentile(self._runs(), metric, q) if self.ok else math.nan
-
-    @property
-    def output_tokens_per_s(self) -> float:
-        """Output tokens per second served at this demand."""
-        return sum(r.output_tokens_per_s for r in self._runs())
-
-    @property
-    def joules_per_token(self) -> float:
-        """Facility energy per output token at this demand (J)."""
-        tps = self.output_tokens_per_s
-        return self.facility_w / tps if tps > 0 and self.ok else math.inf
-
-    @property
-    def usd_per_million_tokens(self) -> float:
-        """Yearly cost over the tokens of a year whose mean is `mean_to_peak` of this demand."""
-        tokens = self.output_tokens_per_s * self.mean_to_peak * SECONDS_PER_YEAR
-        return self.annual.total / tokens * 1e6 if tokens > 0 and self.ok else math.inf
 
 
 def pool_split(

@@ -1,5 +1,6 @@
 """Pools of identical replicas and fleet options made of pools: capacity at the SLO, power,
-energy per token and money, from one simulated replica per pool.
+energy per token and money, from one simulated replica per pool; and the record of an option at
+its peak-hour demand (`DemandResult`, which fleet/demand.py simulates).
 
 Requests reach a pool's replicas through a random (Poisson-splitting) router, so each replica
 sees a Poisson stream with the pool's traffic mix; one replica's capacity search stands for all
@@ -11,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +26,7 @@ from megawatt.fleet.sessions import (
     serving_pool,
     session_outcome,
 )
-
-if TYPE_CHECKING:
-    from megawatt.fleet.demand import DemandResult
+from megawatt.fleet.sim import PoolOutcome, pooled_percentile
 from megawatt.hardware import System
 from megawatt.perf import Deployment, MemoryPlan
 from megawatt.serving import Capacity
@@ -91,6 +89,52 @@ class PoolResult:
         busy at any load, so busy time is not a measure of power); a load that varies is taken
         at its mean, which overstates a concave curve's mean power slightly."""
         return self.size.n_systems * self.power_curve.power_w(load_fraction)
+
+
+@dataclass(frozen=True)
+class DemandResult:
+    """One option serving `rate_per_s` (its peak-hour demand). `runs` has one entry per pool
+    (None where the pool gets no traffic): a `PoolRun` in sampled mode, a `PoolTally` in exact
+    mode; `over_capacity` lists pools whose share exceeds their capacity at the SLO (those are
+    not simulated: their queues would grow without end)."""
+
+    rate_per_s: float
+    pool_rates: tuple[float, ...]
+    runs: tuple[PoolOutcome | None, ...]
+    over_capacity: tuple[str, ...]
+    it_w: float
+    facility_w: float
+    annual: AnnualCost
+    mean_to_peak: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every pool could carry its share."""
+        return not self.over_capacity
+
+    def _runs(self) -> list[PoolOutcome]:
+        return [r for r in self.runs if r is not None]
+
+    def percentile(self, metric: str, q: float) -> float:
+        """q-th percentile of `ttft_s` / `tpot_s` / `e2e_s` over the fleet's requests."""
+        return pooled_percentile(self._runs(), metric, q) if self.ok else math.nan
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Output tokens per second served at this demand."""
+        return sum(r.output_tokens_per_s for r in self._runs())
+
+    @property
+    def joules_per_token(self) -> float:
+        """Facility energy per output token at this demand (J)."""
+        tps = self.output_tokens_per_s
+        return self.facility_w / tps if tps > 0 and self.ok else math.inf
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        """Yearly cost over the tokens of a year whose mean is `mean_to_peak` of this demand."""
+        tokens = self.output_tokens_per_s * self.mean_to_peak * SECONDS_PER_YEAR
+        return self.annual.total / tokens * 1e6 if tokens > 0 and self.ok else math.inf
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 times steps behind the `StepModel` seam the serving simulator uses.
 """
 
+from megawatt.perf.breakdown import OperatorTime, StepBreakdown
 from megawatt.perf.deployment import Deployment
 from megawatt.perf.efficiency import (
     Efficiencies,
@@ -20,7 +21,7 @@ from megawatt.perf.image import (
     image_time,
 )
 from megawatt.perf.memory import MemoryPlan, WeightBytes, min_devices, plan_memory, weight_bytes
-from megawatt.perf.step import BatchShape, OperatorTime, RooflineStepModel, StepBreakdown, StepModel
+from megawatt.perf.step import BatchShape, RooflineStepModel, StepModel
 
 __all__ = [
     "BatchShape",

@@ -1,10 +1,10 @@
 """A deployment: one model on one replica's worth of hardware with a parallel plan, precision and
-engine settings. Pure data; everything the performance model needs to time a step."""
+engine settings (speculative decoding's among them). Pure data; everything the performance model
+needs to time a step."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from megawatt.errors import InputError
 from megawatt.hardware import Device, System
@@ -12,11 +12,39 @@ from megawatt.model import ModelSpec
 from megawatt.perf.efficiency import Efficiencies, efficiencies_for, family_of
 from megawatt.units import bytes_per_element
 
-if TYPE_CHECKING:
-    from megawatt.perf.speculative import Speculation
-
 WEIGHT_DTYPES = ("native", "bf16", "fp8", "fp4")
 KV_DTYPES = ("bf16", "fp8")
+
+
+def tokens_per_verify(draft_tokens: int, acceptance: float) -> float:
+    """Expected tokens one verify step yields: `(1 - a^(k+1)) / (1 - a)` (k+1 when a = 1)."""
+    if draft_tokens < 0:
+        raise InputError(f"draft_tokens must be >= 0; got {draft_tokens}.")
+    if not 0.0 <= acceptance <= 1.0:
+        raise InputError(f"acceptance must be in [0, 1]; got {acceptance}.")
+    if acceptance == 1.0:
+        return float(draft_tokens + 1)
+    return (1.0 - acceptance ** (draft_tokens + 1)) / (1.0 - acceptance)
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding settings: `draft_tokens` (k) drafted per step, each accepted with
+    probability `acceptance`; each drafted token costs `draft_cost` of a decode step."""
+
+    draft_tokens: int = 3
+    acceptance: float = 0.8
+    draft_cost: float = 0.1
+
+    def __post_init__(self) -> None:
+        tokens_per_verify(self.draft_tokens, self.acceptance)  # validates both
+        if not 0.0 <= self.draft_cost <= 1.0:
+            raise InputError(f"draft_cost must be in [0, 1] of a decode step; got {self.draft_cost}.")
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens per sequence per verify step."""
+        return tokens_per_verify(self.draft_tokens, self.acceptance)
 
 
 @dataclass(frozen=True)

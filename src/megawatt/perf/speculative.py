@@ -18,12 +18,12 @@ its weight tile, so speculation pays only where per-layer latency dominates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from megawatt.errors import InputError
-from megawatt.perf.deployment import Deployment
+from megawatt.perf.deployment import Deployment, Speculation, tokens_per_verify
 from megawatt.perf.memory import plan_memory
 from megawatt.perf.step import (
     PREFILL_UNIT_TOKENS,
@@ -34,38 +34,17 @@ from megawatt.perf.step import (
     StepModel,
 )
 
+# `Speculation` and `tokens_per_verify` live in perf/deployment.py, beside the deployment that
+# carries the settings (`Deployment.speculation`), and are re-exported here.
+__all__ = [
+    "DRAFT_CONTEXT_TOKENS",
+    "Speculation",
+    "SpeculativeStepModel",
+    "tokens_per_verify",
+    "wafer_speculation",
+]
+
 _SAMPLES = 17  # decode stretches of other inner models: exact at this many points, linear between
-
-
-def tokens_per_verify(draft_tokens: int, acceptance: float) -> float:
-    """Expected tokens one verify step yields: `(1 - a^(k+1)) / (1 - a)` (k+1 when a = 1)."""
-    if draft_tokens < 0:
-        raise InputError(f"draft_tokens must be >= 0; got {draft_tokens}.")
-    if not 0.0 <= acceptance <= 1.0:
-        raise InputError(f"acceptance must be in [0, 1]; got {acceptance}.")
-    if acceptance == 1.0:
-        return float(draft_tokens + 1)
-    return (1.0 - acceptance ** (draft_tokens + 1)) / (1.0 - acceptance)
-
-
-@dataclass(frozen=True)
-class Speculation:
-    """Speculative decoding settings: `draft_tokens` (k) drafted per step, each accepted with
-    probability `acceptance`; each drafted token costs `draft_cost` of a decode step."""
-
-    draft_tokens: int = 3
-    acceptance: float = 0.8
-    draft_cost: float = 0.1
-
-    def __post_init__(self) -> None:
-        tokens_per_verify(self.draft_tokens, self.acceptance)  # validates both
-        if not 0.0 <= self.draft_cost <= 1.0:
-            raise InputError(f"draft_cost must be in [0, 1] of a decode step; got {self.draft_cost}.")
-
-    @property
-    def tokens_per_step(self) -> float:
-        """Expected tokens per sequence per verify step."""
-        return tokens_per_verify(self.draft_tokens, self.acceptance)
 
 
 class SpeculativeStepModel:

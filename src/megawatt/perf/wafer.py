@@ -22,18 +22,15 @@ between wafers cost their latency plus the hidden state over the system I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.hardware import MeshSpec
+from megawatt.perf.breakdown import StepBreakdown
 from megawatt.perf.deployment import Deployment
 from megawatt.perf.memory import MemoryPlan, weight_bytes
 from megawatt.perf.mesh import allreduce_cycles, reduce_hops, square_side, stream_cycles, tree_stages
-
-if TYPE_CHECKING:
-    from megawatt.perf.step import StepBreakdown
 
 MAPPINGS: dict[str, str] = {
     "cerebras": "resident",

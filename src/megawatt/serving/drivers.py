@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from megawatt.errors import InputError
-from megawatt.perf import Deployment, RooflineStepModel, StepModel, plan_memory
-from megawatt.perf.speculative import SpeculativeStepModel, wafer_speculation
+from megawatt.perf import Deployment, StepModel, plan_memory
+from megawatt.perf.factory import exported_coefficients, step_model
 from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult, Slo
 from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
@@ -27,6 +27,7 @@ from megawatt.serving.timeline import DEFAULT_BIN_S
 from megawatt.sim import Environment
 from megawatt.units import SECONDS_PER_DAY
 from megawatt.workload import Requests
+from megawatt.workload.sessions import check_sessions
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,7 @@ class ReplicaConfig:
         """The replica a deployment gives: its roofline step model (wrapped for speculative
         decoding when the deployment has `speculation`) and its KV budget."""
         plan = plan_memory(deployment)
-        step: StepModel = RooflineStepModel(deployment, plan)
-        spec = deployment.speculation
-        if spec is not None:
-            wafer = deployment.family == "wafer"
-            if wafer:  # the draft's cost is its measured pass on the wafers
-                spec = wafer_speculation(deployment, spec.draft_tokens, spec.acceptance)
-            step = SpeculativeStepModel(step, spec, pipelined_verify=wafer)
+        step = step_model(deployment, plan)
         return ReplicaConfig(
             step,
             KvBudget.of(plan),
@@ -92,22 +87,8 @@ kernel of `serving.fast`; needs a step model with `coefficients()` and no prefix
 
 
 def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
-    """The step model's exported coefficients, or None when it has none (a fake, a wrapper of
-    one) or when a subclass retimes steps but inherits `coefficients()` (they would not be its
-    times). Speculative decoding over a roofline exports its settings with the roofline's."""
-    model = cfg.step_model
-    export = getattr(model, "coefficients", None)
-    if export is None:
-        return None
-    mro = type(model).__mro__
-    owners = [next((k for k in mro if name in vars(k)), None) for name in ("coefficients", "step_time")]
-    if owners[0] is not owners[1]:
-        return None
-    try:
-        out = export()
-    except InputError:  # a wrapper around a model without coefficients
-        return None
-    return out if isinstance(out, StepCoefficients) else None
+    """The step model's exported coefficients, or None (`perf.factory.exported_coefficients`)."""
+    return exported_coefficients(cfg.step_model)
 
 
 def _engine_coefficients(
@@ -337,19 +318,6 @@ def concurrency(
     result = RunResult.of(rep, env.now)
     result.arrival_s = arrival
     return result
-
-
-def check_sessions(n: int, parent: np.ndarray, gap_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`parent` and `gap_s` as int64 and float64 arrays, checked (see `sessions`)."""
-    par = np.asarray(parent, dtype=np.int64)
-    gap = np.asarray(gap_s, dtype=np.float64)
-    if par.shape != (n,) or gap.shape != (n,):
-        raise InputError(f"parent and gap_s must hold one value per request ({n}).")
-    if not ((par < np.arange(n)).all() and (par >= -1).all()):
-        raise InputError("parent[i] must be -1 (a session's first turn) or an earlier row's index.")
-    if not (np.isfinite(gap).all() and (gap >= 0).all()):
-        raise InputError("gap_s must hold one finite delay >= 0 per request.")
-    return par, gap
 
 
 def sessions(

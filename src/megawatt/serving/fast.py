@@ -32,12 +32,12 @@ from numba import njit, objmode
 from megawatt.errors import InputError
 from megawatt.interrupts import held_signals
 from megawatt.perf.step import StepCoefficients
-from megawatt.serving.drivers import check_sessions
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import KvBudget, ReplicaStats
 from megawatt.serving.scheduler import SchedulerPolicy, scheduler
 from megawatt.serving.timeline import DEFAULT_BIN_S, DEFAULT_MAX_BINS, Timeline
 from megawatt.workload import Requests
+from megawatt.workload.sessions import check_sessions
 
 # Request states, as in replica.py.
 _WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3

@@ -35,6 +35,7 @@ __all__ = [
     "MOONCAKE_CHAT_FIT",
     "SessionClass",
     "SessionTable",
+    "check_sessions",
     "default_session_classes",
     "sample_sessions",
     "sigma_of_p90",
@@ -107,6 +108,19 @@ class SessionClass:
             return np.zeros(n)
         draws = rng.lognormal(math.log(self.gap_median_s), self.gap_sigma, n)
         return np.minimum(draws, self.gap_max_s)
+
+
+def check_sessions(n: int, parent: np.ndarray, gap_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`parent` and `gap_s` as int64 and float64 arrays, checked (see `serving.sessions`)."""
+    par = np.asarray(parent, dtype=np.int64)
+    gap = np.asarray(gap_s, dtype=np.float64)
+    if par.shape != (n,) or gap.shape != (n,):
+        raise InputError(f"parent and gap_s must hold one value per request ({n}).")
+    if not ((par < np.arange(n)).all() and (par >= -1).all()):
+        raise InputError("parent[i] must be -1 (a session's first turn) or an earlier row's index.")
+    if not (np.isfinite(gap).all() and (gap >= 0).all()):
+        raise InputError("gap_s must hold one finite delay >= 0 per request.")
+    return par, gap
 
 
 @dataclass(frozen=True, eq=False)
