@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from megawatt.validate import PACKAGED_DATA, load_measurements, validate
+from megawatt.calibration import PACKAGED_DATA, load_measurements, validate
 
 LIMIT_S = 180.0
 

@@ -26,8 +26,8 @@ RANK = {
     "fleet": 5,
     "plan": 6,
     "scenario": 7,
-    "explain": 8, "study": 8, "validate": 8,
-    "calibrate": 9, "deal": 9,
+    "explain": 8, "study": 8, "calibration": 8,
+    "deal": 9,
     "report": 10,
     "cli": 11, "__main__": 11, "__init__": 11,
 }

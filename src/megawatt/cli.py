@@ -422,6 +422,8 @@ def validate(
     leave-one-out MAPE)."""
     if rows_shown not in ("auto", "all", "worst"):
         raise InputError(f"--rows must be auto, all or worst; got {rows_shown!r}.")
+    from megawatt.calibration import Validation, calibration_cv, read_measurements, validate_images
+    from megawatt.calibration import validate as run_validation
     from megawatt.report import check_output_file, write_atomic
     from megawatt.report.validation import (
         image_validation_table,
@@ -429,8 +431,6 @@ def validate(
         validation_summary,
         validation_table,
     )
-    from megawatt.validate import Validation, calibration_cv, read_measurements, validate_images
-    from megawatt.validate import validate as run_validation
 
     if json_path is not None:
         check_output_file(json_path, "--json")
@@ -478,16 +478,17 @@ def calibrate(
     import json
 
     import megawatt
-    from megawatt.calibrate import Calibrator, newest_date
-    from megawatt.perf.efficiency import CALIBRATION_FILE
-    from megawatt.report import check_output_file, write_atomic
-    from megawatt.report.validation import calibration_table
-    from megawatt.validate import (
+    from megawatt.calibration import (
         CALIBRATION_DATA,
+        Calibrator,
         data_name,
         load_measurements,
         measurements_sha256,
+        newest_date,
     )
+    from megawatt.perf.efficiency import CALIBRATION_FILE
+    from megawatt.report import check_output_file, write_atomic
+    from megawatt.report.validation import calibration_table
 
     target = out or Path(megawatt.__file__).parent / CALIBRATION_FILE
     check_output_file(target, "--out")

@@ -22,7 +22,7 @@ from megawatt.perf import (
 from megawatt.perf.factory import speculation_of, step_model
 from megawatt.perf.speculative import Speculation
 from megawatt.perf.wafer import WaferLayout, time_components
-from megawatt.plan import PoolSettings, candidates, resolve_weight_dtype
+from megawatt.plan import MAX_STAGES, PoolSettings, candidates, fewest_stages, holds, resolve_weight_dtype
 
 
 @dataclass(frozen=True)
@@ -209,25 +209,24 @@ def _fuller_pipeline(
     name = f"more wafers for KV ({target} sequences)"
     if plan.max_sequences(context) >= target:
         return Alternative(name, dep, None, "this plan already holds them")
-    for pp in range(dep.pp + 1, dep.pp + 257):
-        bigger = replace(dep, pp=pp)
-        try:
-            big_plan = plan_memory(bigger)
-        except FitError:
-            continue
-        n = min(big_plan.max_sequences(context), dep.max_num_seqs)
-        if n < target:
-            continue
-        sm = RooflineStepModel(bigger, big_plan)
-        window = sm.window_tokens
-        single = sm.step_time(BatchShape.of([context], [], window))
-        full = sm.step_time(BatchShape.of([context] * n, [], window))
-        return Alternative(
-            name, bigger, 1.0 / single,
-            f"{pp} wafers hold {n} sequences: {n / full / pp:,.0f} tokens/s per wafer "
-            f"(this plan: {plan.max_sequences(context):,} sequence(s))",
-        )
-    return Alternative(name, None, None, "not within 256 more wafers")
+    def sequences(pp: int) -> int:
+        big_plan = holds(replace(dep, pp=pp))
+        return 0 if big_plan is None else min(big_plan.max_sequences(context), dep.max_num_seqs)
+
+    pp = fewest_stages(lambda n: sequences(n) >= target, start=dep.pp + 1)
+    if pp is None:
+        return Alternative(name, None, None, f"not within {MAX_STAGES} more wafers")
+    bigger = replace(dep, pp=pp)
+    n = sequences(pp)
+    sm = RooflineStepModel(bigger, plan_memory(bigger))
+    window = sm.window_tokens
+    single = sm.step_time(BatchShape.of([context], [], window))
+    full = sm.step_time(BatchShape.of([context] * n, [], window))
+    return Alternative(
+        name, bigger, 1.0 / single,
+        f"{pp} wafers hold {n} sequences: {n / full / pp:,.0f} tokens/s per wafer "
+        f"(this plan: {plan.max_sequences(context):,} sequence(s))",
+    )
 
 
 def _speculative(
@@ -238,15 +237,8 @@ def _speculative(
         f"acceptance {spec.acceptance})"
     )
     with_draft = replace(dep, draft_model=draft)
-    wafers = dep.pp
-    for pp in range(dep.pp, dep.pp + 64):
-        try:
-            plan_memory(replace(with_draft, pp=pp))
-        except FitError:
-            continue
-        wafers = pp
-        break
-    else:
+    wafers = fewest_stages(lambda n: holds(replace(with_draft, pp=n)) is not None, start=dep.pp)
+    if wafers is None:
         return Alternative(name, None, None, "the draft does not fit beside the model")
     with_draft = replace(with_draft, pp=wafers)
     s = speculation_of(with_draft, spec)

@@ -12,7 +12,8 @@ import pytest
 from megawatt.errors import FitError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model, model_from_config
-from megawatt.perf import Deployment, min_devices, plan_memory, weight_bytes
+from megawatt.perf import Deployment, plan_memory, weight_bytes
+from megawatt.plan import min_devices
 from megawatt.units import GB, GIB
 
 CATALOG = load_catalog()
@@ -87,17 +88,6 @@ def test_405b_in_bf16_on_one_h100_names_the_model_device_and_tp() -> None:
     assert "1x h100-sxm (80 GiB HBM" in message
     assert "weights 811.7 GB" in message
     assert "Use tp x pp >=" in message
-
-
-def test_min_devices_on_gpus_counts_tp_times_pp() -> None:
-    dep = deployment("llama-3.1-405b", "dgx-h100", tp=4, weight_dtype="fp8")
-    with pytest.raises(FitError):
-        plan_memory(dep)  # 406 GB of weights on 4x 80 GiB (344 GB)
-    n = min_devices(dep)
-    assert n == 8  # tp4 x pp2
-    plan_memory(replace(dep, pp=n // 4))
-    with pytest.raises(FitError, match="does not fit on 2 wse3 devices"):
-        min_devices(on_cs3("llama-3.1-405b"), max_devices=2)
 
 
 # -- KV capacity --------------------------------------------------------------------------------

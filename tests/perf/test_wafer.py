@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from megawatt.errors import FitError, InputError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
-from megawatt.perf import BatchShape, Deployment, RooflineStepModel, min_devices, plan_memory
+from megawatt.perf import BatchShape, Deployment, RooflineStepModel, plan_memory
 from megawatt.perf.efficiency import ENGINE_RELEASES, engine_release, prior
 from megawatt.perf.mesh import allreduce_cycles, assign_layers, reduce_hops, tree_stages
 from megawatt.perf.speculative import SpeculativeStepModel, wafer_speculation
 from megawatt.perf.wafer import MAPPINGS, mapping_of, time_components
+from megawatt.plan import min_devices
 from megawatt.units import GB
 
 CATALOG = load_catalog()

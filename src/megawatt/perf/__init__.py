@@ -20,7 +20,7 @@ from megawatt.perf.image import (
     fitted_image_efficiency,
     image_time,
 )
-from megawatt.perf.memory import MemoryPlan, WeightBytes, min_devices, plan_memory, weight_bytes
+from megawatt.perf.memory import MemoryPlan, WeightBytes, plan_memory, weight_bytes
 from megawatt.perf.step import BatchShape, RooflineStepModel, StepModel
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "family_of",
     "fitted_image_efficiency",
     "image_time",
-    "min_devices",
     "plan_memory",
     "prior",
     "weight_bytes",

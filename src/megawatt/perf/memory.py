@@ -320,17 +320,3 @@ def _wafer_fix(dep: Deployment, wb: WeightBytes) -> str:
         + ("" if dep.weight_streaming else " or weight streaming from MemoryX (weight_streaming)")
         + "."
     )
-
-
-def min_devices(dep: Deployment, *, max_devices: int = 4096) -> int:
-    """Fewest pipeline stages (wafers, or tp x pp devices for GPUs at fixed tp) that hold the
-    weights with room left for KV."""
-    from dataclasses import replace
-
-    for pp in range(1, max_devices + 1):
-        try:
-            plan_memory(replace(dep, pp=pp, ep=1))
-        except FitError:
-            continue
-        return pp * dep.tp
-    raise FitError(f"{dep.model.id} does not fit on {max_devices} {dep.device.id} devices.")

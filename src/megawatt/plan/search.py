@@ -14,6 +14,7 @@ from megawatt.hardware import Device, System
 from megawatt.model import ModelSpec
 from megawatt.perf import Deployment, family_of, plan_memory
 from megawatt.perf.speculative import Speculation
+from megawatt.plan.fit import fewest_stages, holds
 from megawatt.serving import Capacity, ReplicaConfig, Slo, capacity, offline_rate_hint
 from megawatt.workload import Requests
 
@@ -100,13 +101,14 @@ def plan_problem(dep: Deployment) -> str | None:
     return None
 
 
-def _fits(dep: Deployment, max_sequence_tokens: int = 0) -> bool:
-    """True when the weights fit and the KV cache holds one sequence of the given length."""
-    try:
-        plan = plan_memory(dep)
-    except FitError:
-        return False
-    return plan.sequence_kv_bytes(max_sequence_tokens) <= plan.kv_bytes
+def tp_widths(max_tp: int) -> list[int]:
+    """The tensor-parallel widths a search tries: powers of two up to `max_tp`."""
+    out = []
+    tp = 1
+    while tp <= max_tp:
+        out.append(tp)
+        tp *= 2
+    return out
 
 
 def candidates(
@@ -145,27 +147,25 @@ def candidates(
             raise InputError(problem)
         plan_memory(dep)  # raise the clear FitError if it does not fit
         return [dep]
-    out: list[Deployment] = []
+
+    def fits(dep: Deployment) -> bool:
+        return plan_problem(dep) is None and holds(dep, max_sequence_tokens) is not None
+
     if base.family == "wafer":
-        for pp in range(1, settings.max_wafers + 1):
-            if _fits(replace(base, pp=pp), max_sequence_tokens):
-                out = [replace(base, pp=pp)]
-                break
+        pp = fewest_stages(
+            lambda n: holds(replace(base, pp=n), max_sequence_tokens) is not None,
+            stop=settings.max_wafers,
+        )
+        out = [] if pp is None else [replace(base, pp=pp)]
     else:
-        tp = 1
-        while tp <= min(system.n_devices, settings.max_tp):
-            dep = replace(base, tp=tp)
-            if plan_problem(dep) is None and _fits(dep, max_sequence_tokens):
-                out.append(dep)
-            tp *= 2
+        widths = tp_widths(min(system.n_devices, settings.max_tp))
+        out = [dep for dep in (replace(base, tp=tp) for tp in widths) if fits(dep)]
         if not out:
+            # No width holds it: the widest that splits the heads, and the fewest stages.
             tp = max(t for t in range(1, min(system.n_devices, settings.max_tp) + 1)
                      if _splits_heads(model, t))
-            for pp in range(2, 65):
-                dep = replace(base, tp=tp, pp=pp)
-                if plan_problem(dep) is None and _fits(dep, max_sequence_tokens):
-                    out.append(dep)
-                    break
+            pp = fewest_stages(lambda n: fits(replace(base, tp=tp, pp=n)), start=2)
+            out = [] if pp is None else [replace(base, tp=tp, pp=pp)]
     if not out:
         plan_memory(replace(base, tp=min(system.n_devices, settings.max_tp)))  # raises FitError
         raise FitError(f"{model.id} does not fit on any plan of {system.id}.")

@@ -11,9 +11,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from megawatt.calibrate import Calibrator
+from megawatt.calibration import Calibrator, ImageValidation, Validation, assumptions
 from megawatt.perf.efficiency import FITTED_FIELDS, WAFER_FITTED_FIELDS
-from megawatt.validate import ImageValidation, Validation, assumptions
 
 _UNITS = {
     "output_tokens_per_s": "tok/s",

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from megawatt.calibrate import Calibrator, fit_rows, newest_date
+from megawatt.calibration import COLUMNS, Calibrator, fit_rows, newest_date, parse_measurements, validate
 from megawatt.cli import main
 from megawatt.errors import NotFittedError
 from megawatt.hardware import load_catalog
 from megawatt.perf import efficiencies_for, efficiency_key, prior
 from megawatt.perf.efficiency import FITTED_FIELDS, WAFER_FITTED_FIELDS, fitted_from
-from megawatt.validate import COLUMNS, parse_measurements, validate
 
 CATALOG = load_catalog()
 HEADER = ",".join([*COLUMNS, "date", "notes"])
