@@ -218,7 +218,8 @@ def test_the_reader_sees_type_only_local_relative_and_submodule_imports() -> Non
         ("megawatt.workload.mix", "from megawatt.hardware import System",
          "megawatt.workload.mix:{n} (workload) imports megawatt.hardware (hardware), a sibling"),
         ("megawatt.study", "from megawatt.calibration import measurements",
-         "megawatt.study:{n} (study) imports megawatt.calibration.measurements (calibration), the same layer"),
+         "megawatt.study:{n} (study) imports megawatt.calibration.measurements (calibration), "
+         "the same layer"),
         ("megawatt.fleet.sim", "import megawatt",
          "megawatt.fleet.sim:{n} (fleet) imports megawatt, the top-level package"),
     ],
