@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import LinearConstraint, milp
+from scipy.optimize import LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
 from megawatt.deal.problem import Problem
@@ -110,33 +110,26 @@ def _delivered(problem: Problem, blocks_hi: np.ndarray) -> np.ndarray:
     return out
 
 
-def solve(
-    problem: Problem,
-    *,
-    fixed_blocks: np.ndarray | None = None,
-    gap: float = MIP_REL_GAP,
-    time_limit_s: float = TIME_LIMIT_S,
-) -> Solution:
-    """The cheapest plan (NPV of cost plus unserved penalty) under the problem's constraints;
-    with `fixed_blocks`, the cheapest operation of those purchases (supply, share and budget
-    constraints are then the purchases' own business and are not imposed)."""
-    start = time.perf_counter()
-    n_s, n_g, n_c, n_t = problem.shape
-    n_k = len(problem.sites)
-    fixed = fixed_blocks is not None
-    lo = np.asarray(fixed_blocks if fixed else problem.min_blocks, np.int64)
-    hi = np.asarray(fixed_blocks if fixed else problem.max_blocks, np.int64)
-    if (lo > hi).any():
-        s, t = map(int, np.argwhere(lo > hi)[0])
-        raise PlanError(
-            f"plan: {problem.suppliers[s]} must take {lo[s, t]} blocks in {problem.period_labels[t]} "
-            f"but can deliver at most {hi[s, t]}; check its tranches and supply cap."
-        )
-    slip = problem.slips()
-    avail = _delivered(problem, hi)
-    owned = ~problem.hosted
-    df = problem.discount
+@dataclass(frozen=True)
+class _Columns:
+    """The MILP's variables: blocks ordered `b` (S, T); MW in use `x` at `x_index` rows (s, g,
+    c, k, t; k = -1 for contracts); MW installed at a site `z` at `z_index` rows (s, g, k, t);
+    overflow `o` and unserved `u` (C, T), in M tokens/s."""
 
+    n: int
+    b: np.ndarray
+    x: np.ndarray
+    x_index: np.ndarray
+    z: np.ndarray
+    z_index: np.ndarray
+    o: np.ndarray
+    u: np.ndarray
+
+
+def _columns(problem: Problem, avail: np.ndarray) -> _Columns:
+    n_s, _, n_c, n_t = problem.shape
+    n_k = len(problem.sites)
+    owned = ~problem.hosted
     cols = _Vars()
     b = cols.take(n_s * n_t).reshape(n_s, n_t)
     usable = np.argwhere(avail[:, :, None, :] & (problem.rate > 0))  # (s, g, c, t)
@@ -150,156 +143,233 @@ def solve(
     z = cols.take(len(z_index))
     o = cols.take(n_c * n_t).reshape(n_c, n_t)
     u = cols.take(n_c * n_t).reshape(n_c, n_t)
+    return _Columns(cols.n, b, x, x_index, z, z_index, o, u)
 
-    cost = np.zeros(cols.n)
-    lower = np.zeros(cols.n)
-    upper = np.full(cols.n, np.inf)
-    integrality = np.zeros(cols.n)
-    lower[b.ravel()] = lo.ravel()
-    upper[b.ravel()] = hi.ravel()
+
+def _objective(
+    problem: Problem, v: _Columns, lo: np.ndarray, hi: np.ndarray, fixed: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cost per unit of each variable (USD M, discounted), bounds and integrality."""
+    n_s, _, _, n_t = problem.shape
+    slip = problem.slips()
+    df = problem.discount
+    cost = np.zeros(v.n)
+    lower = np.zeros(v.n)
+    upper = np.full(v.n, np.inf)
+    integrality = np.zeros(v.n)
+    lower[v.b.ravel()] = lo.ravel()
+    upper[v.b.ravel()] = hi.ravel()
     if not fixed:
-        integrality[b.ravel()] = 1
+        integrality[v.b.ravel()] = 1
     tail = np.concatenate([np.cumsum(df[::-1])[::-1], [0.0]])  # sum of df from t on
     for s in range(n_s):
         for tau in range(n_t):
-            cost[b[s, tau]] = (
+            cost[v.b[s, tau]] = (
                 problem.block_it_mw[s] * problem.charge[s, tau] * tail[min(tau + slip[s], n_t)] / _M
             )
     elec = problem.electricity * problem.electricity_factor
     hours = problem.hours_per_period
-    if len(z_index):  # installed at a site: the site's charge and idle power
-        s_, g_, k_, t_ = z_index.T
+    if len(v.z_index):  # installed at a site: the site's charge and idle power
+        s_, g_, k_, t_ = v.z_index.T
         per_mw = problem.site_pue[k_] * (
             problem.idle_share[s_, g_] * elec[k_] * hours + problem.site_charge[k_]
         )
-        cost[z] = df[t_] * per_mw / _M
-    on_site = x_index[:, 3] >= 0 if len(x_index) else np.zeros(0, bool)
+        cost[v.z] = df[t_] * per_mw / _M
+    on_site = v.x_index[:, 3] >= 0 if len(v.x_index) else np.zeros(0, bool)
     if on_site.any():  # in use: the power above idle at the mean load
-        s_, g_, _, k_, t_ = x_index[on_site].T
+        s_, g_, _, k_, t_ = v.x_index[on_site].T
         above = np.maximum(problem.power_share[s_, g_] - problem.idle_share[s_, g_], 0.0)
-        cost[x[on_site]] = df[t_] * problem.site_pue[k_] * above * elec[k_] * hours / _M
+        cost[v.x[on_site]] = df[t_] * problem.site_pue[k_] * above * elec[k_] * hours / _M
     tok = problem.tokens_per_rate[:, None] * df[None, :] / _M  # USD (M) per M tokens/s ... per token/s
-    cost[o.ravel()] = (problem.overflow_price * tok).ravel()
-    cost[u.ravel()] = (problem.unserved_price * tok).ravel()
-    upper[o.ravel()] = (problem.overflow_max_share * problem.demand / _M).ravel()
+    cost[v.o.ravel()] = (problem.overflow_price * tok).ravel()
+    cost[v.u.ravel()] = (problem.unserved_price * tok).ravel()
+    upper[v.o.ravel()] = (problem.overflow_max_share * problem.demand / _M).ravel()
+    return cost, lower, upper, integrality
 
-    rows: list[np.ndarray] = []
-    cols_: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    row_lo: list[float] = []
-    row_hi: list[float] = []
-    n_rows = 0
 
-    def add(c: np.ndarray, v: np.ndarray, lo_: float, hi_: float) -> None:
-        nonlocal n_rows
-        rows.append(np.full(len(c), n_rows))
-        cols_.append(np.asarray(c, np.int64))
-        vals.append(np.asarray(v, float))
-        row_lo.append(lo_)
-        row_hi.append(hi_)
-        n_rows += 1
+class _Rows:
+    """Constraint rows, each a sparse row with its bounds, in the order they are added."""
 
-    def installed_terms(s: int, g: int | None, t: int) -> tuple[np.ndarray, np.ndarray]:
-        taus = [
-            tau
-            for tau in range(n_t)
-            if tau + slip[s] <= t
-            and problem.cohort[s, tau] >= 0
-            and (g is None or problem.cohort[s, tau] == g)
-        ]
-        return b[s, taus], np.full(len(taus), problem.block_it_mw[s])
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
 
+    def add(self, c: np.ndarray, v: np.ndarray, lo: float, hi: float) -> None:
+        self.rows.append(np.full(len(c), len(self.lo)))
+        self.cols.append(np.asarray(c, np.int64))
+        self.vals.append(np.asarray(v, float))
+        self.lo.append(lo)
+        self.hi.append(hi)
+
+    def constraint(self, n_cols: int) -> LinearConstraint:
+        matrix = coo_array(
+            (np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
+            shape=(len(self.lo), n_cols),
+        ).tocsr()
+        return LinearConstraint(matrix, np.array(self.lo), np.array(self.hi))
+
+
+def _installed_terms(
+    problem: Problem, v: _Columns, s: int, g: int | None, t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The block variables of supplier s (generation g, or any) delivered by period t, and the
+    IT MW each brings."""
+    slip = problem.slips()
+    taus = [
+        tau
+        for tau in range(problem.shape[3])
+        if tau + slip[s] <= t
+        and problem.cohort[s, tau] >= 0
+        and (g is None or problem.cohort[s, tau] == g)
+    ]
+    return v.b[s, taus], np.full(len(taus), problem.block_it_mw[s])
+
+
+def _capacity_rows(problem: Problem, v: _Columns, avail: np.ndarray, rows: _Rows) -> None:
+    """What is used is at most what is installed (contracts), what is installed sits at sites
+    (owned systems), what is used at a site is at most what sits there; and each site's power."""
+    n_k = len(problem.sites)
+    owned = ~problem.hosted
     x_at: dict[tuple[int, int, int, int], list[int]] = {}
-    for j, (s, g, _, k, t) in enumerate(x_index):
+    for j, (s, g, _, k, t) in enumerate(v.x_index):
         x_at.setdefault((int(s), int(g), int(k), int(t)), []).append(j)
     z_at: dict[tuple[int, int, int, int], int] = {}
-    for j, (s, g, k, t) in enumerate(z_index):
+    for j, (s, g, k, t) in enumerate(v.z_index):
         z_at[(int(s), int(g), int(k), int(t))] = j
     for s, g, t in np.argwhere(avail):
         s, g, t = int(s), int(g), int(t)
-        bc, bv = installed_terms(s, g, t)
+        bc, bv = _installed_terms(problem, v, s, g, t)
         if not owned[s]:  # a contract: what is used is at most what is installed
             js = x_at.get((s, g, -1, t), [])
-            add(np.concatenate([x[js], bc]), np.concatenate([np.ones(len(js)), -bv]), -np.inf, 0.0)
+            rows.add(np.concatenate([v.x[js], bc]), np.concatenate([np.ones(len(js)), -bv]), -np.inf, 0.0)
             continue
         ks = [z_at[(s, g, k, t)] for k in range(n_k)]
-        add(np.concatenate([z[ks], bc]), np.concatenate([np.ones(len(ks)), -bv]), 0.0, 0.0)
+        rows.add(np.concatenate([v.z[ks], bc]), np.concatenate([np.ones(len(ks)), -bv]), 0.0, 0.0)
         for k in range(n_k):  # used at a site: at most what sits there
             js = x_at.get((s, g, k, t), [])
             if js:
-                add(
-                    np.concatenate([x[js], [z[z_at[(s, g, k, t)]]]]),
+                rows.add(
+                    np.concatenate([v.x[js], [v.z[z_at[(s, g, k, t)]]]]),
                     np.append(np.ones(len(js)), -1.0),
                     -np.inf,
                     0.0,
                 )
     for k in range(n_k):
-        for t in range(n_t):
-            at_site = [j for j, (_, _, kk, tt) in enumerate(z_index) if kk == k and tt == t]
+        for t in range(problem.shape[3]):
+            at_site = [j for j, (_, _, kk, tt) in enumerate(v.z_index) if kk == k and tt == t]
             if at_site:
-                add(z[at_site], np.full(len(at_site), problem.site_pue[k]), -np.inf, problem.site_mw[k, t])
+                rows.add(
+                    v.z[at_site], np.full(len(at_site), problem.site_pue[k]), -np.inf, problem.site_mw[k, t]
+                )
+
+
+def _demand_rows(problem: Problem, v: _Columns, rows: _Rows) -> None:
+    """Each class's demand in each period is served, overflowed or unserved."""
+    _, _, n_c, n_t = problem.shape
     for c in range(n_c):
         for t in range(n_t):
-            serving = np.flatnonzero((x_index[:, 2] == c) & (x_index[:, 4] == t))
-            s_, g_ = x_index[serving, 0], x_index[serving, 1]
-            add(
-                np.concatenate([x[serving], [o[c, t], u[c, t]]]),
+            serving = np.flatnonzero((v.x_index[:, 2] == c) & (v.x_index[:, 4] == t))
+            s_, g_ = v.x_index[serving, 0], v.x_index[serving, 1]
+            rows.add(
+                np.concatenate([v.x[serving], [v.o[c, t], v.u[c, t]]]),
                 np.concatenate([problem.rate[s_, g_, c, t] / _M, [1.0, 1.0]]),
                 problem.demand[c, t] / _M,
                 np.inf,
             )
-    if not fixed and problem.concentration_cap < 1.0:
+
+
+def _purchase_rows(problem: Problem, v: _Columns, rows: _Rows) -> None:
+    """A supplier's share of what is installed stays under the concentration cap, and each
+    year's payments under its budget."""
+    n_s, _, _, n_t = problem.shape
+    if problem.concentration_cap < 1.0:
         cap = problem.concentration_cap
         for t in range(problem.concentration_from, n_t):
-            everyone = [installed_terms(s, None, t) for s in range(n_s)]
+            everyone = [_installed_terms(problem, v, s, None, t) for s in range(n_s)]
             for s in range(n_s):
                 bc = np.concatenate([e[0] for e in everyone] + [everyone[s][0]])
                 bv = np.concatenate([-cap * e[1] for e in everyone] + [everyone[s][1]])
                 if len(bc):
-                    add(bc, bv, -np.inf, 0.0)
+                    rows.add(bc, bv, -np.inf, 0.0)
     year_of, budget = problem.budgets()
-    if not fixed:
-        for y in np.flatnonzero(np.isfinite(budget)):
-            bc_list, bv_list = [], []
-            for s in range(n_s):
-                for tau in range(n_t):
-                    if problem.cohort[s, tau] < 0:
-                        continue
-                    paid = problem.capex[s, tau] if year_of[tau] == y else 0.0
-                    if problem.hosted[s]:
-                        paid += problem.charge[s, tau] * np.sum(year_of[tau:] == y)
-                    if paid:
-                        bc_list.append(b[s, tau])
-                        bv_list.append(problem.block_it_mw[s] * paid / _M)
-            if bc_list:
-                add(np.array(bc_list), np.array(bv_list), -np.inf, budget[y] / _M)
+    for y in np.flatnonzero(np.isfinite(budget)):
+        bc_list, bv_list = [], []
+        for s in range(n_s):
+            for tau in range(n_t):
+                if problem.cohort[s, tau] < 0:
+                    continue
+                paid = problem.capex[s, tau] if year_of[tau] == y else 0.0
+                if problem.hosted[s]:
+                    paid += problem.charge[s, tau] * np.sum(year_of[tau:] == y)
+                if paid:
+                    bc_list.append(v.b[s, tau])
+                    bv_list.append(problem.block_it_mw[s] * paid / _M)
+        if bc_list:
+            rows.add(np.array(bc_list), np.array(bv_list), -np.inf, budget[y] / _M)
 
-    matrix = coo_array(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols_))), shape=(n_rows, cols.n)
-    ).tocsr()
+
+def solve(
+    problem: Problem,
+    *,
+    fixed_blocks: np.ndarray | None = None,
+    gap: float = MIP_REL_GAP,
+    time_limit_s: float = TIME_LIMIT_S,
+) -> Solution:
+    """The cheapest plan (NPV of cost plus unserved penalty) under the problem's constraints;
+    with `fixed_blocks`, the cheapest operation of those purchases (supply, share and budget
+    constraints are then the purchases' own business and are not imposed)."""
+    start = time.perf_counter()
+    fixed = fixed_blocks is not None
+    lo = np.asarray(fixed_blocks if fixed else problem.min_blocks, np.int64)
+    hi = np.asarray(fixed_blocks if fixed else problem.max_blocks, np.int64)
+    if (lo > hi).any():
+        s, t = map(int, np.argwhere(lo > hi)[0])
+        raise PlanError(
+            f"plan: {problem.suppliers[s]} must take {lo[s, t]} blocks in {problem.period_labels[t]} "
+            f"but can deliver at most {hi[s, t]}; check its tranches and supply cap."
+        )
+    avail = _delivered(problem, hi)
+    v = _columns(problem, avail)
+    cost, lower, upper, integrality = _objective(problem, v, lo, hi, fixed)
+    rows = _Rows()
+    _capacity_rows(problem, v, avail, rows)
+    _demand_rows(problem, v, rows)
+    if not fixed:
+        _purchase_rows(problem, v, rows)
     result = milp(
         cost,
         integrality=integrality,
         bounds=(lower, upper),
-        constraints=LinearConstraint(matrix, np.array(row_lo), np.array(row_hi)),
+        constraints=rows.constraint(v.n),
         options={"disp": False, "mip_rel_gap": gap, "time_limit": time_limit_s, "presolve": True},
     )
     if result.x is None:
         raise PlanError(_infeasible(problem, result.message, fixed))
-    v = result.x
-    blocks = np.rint(v[b]).astype(np.int64)
+    return _read(problem, v, result, start)
+
+
+def _read(problem: Problem, v: _Columns, result: OptimizeResult, start: float) -> Solution:
+    """The solution's purchases, MW served, at sites and in use, overflow and unserved."""
+    n_s, n_g, n_c, n_t = problem.shape
+    n_k = len(problem.sites)
+    x_all = np.asarray(result.x)
+    blocks = np.rint(x_all[v.b]).astype(np.int64)
     served_mw = np.zeros((n_s, n_g, n_c, n_t))
     used_at = np.zeros((n_s, n_g, n_k + 1, n_t))  # last slot: contracts (no site)
-    if len(x_index):
-        used = np.maximum(v[x], 0.0)
-        s_, g_, c_, k_, t_ = x_index.T
+    if len(v.x_index):
+        used = np.maximum(x_all[v.x], 0.0)
+        s_, g_, c_, k_, t_ = v.x_index.T
         np.add.at(served_mw, (s_, g_, c_, t_), used)
         np.add.at(used_at, (s_, g_, k_, t_), used)  # k = -1 lands in the last slot
     site_mw = np.zeros((n_s, n_g, n_k, n_t))
-    if len(z_index):
-        site_mw[tuple(z_index.T)] = np.maximum(v[z], 0.0)
-    overflow = np.maximum(v[o], 0.0) * _M
-    unserved = np.maximum(v[u], 0.0) * _M
+    if len(v.z_index):
+        site_mw[tuple(v.z_index.T)] = np.maximum(x_all[v.z], 0.0)
+    overflow = np.maximum(x_all[v.o], 0.0) * _M
+    unserved = np.maximum(x_all[v.u], 0.0) * _M
+    status = int(result.status)
     return _account(
         problem,
         blocks,
@@ -311,7 +381,7 @@ def solve(
         objective=float(result.fun) * _M,
         gap=float(getattr(result, "mip_gap", 0.0) or 0.0),
         solve_s=time.perf_counter() - start,
-        status="optimal" if result.status == 0 else str(result.message),
+        status="optimal" if status == 0 else str(result.message),
     )
 
 
