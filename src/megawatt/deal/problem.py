@@ -224,24 +224,28 @@ def _price_per_it_mw(plan: Plan, gen: GenerationSpec) -> float:
     return system.price_usd / (system.power_w / MW)
 
 
-def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> Problem:
-    """The coefficients of `plan`, with the deal's tranches as options (see `Problem.with_deal`)."""
+@dataclass(frozen=True)
+class _SupplierCoefficients:
+    max_blocks: np.ndarray
+    charge: np.ndarray
+    capex: np.ndarray
+    power_share: np.ndarray
+    idle_share: np.ndarray
+    rate: np.ndarray
+    device_of: np.ndarray
+    devices: tuple[str, ...]
+
+
+def _supplier_coefficients(
+    plan: Plan, capacities: dict[CapacityTask, PoolCapacity], cohort: np.ndarray, load: float, n_g: int
+) -> _SupplierCoefficients:
+    """Per supplier and period: blocks it can deliver, the charge and capex of a block's IT MW;
+    per generation: power at the mean load and at idle (shares of peak), tokens/s per IT MW per
+    class and period, and the device it runs."""
     catalog = plan.catalog()
     n_t, py = plan.n_periods, plan.period_years
-    labels = plan.period_labels
-    mid_years = (np.arange(n_t) + 0.5) * py
-    discount = (1.0 + plan.discount_rate) ** -mid_years
     suppliers = plan.all_suppliers
-    n_s = len(suppliers)
-    n_g = max(len(s.generations) for s in suppliers) if suppliers else 1
-    n_c = len(plan.classes)
-    deal_row = n_s - 1 if plan.deal is not None else -1
-
-    hosted = np.array([s.terms == "contract" for s in suppliers], bool)
-    block = np.array(
-        [s.tranche_mw / (s.pue or 1.0) if s.terms == "contract" else s.tranche_mw for s in suppliers]
-    )
-    min_b = np.zeros((n_s, n_t), np.int64)
+    n_s, n_c = len(suppliers), len(plan.classes)
     max_b = np.zeros((n_s, n_t), np.int64)
     charge = np.zeros((n_s, n_t))
     capex = np.zeros((n_s, n_t))
@@ -250,15 +254,6 @@ def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> P
     rate = np.zeros((n_s, n_g, n_c, n_t))
     device_names: dict[str, int] = {}
     device_of = np.zeros((n_s, n_g), np.int64)
-
-    peak = np.array([c.peak_to_mean for c in plan.classes])
-    mean_out = np.array([_mean(c.output) for c in plan.classes])
-    shares = np.array([c.share for c in plan.classes])
-    shares = shares / shares.sum()
-    load = float(np.sum(shares * mean_out) / np.sum(shares * mean_out * peak))  # mean / peak
-    models = [[model_at(plan, c.name, t) for t in range(n_t)] for c in plan.classes]
-
-    cohort = cohorts(plan)
     for s, g, c, t, task in _needed(plan):
         rate[s, g, c, t] = capacities[task].tokens_per_s_per_it_mw * suppliers[s].generations[g].perf_per_watt
     for s, sup in enumerate(suppliers):
@@ -280,36 +275,49 @@ def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> P
                 life = sup.life_years or DEFAULT_LIFE_YEARS
                 charge[s, t] = price * capital_recovery_factor(plan.discount_rate, life) * py
                 capex[s, t] = price
+    return _SupplierCoefficients(
+        max_b, charge, capex, power_share, idle_share, rate, device_of, tuple(device_names)
+    )
 
+
+def _deal_blocks(plan: Plan, cohort: np.ndarray, deal_row: int) -> np.ndarray:
+    """Blocks of the deal's tranches per period (zeros without a deal)."""
+    n_t, labels = plan.n_periods, plan.period_labels
     deal_blocks = np.zeros(n_t, np.int64)
-    if plan.deal is not None:
-        for i, tranche in enumerate(plan.deal.tranches):
-            t = plan.period_index(tranche.period)
-            if not 0 <= t < n_t or cohort[deal_row, t] < 0:
-                first = earliest_period(plan, plan.deal.supplier)
-                span = f"{labels[first]} to {labels[-1]}" if first < n_t else "none"
-                raise PlanError(
-                    f"plan: deal.tranches[{i}].period {tranche.period} is outside the periods the "
-                    f"deal's supplier can deliver in ({span}: its first delivery, lead time and "
-                    "generations); move the tranche or change the supplier's dates."
-                )
-            deal_blocks[t] += round(tranche.mw / plan.deal.supplier.tranche_mw)
-        max_b[deal_row] = deal_blocks
+    if plan.deal is None:
+        return deal_blocks
+    for i, tranche in enumerate(plan.deal.tranches):
+        t = plan.period_index(tranche.period)
+        if not 0 <= t < n_t or cohort[deal_row, t] < 0:
+            first = earliest_period(plan, plan.deal.supplier)
+            span = f"{labels[first]} to {labels[-1]}" if first < n_t else "none"
+            raise PlanError(
+                f"plan: deal.tranches[{i}].period {tranche.period} is outside the periods the "
+                f"deal's supplier can deliver in ({span}: its first delivery, lead time and "
+                "generations); move the tranche or change the supplier's dates."
+            )
+        deal_blocks[t] += round(tranche.mw / plan.deal.supplier.tranche_mw)
+    return deal_blocks
 
-    # Overflow at pay-as-you-go prices: per output token, the input it carries included.
+
+def _overflow_prices(plan: Plan, models: list[list[str]], mean_out: np.ndarray) -> np.ndarray:
+    """Overflow at pay-as-you-go prices per class and period: per output token, the input it
+    carries included."""
     disc = plan.overflow.cached_input_discount
-    overflow_price = np.zeros((n_c, n_t))
+    overflow_price = np.zeros((len(plan.classes), plan.n_periods))
     for c, cls in enumerate(plan.classes):
         inputs = _mean(cls.prompt) + _mean(cls.cached_prefix) * (1.0 - disc)
-        for t in range(n_t):
+        for t in range(plan.n_periods):
             tariff = plan.overflow.prices[models[c][t]]
             overflow_price[c, t] = (
                 tariff.output_usd_per_m_tokens + tariff.input_usd_per_m_tokens * inputs / mean_out[c]
             )
-    unserved = np.full((n_c, n_t), plan.overflow.unserved_usd_per_m_tokens)
+    return overflow_price
 
-    n_k = len(plan.sites)
-    site_mw = np.zeros((n_k, n_t))
+
+def _sites(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Each site's MW energised per period and its facility charge per MW and period."""
+    site_mw = np.zeros((len(plan.sites), plan.n_periods))
     for k, site in enumerate(plan.sites):
         for step in site.energised:
             site_mw[k, max(plan.period_index(step.start), 0) :] = step.mw
@@ -317,14 +325,48 @@ def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> P
         [
             site.facility_capex_usd_per_mw
             * capital_recovery_factor(plan.discount_rate, site.facility_life_years)
-            * py
+            * plan.period_years
             for site in plan.sites
         ]
     )
-    cons = plan.constraints
+    return site_mw, site_charge
+
+
+def _budgets(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Each period's year (index) and each year's budget (USD; inf for none)."""
+    labels = plan.period_labels
     years = sorted({int(label[:4]) for label in labels})
     year_of = np.array([years.index(int(label[:4])) for label in labels], np.int64)
-    budget = np.array([cons.budget_usd_per_year.get(y, math.inf) for y in years])
+    budget = np.array([plan.constraints.budget_usd_per_year.get(y, math.inf) for y in years])
+    return year_of, budget
+
+
+def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> Problem:
+    """The coefficients of `plan`, with the deal's tranches as options (see `Problem.with_deal`)."""
+    n_t, py = plan.n_periods, plan.period_years
+    mid_years = (np.arange(n_t) + 0.5) * py
+    suppliers = plan.all_suppliers
+    n_s = len(suppliers)
+    n_g = max(len(s.generations) for s in suppliers) if suppliers else 1
+    deal_row = n_s - 1 if plan.deal is not None else -1
+    block = np.array(
+        [s.tranche_mw / (s.pue or 1.0) if s.terms == "contract" else s.tranche_mw for s in suppliers]
+    )
+    peak = np.array([c.peak_to_mean for c in plan.classes])
+    mean_out = np.array([_mean(c.output) for c in plan.classes])
+    shares = np.array([c.share for c in plan.classes])
+    shares = shares / shares.sum()
+    load = float(np.sum(shares * mean_out) / np.sum(shares * mean_out * peak))  # mean / peak
+    models = [[model_at(plan, c.name, t) for t in range(n_t)] for c in plan.classes]
+    cohort = cohorts(plan)
+    sup = _supplier_coefficients(plan, capacities, cohort, load, n_g)
+    deal_blocks = _deal_blocks(plan, cohort, deal_row)
+    max_b = sup.max_blocks
+    if plan.deal is not None:
+        max_b[deal_row] = deal_blocks
+    site_mw, site_charge = _sites(plan)
+    year_of, budget = _budgets(plan)
+    cons = plan.constraints
     demand_model = DemandModel(
         plan.demand.prompts_per_day,
         plan.demand.growth_per_year,
@@ -336,27 +378,27 @@ def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> P
         mid_years,
     )
     return Problem(
-        period_labels=labels,
+        period_labels=plan.period_labels,
         period_years=py,
-        discount=discount,
+        discount=(1.0 + plan.discount_rate) ** -mid_years,
         suppliers=tuple(s.name for s in suppliers),
-        hosted=hosted,
+        hosted=np.array([s.terms == "contract" for s in suppliers], bool),
         block_it_mw=block,
-        min_blocks=min_b,
+        min_blocks=np.zeros((n_s, n_t), np.int64),
         max_blocks=max_b,
         cohort=cohort,
         generations=tuple(tuple(g.label for g in s.generations) for s in suppliers),
-        charge=charge,
-        capex=capex,
-        power_share=power_share,
-        idle_share=idle_share,
-        rate=rate,
+        charge=sup.charge,
+        capex=sup.capex,
+        power_share=sup.power_share,
+        idle_share=sup.idle_share,
+        rate=sup.rate,
         classes=tuple(c.name for c in plan.classes),
         demand=demand_model.demand(),
         tokens_per_rate=py * SECONDS_PER_YEAR / peak,
-        overflow_price=overflow_price,
+        overflow_price=_overflow_prices(plan, models, mean_out),
         overflow_max_share=plan.overflow.max_share,
-        unserved_price=unserved,
+        unserved_price=np.full((len(plan.classes), n_t), plan.overflow.unserved_usd_per_m_tokens),
         sites=tuple(s.name for s in plan.sites),
         site_pue=np.array([s.pue for s in plan.sites]),
         site_mw=site_mw,
@@ -372,7 +414,7 @@ def build_problem(plan: Plan, capacities: dict[CapacityTask, PoolCapacity]) -> P
         deal=deal_row,
         deal_blocks=deal_blocks,
         deal_take_or_pay=plan.deal is None or plan.deal.terms == "take_or_pay",
-        device_of=device_of,
-        devices=tuple(device_names),
+        device_of=sup.device_of,
+        devices=sup.devices,
         demand_model=demand_model,
     ).with_deal("optimised")
