@@ -229,6 +229,230 @@ def _largest_chunk(batch: BatchShape) -> tuple[FloatArray, FloatArray, FloatArra
     )
 
 
+class _Operators:
+    """A GPU replica's operator rows (name, per-feature FLOPs and bytes, compute rate, memory
+    bandwidth), and how a per-token cost splits over its tp devices."""
+
+    def __init__(self, dep: Deployment) -> None:
+        self.dep = dep
+        self.tp = dep.tp
+        self.bw = dep.device.mem_bandwidth_bytes_per_s * dep.eff.memory
+        self.names: list[str] = []
+        self.flops: list[list[float]] = []
+        self.nbytes: list[list[float]] = []
+        self.rates: list[float] = []
+        self.bws: list[float] = []
+
+    def add(self, name: str, f: dict[int, float], b: dict[int, float], rate: float) -> None:
+        self.names.append(name)
+        self.flops.append(_row(f))
+        self.nbytes.append(_row(b))
+        self.rates.append(rate)
+        self.bws.append(self.bw)
+
+    def per_rank(self, total: float, data_parallel: bool) -> dict[int, float]:
+        """A per-token cost split over the tp devices: evenly for tensor-parallel work; for
+        data-parallel work evenly too, but the largest prefill chunk all on one rank.
+
+        With attention data parallelism every device reads all the attention weights for its
+        1/tp of the sequences. Decode tokens and small prompts spread evenly over the ranks,
+        but a prompt is prefilled by the one rank that owns its sequence while the others wait
+        for it at the next expert all-to-all: the busiest rank does the step's largest chunk
+        plus its share of the rest (exact for one prompt per step)."""
+        if data_parallel:
+            return {_TOK: total / self.tp, _PMAX: total * (1.0 - 1.0 / self.tp)}
+        return {_TOK: total / self.tp}
+
+
+def _attention_operators(dep: Deployment, ops: _Operators) -> None:
+    """Attention projections, and attention over the cache (full and windowed layers)."""
+    m, eff, tp, dp = dep.model, dep.eff, dep.tp, dep.attention_dp
+    h, n_layers = m.hidden_size, m.n_layers
+    n_win = len(m.windowed_layers())
+    n_full = n_layers - n_win
+    act = dep.activation_bytes
+    attn_rate = dep.device.peak_flops_for("bf16") * eff.attention
+    # Attention projections (Q, K, V, O; MLA down/up projections), all layers.
+    p_attn = m.attention_params_per_layer()
+    attn_weight_shards = 1 if dp else tp
+    ops.add(
+        "attention projections",
+        ops.per_rank(2.0 * p_attn * n_layers, dp),
+        {
+            _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers / attn_weight_shards,
+            **ops.per_rank(2.0 * h * act * n_layers, dp),
+        },
+        dep.peak_flops_of("attention") * eff.compute,
+    )
+    # Attention over the cache: QK^T and PV.
+    flops_per_ctx, prefill_per_ctx = _attention_flops_per_context(m)
+    kv_shards = 1.0 if m.attention_type == "mla" else float(min(tp, m.n_kv_heads))
+    if dp:
+        kv_shards = float(tp)  # each device reads only its own sequences' cache
+    kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
+
+    def prefill_rows(per_pair: float, per_token: float, pairs: int, biggest: int) -> tuple[
+        dict[int, float], dict[int, float]
+    ]:
+        """FLOPs and KV-write bytes of prefill attention: split over the tp devices (heads),
+        or with data-parallel attention evenly but for the largest chunk, on its own rank."""
+        if dp:
+            share = 1.0 - 1.0 / tp
+            return (
+                {pairs: per_pair / tp, biggest: per_pair * share},
+                {_PTOK: per_token / tp, _PMAX: per_token * share},
+            )
+        return {pairs: per_pair / tp}, {_PTOK: per_token / kv_shards}
+
+    if n_full:
+        ops.add(
+            "attention (decode)",
+            {_DCTX: flops_per_ctx * n_full / tp},
+            {_DCTX: kv_layer_bytes * n_full / kv_shards},
+            attn_rate,
+        )
+        ops.add(
+            "attention (prefill)",
+            *prefill_rows(prefill_per_ctx * n_full, kv_layer_bytes * n_full, _PATT, _PMAXATT),
+            attn_rate,
+        )
+    if n_win:
+        ops.add(
+            "windowed attention (decode)",
+            {_DWIN: flops_per_ctx * n_win / tp},
+            {_DWIN: kv_layer_bytes * n_win / kv_shards},
+            attn_rate,
+        )
+        ops.add(
+            "windowed attention (prefill)",
+            *prefill_rows(prefill_per_ctx * n_win, kv_layer_bytes * n_win, _PWIN, _PMAXWIN),
+            attn_rate,
+        )
+
+
+def _mlp_operators(dep: Deployment, ops: _Operators) -> None:
+    """Dense MLPs, routed and shared experts, the router, the LM head and elementwise work."""
+    m, eff, tp, dp = dep.model, dep.eff, dep.tp, dep.attention_dp
+    h, n_layers, act, lin = m.hidden_size, m.n_layers, dep.activation_bytes, eff.compute
+    dev = dep.device
+    # MLPs. Wide EP runs every part but the routed experts data-parallel: each device
+    # does 1/tp of the tokens' work but reads every weight.
+    wide = dep.wide_ep
+    dense_shards = 1 if wide else tp
+    if m.n_dense_layers:
+        p = m.dense_mlp_params_per_layer() * m.n_dense_layers
+        ops.add(
+            "dense MLP",
+            ops.per_rank(2.0 * p, wide),
+            {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
+            dep.peak_flops_of("mlp") * lin,
+        )
+    if m.n_moe_layers:
+        n_moe = m.n_moe_layers
+        shards = dep.ep if dep.ep > 1 else tp
+        p_exp = m.expert_params()
+        ops.add(
+            "routed experts",
+            {_TOK: 2.0 * m.n_experts_per_token * p_exp * n_moe / tp},
+            {_EXP: p_exp * dep.weight_bytes_per_param("experts") * n_moe / shards},
+            dep.peak_flops_of("experts") * (eff.experts or lin),
+        )
+        if m.n_shared_experts:
+            p = m.shared_expert_params_per_layer() * n_moe
+            ops.add(
+                "shared experts",
+                ops.per_rank(2.0 * p, wide),
+                {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
+                dep.peak_flops_of("mlp") * lin,
+            )
+        p = m.router_params_per_layer() * n_moe
+        ops.add(
+            "router",
+            ops.per_rank(2.0 * p, True) if dp else {_TOK: 2.0 * p},
+            {_ONE: 2.0 * p},
+            dev.peak_flops_for("bf16") * lin,
+        )
+    # LM head on the sampled positions only; elementwise work (norms, residuals, RoPE).
+    p_head = m.vocab_size * h
+    ops.add(
+        "LM head",
+        {_LOG: 2.0 * p_head / tp},
+        {_ONE: p_head * dep.weight_bytes_per_param("embedding") / dense_shards},
+        dep.peak_flops_of("embedding") * lin,
+    )
+    # Norms, residuals, RoPE: on every device of a tensor group, on its own sequences'
+    # tokens only with data-parallel attention.
+    ops.add(
+        "elementwise",
+        {_TOK: 0.0},
+        ops.per_rank(4.0 * h * act * n_layers, True) if dp else {_TOK: 4.0 * h * act * n_layers},
+        dev.peak_flops_for("bf16") * eff.attention,
+    )
+
+
+def _gpu_communication(dep: Deployment) -> tuple[list[float], float]:
+    """Communication per pass (seconds, linear in features) and fabric latency of a GPU replica:
+    tensor-parallel all-reduces, expert dispatch and combine, pipeline hand-offs."""
+    m, eff, dev, tp = dep.model, dep.eff, dep.device, dep.tp
+    h, n_layers, act, wide = m.hidden_size, m.n_layers, dep.activation_bytes, dep.wide_ep
+    # Communication per pass (seconds, linear in features) and fabric latency.
+    comm = [0.0] * N_FEATURES
+    latency = 0.0
+    sysm = dep.system
+    link = (
+        sysm.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s or 0.0
+    ) * eff.link
+    lat = sysm.scaleup_latency_s
+    out_link = (
+        sysm.scaleout_bandwidth_bytes_per_s
+        or dev.scaleout_bandwidth_bytes_per_s
+        or FALLBACK_SCALEOUT_BANDWIDTH_BYTES_PER_S
+    ) * eff.link
+    domain = sysm.n_devices
+    if tp > 1:
+        if link <= 0:
+            link = (
+                dev.scaleout_bandwidth_bytes_per_s or FALLBACK_TP_LINK_BANDWIDTH_BYTES_PER_S
+            ) * eff.link
+        tp_link, tp_lat = link, lat
+        if tp > domain:  # wide EP: the all-reduces cross the scale-out network
+            tp_link, tp_lat = min(link, out_link), max(lat, sysm.scaleout_latency_s)
+        n_allreduce = 2 * n_layers
+        if dep.ep > 1:
+            n_allreduce -= m.n_moe_layers
+        if dep.attention_dp:
+            n_allreduce -= n_layers  # no reduction after data-parallel attention
+        if wide:
+            n_allreduce = 0  # dense MLPs data-parallel too
+        ring = 2.0 * (tp - 1) / tp
+        comm[_TOK] += n_allreduce * ring * h * act / tp_link
+        # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
+        # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
+        latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * tp_lat
+    if dep.ep > 1 and m.n_moe_layers:
+        # Dispatch and combine: each token's activation goes to its top-k experts, most of
+        # them on other devices; every device sends for its 1/ep of the tokens. Experts in
+        # the same scale-up domain are reached over its links, the rest over the scale-out
+        # network, both at once (DeepEP-style kernels): the slower share sets the time.
+        # Experts with 8-bit math take their input already quantised: dispatch in FP8,
+        # combine in BF16 (DeepSeek-V3 technical report, arXiv:2412.19437, section 3.3).
+        expert_math = dep.compute_dtype_of("experts")
+        dispatch = 1.0 if expert_math in ("fp8", "fp4") else act
+        near = min(dep.ep, domain)
+        per_expert = m.n_moe_layers * m.n_experts_per_token * h * (dispatch + act) / dep.ep
+        comm[_TOK] += per_expert * max(
+            (near - 1) / dep.ep / max(link, 1.0), (dep.ep - near) / dep.ep / out_link
+        )
+        latency += m.n_moe_layers * 2 * (lat if dep.ep <= domain else sysm.scaleout_latency_s)
+    if dep.pp > 1:
+        inside = dep.n_devices <= sysm.n_devices
+        hop_bw = link if inside and link > 0 else out_link
+        hop_lat = lat if inside else sysm.scaleout_latency_s
+        comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
+        latency += (dep.pp - 1) * hop_lat
+    return comm, latency
+
+
 class RooflineStepModel:
     """The per-operator roofline for any deployment (GPU-like or wafer-scale).
 
@@ -247,225 +471,20 @@ class RooflineStepModel:
             self._build_wafer()
             return
         dep, m, eff = self.deployment, self.deployment.model, self.deployment.eff
-        dev = dep.device
-        tp = dep.tp
-        h = m.hidden_size
-        names: list[str] = []
-        flops: list[list[float]] = []
-        nbytes: list[list[float]] = []
-        rates: list[float] = []
-        bws: list[float] = []
-
-        bw = dev.mem_bandwidth_bytes_per_s * eff.memory
-
-        def add(name: str, f: dict[int, float], b: dict[int, float], rate: float) -> None:
-            names.append(name)
-            flops.append(_row(f))
-            nbytes.append(_row(b))
-            rates.append(rate)
-            bws.append(bw)
-
-        n_layers = m.n_layers
-        n_win = len(m.windowed_layers())
-        n_full = n_layers - n_win
-        act = dep.activation_bytes
-        attn_rate = dev.peak_flops_for("bf16") * eff.attention
-        lin = eff.compute
-
-        # With attention data parallelism every device reads all the attention weights for its
-        # 1/tp of the sequences. Decode tokens and small prompts spread evenly over the ranks,
-        # but a prompt is prefilled by the one rank that owns its sequence while the others
-        # wait for it at the next expert all-to-all: the busiest rank does the step's largest
-        # chunk plus its share of the rest (exact for one prompt per step).
-        dp = dep.attention_dp
-
-        def per_rank(total: float, data_parallel: bool) -> dict[int, float]:
-            """A per-token cost split over the tp devices: evenly for tensor-parallel work; for
-            data-parallel work evenly too, but the largest prefill chunk all on one rank."""
-            if data_parallel:
-                return {_TOK: total / tp, _PMAX: total * (1.0 - 1.0 / tp)}
-            return {_TOK: total / tp}
-
-        # Attention projections (Q, K, V, O; MLA down/up projections), all layers.
-        p_attn = m.attention_params_per_layer()
-        attn_weight_shards = 1 if dp else tp
-        add(
-            "attention projections",
-            per_rank(2.0 * p_attn * n_layers, dp),
-            {
-                _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers
-                / attn_weight_shards,
-                **per_rank(2.0 * h * act * n_layers, dp),
-            },
-            dep.peak_flops_of("attention") * lin,
-        )
-
-        # Attention over the cache: QK^T and PV.
-        flops_per_ctx, prefill_per_ctx = _attention_flops_per_context(m)
-        kv_shards = 1.0 if m.attention_type == "mla" else float(min(tp, m.n_kv_heads))
-        if dp:
-            kv_shards = float(tp)  # each device reads only its own sequences' cache
-        kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
-
-        def prefill_rows(per_pair: float, per_token: float, pairs: int, biggest: int) -> tuple[
-            dict[int, float], dict[int, float]
-        ]:
-            """FLOPs and KV-write bytes of prefill attention: split over the tp devices (heads),
-            or with data-parallel attention evenly but for the largest chunk, on its own rank."""
-            if dp:
-                share = 1.0 - 1.0 / tp
-                return (
-                    {pairs: per_pair / tp, biggest: per_pair * share},
-                    {_PTOK: per_token / tp, _PMAX: per_token * share},
-                )
-            return {pairs: per_pair / tp}, {_PTOK: per_token / kv_shards}
-
-        if n_full:
-            add(
-                "attention (decode)",
-                {_DCTX: flops_per_ctx * n_full / tp},
-                {_DCTX: kv_layer_bytes * n_full / kv_shards},
-                attn_rate,
-            )
-            add(
-                "attention (prefill)",
-                *prefill_rows(prefill_per_ctx * n_full, kv_layer_bytes * n_full, _PATT, _PMAXATT),
-                attn_rate,
-            )
-        if n_win:
-            add(
-                "windowed attention (decode)",
-                {_DWIN: flops_per_ctx * n_win / tp},
-                {_DWIN: kv_layer_bytes * n_win / kv_shards},
-                attn_rate,
-            )
-            add(
-                "windowed attention (prefill)",
-                *prefill_rows(prefill_per_ctx * n_win, kv_layer_bytes * n_win, _PWIN, _PMAXWIN),
-                attn_rate,
-            )
-
-        # MLPs. Wide EP runs every part but the routed experts data-parallel: each device
-        # does 1/tp of the tokens' work but reads every weight.
-        wide = dep.wide_ep
-        dense_shards = 1 if wide else tp
-        if m.n_dense_layers:
-            p = m.dense_mlp_params_per_layer() * m.n_dense_layers
-            add(
-                "dense MLP",
-                per_rank(2.0 * p, wide),
-                {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
-                dep.peak_flops_of("mlp") * lin,
-            )
-        if m.n_moe_layers:
-            n_moe = m.n_moe_layers
-            shards = dep.ep if dep.ep > 1 else tp
-            p_exp = m.expert_params()
-            add(
-                "routed experts",
-                {_TOK: 2.0 * m.n_experts_per_token * p_exp * n_moe / tp},
-                {_EXP: p_exp * dep.weight_bytes_per_param("experts") * n_moe / shards},
-                dep.peak_flops_of("experts") * (eff.experts or lin),
-            )
-            if m.n_shared_experts:
-                p = m.shared_expert_params_per_layer() * n_moe
-                add(
-                    "shared experts",
-                    per_rank(2.0 * p, wide),
-                    {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
-                    dep.peak_flops_of("mlp") * lin,
-                )
-            p = m.router_params_per_layer() * n_moe
-            add(
-                "router",
-                per_rank(2.0 * p, True) if dp else {_TOK: 2.0 * p},
-                {_ONE: 2.0 * p},
-                dev.peak_flops_for("bf16") * lin,
-            )
-
-        # LM head on the sampled positions only; elementwise work (norms, residuals, RoPE).
-        p_head = m.vocab_size * h
-        add(
-            "LM head",
-            {_LOG: 2.0 * p_head / tp},
-            {_ONE: p_head * dep.weight_bytes_per_param("embedding") / dense_shards},
-            dep.peak_flops_of("embedding") * lin,
-        )
-        # Norms, residuals, RoPE: on every device of a tensor group, on its own sequences'
-        # tokens only with data-parallel attention.
-        add(
-            "elementwise",
-            {_TOK: 0.0},
-            per_rank(4.0 * h * act * n_layers, True) if dp else {_TOK: 4.0 * h * act * n_layers},
-            attn_rate,
-        )
-
-        self._names = tuple(names)
-        self._flops = np.array(flops, dtype=np.float64)
-        self._bytes = np.array(nbytes, dtype=np.float64)
-        self._rate = np.array(rates, dtype=np.float64)
-        self._bw = np.array(bws, dtype=np.float64)
-
-        # Communication per pass (seconds, linear in features) and fabric latency.
-        comm = [0.0] * N_FEATURES
-        latency = 0.0
-        sysm = dep.system
-        link = (
-            sysm.scaleup_bandwidth_bytes_per_s or dev.scaleup_bandwidth_bytes_per_s or 0.0
-        ) * eff.link
-        lat = sysm.scaleup_latency_s
-        out_link = (
-            sysm.scaleout_bandwidth_bytes_per_s
-            or dev.scaleout_bandwidth_bytes_per_s
-            or FALLBACK_SCALEOUT_BANDWIDTH_BYTES_PER_S
-        ) * eff.link
-        domain = sysm.n_devices
-        if tp > 1:
-            if link <= 0:
-                link = (
-                    dev.scaleout_bandwidth_bytes_per_s or FALLBACK_TP_LINK_BANDWIDTH_BYTES_PER_S
-                ) * eff.link
-            tp_link, tp_lat = link, lat
-            if tp > domain:  # wide EP: the all-reduces cross the scale-out network
-                tp_link, tp_lat = min(link, out_link), max(lat, sysm.scaleout_latency_s)
-            n_allreduce = 2 * n_layers
-            if dep.ep > 1:
-                n_allreduce -= m.n_moe_layers
-            if dep.attention_dp:
-                n_allreduce -= n_layers  # no reduction after data-parallel attention
-            if wide:
-                n_allreduce = 0  # dense MLPs data-parallel too
-            ring = 2.0 * (tp - 1) / tp
-            comm[_TOK] += n_allreduce * ring * h * act / tp_link
-            # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
-            # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
-            latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * tp_lat
-        if dep.ep > 1 and m.n_moe_layers:
-            # Dispatch and combine: each token's activation goes to its top-k experts, most of
-            # them on other devices; every device sends for its 1/ep of the tokens. Experts in
-            # the same scale-up domain are reached over its links, the rest over the scale-out
-            # network, both at once (DeepEP-style kernels): the slower share sets the time.
-            # Experts with 8-bit math take their input already quantised: dispatch in FP8,
-            # combine in BF16 (DeepSeek-V3 technical report, arXiv:2412.19437, section 3.3).
-            expert_math = dep.compute_dtype_of("experts")
-            dispatch = 1.0 if expert_math in ("fp8", "fp4") else act
-            near = min(dep.ep, domain)
-            per_expert = m.n_moe_layers * m.n_experts_per_token * h * (dispatch + act) / dep.ep
-            comm[_TOK] += per_expert * max(
-                (near - 1) / dep.ep / max(link, 1.0), (dep.ep - near) / dep.ep / out_link
-            )
-            latency += m.n_moe_layers * 2 * (lat if dep.ep <= domain else sysm.scaleout_latency_s)
-        if dep.pp > 1:
-            inside = dep.n_devices <= sysm.n_devices
-            hop_bw = link if inside and link > 0 else out_link
-            hop_lat = lat if inside else sysm.scaleout_latency_s
-            comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
-            latency += (dep.pp - 1) * hop_lat
+        ops = _Operators(dep)
+        _attention_operators(dep, ops)
+        _mlp_operators(dep, ops)
+        self._names = tuple(ops.names)
+        self._flops = np.array(ops.flops, dtype=np.float64)
+        self._bytes = np.array(ops.nbytes, dtype=np.float64)
+        self._rate = np.array(ops.rates, dtype=np.float64)
+        self._bw = np.array(ops.bws, dtype=np.float64)
+        comm, latency = _gpu_communication(dep)
         self._comm = np.array(comm, dtype=np.float64)
         self._latency = latency
         self._depth = dep.pp
         # With data-parallel attention every rank schedules and samples its own sequences.
-        seq_cost = eff.seq_overhead_s / (tp if dep.attention_dp else 1)
+        seq_cost = eff.seq_overhead_s / (dep.tp if dep.attention_dp else 1)
         self._overhead = (eff.step_overhead_s, seq_cost)
         # Steps with prompt chunks run eagerly: every layer of a stage dispatched from the CPU.
         self._prefill_overhead = eff.prefill_layer_overhead_s * math.ceil(m.n_layers / dep.pp)
