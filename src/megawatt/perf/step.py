@@ -229,6 +229,11 @@ def _largest_chunk(batch: BatchShape) -> tuple[FloatArray, FloatArray, FloatArra
     )
 
 
+def _arrays(*columns: list[list[float]] | list[float]) -> tuple[np.ndarray, ...]:
+    """The operator rows' lists as float64 arrays."""
+    return tuple(np.array(c, dtype=np.float64) for c in columns)
+
+
 class _Operators:
     """A GPU replica's operator rows (name, per-feature FLOPs and bytes, compute rate, memory
     bandwidth), and how a per-token cost splits over its tp devices."""
@@ -475,10 +480,7 @@ class RooflineStepModel:
         _attention_operators(dep, ops)
         _mlp_operators(dep, ops)
         self._names = tuple(ops.names)
-        self._flops = np.array(ops.flops, dtype=np.float64)
-        self._bytes = np.array(ops.nbytes, dtype=np.float64)
-        self._rate = np.array(ops.rates, dtype=np.float64)
-        self._bw = np.array(ops.bws, dtype=np.float64)
+        self._flops, self._bytes, self._rate, self._bw = _arrays(ops.flops, ops.nbytes, ops.rates, ops.bws)
         comm, latency = _gpu_communication(dep)
         self._comm = np.array(comm, dtype=np.float64)
         self._latency = latency
@@ -598,10 +600,7 @@ class RooflineStepModel:
             eff.compute,
         )
         self._names = tuple(names)
-        self._flops = np.array(flops, dtype=np.float64)
-        self._bytes = np.array(nbytes, dtype=np.float64)
-        self._rate = np.array(rates, dtype=np.float64)
-        self._bw = np.array(bws, dtype=np.float64)
+        self._flops, self._bytes, self._rate, self._bw = _arrays(flops, nbytes, rates, bws)
         comm = [0.0] * N_FEATURES
         comm[_TOK] = lay.comm_s_per_token
         self._comm = np.array(comm, dtype=np.float64)
