@@ -17,8 +17,8 @@ from megawatt.fleet.economics import (
 )
 from megawatt.fleet.image import ImageCapacity, image_capacity
 from megawatt.fleet.pool import OptionResult, PoolResult, option_result
+from megawatt.fleet.pools import MODES, PoolRun, simulate_pool
 from megawatt.fleet.routing import POOL_ROUTERS, REPLICA_ROUTERS, PoolTarget, pool_router
-from megawatt.fleet.sim import MODES, PoolRun, simulate_pool
 
 __all__ = [
     "MODES",

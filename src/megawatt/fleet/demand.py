@@ -13,8 +13,8 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
 from megawatt.fleet.pool import DemandResult, PoolResult
+from megawatt.fleet.pools import PoolOutcome, Progress, simulate_pool
 from megawatt.fleet.routing import PoolTarget, pool_router
-from megawatt.fleet.sim import PoolOutcome, Progress, simulate_pool
 from megawatt.serving import ReplicaConfig
 from megawatt.units import SECONDS_PER_YEAR
 from megawatt.workload import Mix, Poisson

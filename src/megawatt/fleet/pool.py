@@ -17,6 +17,7 @@ import numpy as np
 
 from megawatt.fleet.budget import PoolSize
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
+from megawatt.fleet.pools import PoolOutcome, pooled_percentile
 from megawatt.fleet.power import PowerCurve, power_curve
 from megawatt.fleet.sessions import (
     PriceTier,
@@ -26,7 +27,6 @@ from megawatt.fleet.sessions import (
     serving_pool,
     session_outcome,
 )
-from megawatt.fleet.sim import PoolOutcome, pooled_percentile
 from megawatt.hardware import System
 from megawatt.perf import Deployment, MemoryPlan
 from megawatt.serving import Capacity

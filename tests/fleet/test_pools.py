@@ -12,7 +12,7 @@ import pytest
 
 from megawatt.errors import InputError
 from megawatt.fleet.histogram import RELATIVE_ERROR
-from megawatt.fleet.sim import (
+from megawatt.fleet.pools import (
     BATCH_REQUESTS,
     METRICS,
     PoolRun,
