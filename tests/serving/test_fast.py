@@ -430,7 +430,7 @@ def assert_same_requests(steps: RunResult, stretched: RunResult, rtol: float = 1
     for name in ("busy_s", "seq_seconds", "kv_byte_seconds", "peak_kv_bytes"):
         assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=rtol), name
     assert stretched.backlog == steps.backlog
-    assert stretched.itl_s.size == 0 and stretched.bins is None
+    assert stretched.itl_s.size == 0 and stretched.timeline_bins is None
     with pytest.raises(InputError, match="kept no timeline"):
         stretched.timeline()
 

@@ -93,7 +93,7 @@ def assert_stretch_agrees(
         )
     for name in ("rejected", "preemptions", "cached_tokens"):
         np.testing.assert_array_equal(getattr(quick, name), getattr(slow, name), err_msg=name)
-    assert quick.bins is None and quick.itl_s.size == 0
+    assert quick.timeline_bins is None and quick.itl_s.size == 0
 
 
 # -- seeded examples ----------------------------------------------------------------------------

@@ -1333,5 +1333,5 @@ def simulate_fast(
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
         backlog=0 if n_in_flight or sessions else int(backlog),
-        bins=None if stretch else timeline,
+        timeline_bins=None if stretch else timeline,
     )
