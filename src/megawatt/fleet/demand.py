@@ -127,7 +127,7 @@ def simulate_demand(
                 duration_s,
                 mode=mode,
                 k=k,
-                router=replica_router,
+                replica_router=replica_router,
                 seed=(*seed, j),
                 progress=progress,
             )

@@ -229,7 +229,7 @@ def simulate_pool(
     *,
     mode: str = "sampled",
     k: int = 8,
-    router: str = "random",
+    replica_router: str = "random",
     seed: tuple[int, ...] = (0,),
     progress: Progress | None = None,
 ) -> PoolOutcome:
@@ -238,7 +238,7 @@ def simulate_pool(
 
     `mode="exact"` simulates every replica, streamed into a `PoolTally` (least-outstanding
     routing simulates the replicas jointly, then tallies them); `"sampled"` simulates `k` of
-    them, fed k / N of the traffic, into a `PoolRun`. `router` picks a replica: `random`,
+    them, fed k / N of the traffic, into a `PoolRun`. `replica_router` picks a replica: `random`,
     `round_robin` or `least_outstanding`. `progress`, when given, is called with the number of
     requests simulated as they are.
     """
@@ -246,9 +246,9 @@ def simulate_pool(
         raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
     if n_replicas < 1:
         raise InputError(f"pool {name}: n_replicas must be >= 1; got {n_replicas}.")
-    check_replica_router(router)
-    if mode == "exact" and router != "least_outstanding":
-        batches = replica_batches(mix, arrivals, n_replicas, duration_s, router, seed)
+    check_replica_router(replica_router)
+    if mode == "exact" and replica_router != "least_outstanding":
+        batches = replica_batches(mix, arrivals, n_replicas, duration_s, replica_router, seed)
         return _tally(name, config, n_replicas, duration_s, mix.class_names, batches, progress)
     group = n_replicas if mode == "exact" else min(k, n_replicas)
     if group < 1:
@@ -256,10 +256,10 @@ def simulate_pool(
     stream = scaled(arrivals, group / n_replicas)
     reqs = requests_until(mix, stream, duration_s, seed)
     rng = np.random.default_rng([*seed, 10_007])
-    if router == "least_outstanding":
+    if replica_router == "least_outstanding":
         results, served = _joint(config, reqs, group)
     else:
-        if router == "random":
+        if replica_router == "random":
             target = rng.integers(0, group, size=len(reqs))
         else:
             rr = RoundRobin(group)
@@ -282,14 +282,14 @@ def _replica_arrivals(
     n_replicas: int,
     replica: int,
     duration_s: float,
-    router: str,
+    replica_router: str,
 ) -> np.ndarray:
     """Arrival times in [0, duration_s) of one replica of the pool. Random routing: the pool's
     process split N ways (`scaled`). Round robin: every N-th arrival of the pool, from the
     (replica + 1)-th: for Poisson or gamma arrivals the gaps are gamma with N times the
     shape (sums of N gaps), the first arrival gamma with (replica + 1) times the shape."""
     rate = arrivals.rate_per_s
-    if router == "random":
+    if replica_router == "random":
         process: ArrivalProcess = scaled(arrivals, 1.0 / n_replicas)
         first = None
     else:
@@ -332,7 +332,7 @@ def replica_batches(
     arrivals: ArrivalProcess,
     n_replicas: int,
     duration_s: float,
-    router: str,
+    replica_router: str,
     seed: tuple[int, ...],
 ) -> Iterator[tuple[np.ndarray, np.ndarray, Requests]]:
     """The requests exact mode gives the pool's replicas, `batch_size` replicas at a time: their
@@ -343,7 +343,9 @@ def replica_batches(
     for first in range(0, n_replicas, size):
         rng = np.random.default_rng([*seed, 20_011, first])
         replicas = range(first, min(first + size, n_replicas))
-        times = [_replica_arrivals(rng, arrivals, n_replicas, r, duration_s, router) for r in replicas]
+        times = [
+            _replica_arrivals(rng, arrivals, n_replicas, r, duration_s, replica_router) for r in replicas
+        ]
         offsets = np.zeros(len(times) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([t.size for t in times])
         arrival = np.concatenate(times)
