@@ -254,7 +254,7 @@ def _settings(pool: PoolSpec, scenario: Scenario) -> PoolSettings:
         engine=pool_engine(scenario, pool),
         weight_dtype=pool.weight_dtype,
         kv_dtype=pool.kv_dtype,
-        policy=pool.scheduler,
+        scheduler=pool.scheduler,
         tp=pool.tp,
         pp=pool.pp,
         max_num_seqs=pool.max_num_seqs,
@@ -715,7 +715,7 @@ def _at_demand(
             mode=fleet.mode,
             k=fleet.k,
             replica_router=fleet.replica_router,
-            policy=[pool.scheduler for pool in spec.pools],
+            scheduler=[pool.scheduler for pool in spec.pools],
             seed=(scenario.seed, mi, n),
             progress=tick,
         )
