@@ -22,6 +22,7 @@ from megawatt.fleet.pools import (
     replica_batches,
     simulate_pool,
 )
+from megawatt.fleet.routing import replica_router as router_named
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment
@@ -76,7 +77,7 @@ def _per_request(
 ) -> dict[str, np.ndarray]:
     """Exact mode's requests, replica by replica, simulated step by step and kept whole."""
     out: dict[str, list[np.ndarray]] = {m: [] for m in (*METRICS, "tokens")}
-    batches = replica_batches(MIX, Poisson(rate), n_replicas, duration_s, replica_router, seed)
+    batches = replica_batches(MIX, Poisson(rate), n_replicas, duration_s, router_named(replica_router), seed)
     for arrival, offsets, reqs in batches:
         for a, e in itertools.pairwise(offsets):
             rows = np.arange(a, e)
