@@ -79,8 +79,9 @@ class PoolResult:
 
     @property
     def power_curve(self) -> PowerCurve:
-        """One system's power against its load share (`fleet.power`): fitted to measured GPU
-        power for device families with measurements, else linear from idle to peak (a prior)."""
+        """One system's power against its load share, from the default `fleet.power.PowerModel`
+        (`FittedPower`): fitted to measured GPU power for device families with measurements,
+        else linear from idle to peak (the `LinearPower` prior)."""
         return power_curve(self.system, self.deployment.device)
 
     def mean_it_power_w(self, load_fraction: float) -> float:
