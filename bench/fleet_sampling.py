@@ -1,6 +1,6 @@
 """Sampled versus exact simulation of a 200-replica pool: p50/p99 TTFT and throughput.
 
-  python bench/fleet_sampling.py [--replicas 200] [--k 20] [--duration 600] [--router random]
+  python bench/fleet_sampling.py [--replicas 200] [--k 20] [--duration 600] [--replica-router random]
 
 One pool of H200 replicas (Llama-3.1-8B, FP8, TP1) at about 70% of its capacity serves a
 chat-like mix (FACTS.md B.7 consumer chat: prompt lognormal median 1,000, sigma 1.0; output
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--duration", type=float, default=600.0)
     parser.add_argument("--load", type=float, default=0.7)
-    parser.add_argument("--router", default="random")
+    parser.add_argument("--replica-router", default="random")
     args = parser.parse_args()
     cat = load_catalog()
     system = cat.system("hgx-h200")
@@ -75,7 +75,7 @@ def main() -> None:
             args.duration,
             mode=mode,
             k=args.k,
-            router=args.router,
+            replica_router=args.replica_router,
             seed=(1 if mode == "exact" else 2,),
         )
         run = runs[mode]

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=28_900.0, help="fleet prompts per second")
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--k", type=int, default=8, help="replicas simulated per pool")
-    parser.add_argument("--router", default="random")
+    parser.add_argument("--replica-router", default="random")
     parser.add_argument("--mode", choices=("sampled", "exact"), default="sampled")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
             duration_s,
             mode=args.mode,
             k=args.k,
-            router=args.router,
+            replica_router=args.replica_router,
             seed=(sc.seed, j),
             progress=progress,
         )

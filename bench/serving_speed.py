@@ -11,7 +11,7 @@ Workloads:
       growing cached context with compaction; tool gaps median 3.8 s, p90 28.9 s) starting as
       a Poisson process (0.03 per second). About 33,000 turns.
 
-Workloads (a) and (b) run on both engines of `simulate`: `fast` (the compiled kernel, timed
+Workloads (a) and (b) run on both backends of `simulate`: `fast` (the compiled kernel, timed
 warm: its one-off compile or cache load is reported apart, as Vidur's figure is its event loop
 alone; median of 5 runs) and `python` (the event-driven Replica, one run); their per-request
 tables are checked equal. Workload (c) runs on the compiled kernel step by step and in stretch
@@ -98,20 +98,20 @@ def replica(
 
 
 def timed(
-    cfg: ReplicaConfig, requests: Requests, label: str, engine: str, repeat: int = 1
+    cfg: ReplicaConfig, requests: Requests, label: str, backend: str, repeat: int = 1
 ) -> tuple[float, RunResult]:
     """Simulated requests per wall-second of `simulate` (the median of `repeat` runs: a run of
     a few milliseconds is at the mercy of one scheduler hiccup)."""
     walls = []
     for _ in range(repeat):
         start = time.perf_counter()
-        result = simulate(cfg, requests, engine=engine)
+        result = simulate(cfg, requests, backend=backend)
         walls.append(time.perf_counter() - start)
     wall = float(np.median(walls))
     s = result.summary()
     rate = len(requests) / wall
     print(
-        f"{label} [{engine}]: requests={len(requests)} wall_s={wall:.3f} runs={repeat} "
+        f"{label} [{backend}]: requests={len(requests)} wall_s={wall:.3f} runs={repeat} "
         f"sim_req_per_wall_s={rate:,.0f} simulated_s={s['duration_s']:.0f} "
         f"steps={result.stats.n_steps} stretches={result.stats.n_stretches} "
         f"ttft_p50_s={s['ttft_p50_s']:.3f} ttft_p99_s={s['ttft_p99_s']:.3f} "
@@ -148,7 +148,7 @@ def both(cfg: ReplicaConfig, requests: Requests, label: str, python: bool = True
 def warm_up(cfg: ReplicaConfig) -> None:
     """Compile (or load from the on-disk cache) the fast kernel, and say how long it took."""
     start = time.perf_counter()
-    simulate(cfg, vidur_workload(20, seed=99), engine="fast")
+    simulate(cfg, vidur_workload(20, seed=99), backend="fast")
     print(f"fast engine first call (compile or cache load): {time.perf_counter() - start:.2f} s")
 
 
@@ -157,7 +157,7 @@ def session_rates(repeat: int = 5) -> float:
     `repeat` runs each, warm); returns the stretch mode's simulated requests per wall-second."""
     cfg = replica("gb200-nvl72", "gpt-oss-120b", budget=8192, max_seqs=256, weight_dtype="native")
     table = agent_sessions(400, 0.03)
-    sessions(cfg, *agent_sessions(3, 1.0, seed=99), engine="fast")  # compile or load the kernel
+    sessions(cfg, *agent_sessions(3, 1.0, seed=99), backend="fast")  # compile or load the kernel
     label = "(c) coding-agent sessions, 1x GB200, gpt-oss-120b"
     results = []
     rate = 0.0
@@ -165,7 +165,7 @@ def session_rates(repeat: int = 5) -> float:
         walls = []
         for _ in range(repeat):
             start = time.perf_counter()
-            result = sessions(cfg, *table, engine="fast", stretch=stretch)
+            result = sessions(cfg, *table, backend="fast", stretch=stretch)
             walls.append(time.perf_counter() - start)
         wall = float(np.median(walls))
         rate = result.n / wall
@@ -180,7 +180,7 @@ def session_rates(repeat: int = 5) -> float:
         )
         results.append(result)
     start = time.perf_counter()
-    slow = sessions(cfg, *table, engine="python")
+    slow = sessions(cfg, *table, backend="python")
     wall = time.perf_counter() - start
     print(f"{label} [python]: requests={slow.n} wall_s={wall:.3f} sim_req_per_wall_s={slow.n / wall:,.0f}")
     steps, stretched = results

@@ -83,7 +83,7 @@ def long_run() -> tuple[ReplicaConfig, Requests]:
         class_names=("chat",),
     )
     cfg = ReplicaConfig.of(dep)
-    simulate(cfg, requests.subset(np.arange(5)), engine="fast")  # compile or load the kernel
+    simulate(cfg, requests.subset(np.arange(5)), backend="fast")  # compile or load the kernel
     return cfg, requests
 
 
@@ -92,7 +92,7 @@ def test_ctrl_c_stops_a_long_compiled_run_within_a_second(long_run: tuple[Replic
     start = time.perf_counter()
     timer = _interrupt_in(0.3)
     with pytest.raises(KeyboardInterrupt):
-        simulate(cfg, requests, engine="fast")
+        simulate(cfg, requests, backend="fast")
     timer.join()
     assert time.perf_counter() - start < 0.3 + 1.0
 
@@ -102,12 +102,12 @@ def test_a_handler_that_lets_the_run_go_on_gets_the_whole_run(
 ) -> None:
     cfg, requests = long_run
     part = requests.subset(np.arange(10_000))
-    calm = simulate(cfg, part, engine="fast")
+    calm = simulate(cfg, part, backend="fast")
     seen: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
     try:
         timer = _interrupt_in(0.2)
-        disturbed: RunResult = simulate(cfg, part, engine="fast")
+        disturbed: RunResult = simulate(cfg, part, backend="fast")
         timer.join()
     finally:
         signal.signal(signal.SIGINT, previous)

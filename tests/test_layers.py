@@ -220,8 +220,8 @@ def test_the_reader_sees_type_only_local_relative_and_submodule_imports() -> Non
         ("megawatt.study", "from megawatt.calibration import measurements",
          "megawatt.study:{n} (study) imports megawatt.calibration.measurements (calibration), "
          "the same layer"),
-        ("megawatt.fleet.sim", "import megawatt",
-         "megawatt.fleet.sim:{n} (fleet) imports megawatt, the top-level package"),
+        ("megawatt.fleet.pools", "import megawatt",
+         "megawatt.fleet.pools:{n} (fleet) imports megawatt, the top-level package"),
     ],
 )
 def test_the_layer_check_reports_a_fabricated_import(

@@ -77,7 +77,7 @@ BYTES_PER_REQUEST_KEPT = 150.0
 """Memory per request of a finished run kept in the result (its per-request table and ITL
 samples): each pool's capacity run, every request of a sampled fleet run."""
 STREAM_BYTES = 100e6
-"""Exact mode's batch in flight (`fleet.sim.BATCH_REQUESTS` requests; bench/fleet_scale.py
+"""Exact mode's batch in flight (`fleet.pools.BATCH_REQUESTS` requests; bench/fleet_scale.py
 --mode exact: 58 MB above the process for 3M requests)."""
 MEMORY_LIMIT_BYTES = 4 * GB
 """The default memory limit of a study (raise it with `run_study(memory_limit_bytes=)` or
@@ -254,7 +254,7 @@ def _settings(pool: PoolSpec, scenario: Scenario) -> PoolSettings:
         engine=pool_engine(scenario, pool),
         weight_dtype=pool.weight_dtype,
         kv_dtype=pool.kv_dtype,
-        policy=pool.scheduler,
+        scheduler=pool.scheduler,
         tp=pool.tp,
         pp=pool.pp,
         max_num_seqs=pool.max_num_seqs,
@@ -715,7 +715,7 @@ def _at_demand(
             mode=fleet.mode,
             k=fleet.k,
             replica_router=fleet.replica_router,
-            policy=[pool.scheduler for pool in spec.pools],
+            scheduler=[pool.scheduler for pool in spec.pools],
             seed=(scenario.seed, mi, n),
             progress=tick,
         )

@@ -77,7 +77,7 @@ def table(seed: int = 1, n_sessions: int = 24, *, cache_hit: float = 0.9, rate_p
 @pytest.mark.parametrize("router", ROUTERS)
 def test_one_replica_is_the_session_driver(router: str) -> None:
     cfg, tab = config(), table()
-    alone = sessions(cfg, tab.requests, tab.parent, tab.gap_s, engine="python")
+    alone = sessions(cfg, tab.requests, tab.parent, tab.gap_s, backend="python")
     run = route_sessions(cfg, tab, 1, router, cache="ideal")
     np.testing.assert_array_equal(run.arrival_s, alone.arrival_s)
     np.testing.assert_array_equal(run.first_token_s, alone.first_token_s)

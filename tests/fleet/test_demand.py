@@ -64,7 +64,7 @@ def test_each_pool_of_a_mixed_option_runs_its_own_scheduler(study) -> None:
     def at(policies: list[str]) -> list[float]:
         d = simulate_demand(
             option.pools, mix, 100.0, router="proportional", economics=option.economics, pue=option.pue,
-            mean_to_peak=1 / 1.5, duration_s=30.0, k=2, policy=policies, seed=(1,),
+            mean_to_peak=1 / 1.5, duration_s=30.0, k=2, scheduler=policies, seed=(1,),
         )
         return [r.percentile("ttft_s", 99) if r is not None else math.nan for r in d.runs]
 

@@ -25,6 +25,7 @@ from megawatt.fleet.power import (
     LinearPower,
     PowerCurve,
     PowerCurveFitter,
+    PowerModel,
     PowerRecord,
     fitted_families,
     load_power_records,
@@ -73,6 +74,21 @@ def test_more_load_never_draws_less_power_and_load_is_clipped(u: float, v: float
     lo, hi = sorted((u, v))
     assert curve.power_w(lo) <= curve.power_w(hi)
     assert curve.idle_w <= curve.power_w(u) <= curve.full_load_w
+
+
+@pytest.mark.parametrize("name", sorted(POWER_MODELS))
+def test_every_registered_model_is_a_power_model_and_power_curve_takes_it(name: str) -> None:
+    model = power_model(name)
+    assert isinstance(model, PowerModel)
+    system = CATALOG.system("mi355x-8")
+    device = CATALOG.device("mi355x")
+    assert power_curve(system, device, model) == model.curve(system, device)
+
+
+def test_the_default_power_curve_is_the_fitted_model() -> None:
+    system, device = CATALOG.system("mi355x-8"), CATALOG.device("mi355x")
+    assert power_curve(system, device) == power_model("fitted").curve(system, device)
+    assert not isinstance(object(), PowerModel)
 
 
 def test_an_unknown_power_model_lists_the_known_ones() -> None:

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from megawatt.errors import InputError
-from megawatt.fleet.routing import POOL_ROUTERS, PoolTarget, check_replica_router, pool_router
+from megawatt.fleet.routing import (
+    POOL_ROUTERS,
+    REPLICA_ROUTERS,
+    PoolTarget,
+    ReplicaRouter,
+    pool_router,
+    replica_router,
+)
 
 POOLS = [
     PoolTarget("fast", 100.0, usd_per_request=3e-4, tpot_s=0.002),
@@ -40,5 +47,20 @@ def test_cost_aware_fills_the_cheapest_pool_first() -> None:
 def test_unknown_routers_list_the_known_ones() -> None:
     with pytest.raises(InputError, match="class_aware, cost_aware, proportional"):
         pool_router("fastest")
-    with pytest.raises(InputError, match="least_outstanding"):
-        check_replica_router("shortest")
+    with pytest.raises(InputError, match="least_outstanding, random, round_robin; got 'shortest'"):
+        replica_router("shortest")
+
+
+@pytest.mark.parametrize("name", sorted(REPLICA_ROUTERS))
+def test_every_replica_router_is_registered_under_its_name(name: str) -> None:
+    router = replica_router(name)
+    assert isinstance(router, REPLICA_ROUTERS[name])
+    if router.joint:
+        return
+    targets = router.targets(np.random.default_rng(0), 12, 4)
+    assert targets.shape == (12,) and targets.min() >= 0 and targets.max() < 4
+
+
+def test_round_robin_takes_the_replicas_in_turn() -> None:
+    router: ReplicaRouter = replica_router("round_robin")
+    assert router.targets(np.random.default_rng(0), 7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]

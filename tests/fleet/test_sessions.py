@@ -65,7 +65,7 @@ def _agent(gap_s: float) -> SessionClass:
 def _task_time(step: LinearStep, gap_s: float) -> float:
     cfg = ReplicaConfig(step, kv_for_tokens(50_000))
     t = sample_sessions([_agent(gap_s)], np.random.default_rng(5), np.zeros(1), max_context_tokens=8192)
-    res = sessions(cfg, t.requests, t.parent, t.gap_s, engine="python")
+    res = sessions(cfg, t.requests, t.parent, t.gap_s, backend="python")
     return float(task_times(t, res.finish_s)[0])
 
 
@@ -87,7 +87,7 @@ def test_slots_chain_each_users_tasks_and_keep_every_turn() -> None:
     assert (linked.parent == -1).sum() == 3  # one first task per user; the rest wait
     assert sorted(linked.start_s[linked.start_s > 0].tolist()) == [2.0, 4.0]
     cfg = ReplicaConfig(LinearStep(), kv_for_tokens(50_000))
-    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, engine="python")
+    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, backend="python")
     assert res.completed.all()
 
 
@@ -98,7 +98,7 @@ def test_session_capacity_finds_more_users_on_a_faster_replica() -> None:
         cfg = ReplicaConfig(LinearStep(base_s=base_s), kv_for_tokens(50_000))
         return session_capacity(
             cfg, _agent(1.0), slo, max_context_tokens=8192, seed=(3,), n_requests=600,
-            max_requests=2400, engine="python",
+            max_requests=2400, backend="python",
         )
 
     slow, fast = users(2e-2), users(1e-2)
@@ -122,7 +122,7 @@ def test_outcomes_price_by_speed_and_route_by_latency_class() -> None:
     assert serving_pool("standard", [100.0, 2000.0], [1.0, 9.0], [1.0, 5.0]) == 1
     cap = session_capacity(
         ReplicaConfig(LinearStep(), kv_for_tokens(50_000)), _agent(1.0), Slo(2.0, 0.05),
-        max_context_tokens=8192, seed=(1,), n_requests=400, max_requests=800, engine="python",
+        max_context_tokens=8192, seed=(1,), n_requests=400, max_requests=800, backend="python",
     )
     out = session_outcome(
         cap, "pool", replica_facility_w=1e5, replica_usd_per_year=1e6, load_fraction=0.5,
@@ -144,7 +144,7 @@ def test_a_class_with_fixed_lengths_gives_whole_tokens_per_task() -> None:
     cls = replace(_agent(0.0), turns=Fixed(3), first_prompt=Fixed(100), new_tokens=Fixed(10), output=Fixed(5))
     cap = session_capacity(
         ReplicaConfig(LinearStep(), kv_for_tokens(50_000)), cls, Slo(2.0, 0.05),
-        max_context_tokens=8192, seed=(1,), n_requests=300, max_requests=600, engine="python",
+        max_context_tokens=8192, seed=(1,), n_requests=300, max_requests=600, backend="python",
     )
     assert cap.turns_per_task == 3
     assert cap.output_tokens_per_task == 15
@@ -167,7 +167,7 @@ def test_other_traffic_merges_by_start_and_keeps_every_chain() -> None:
     back = {int(r): k for k, r in enumerate(rows)}
     assert [back.get(int(p), -1) if p >= 0 else -1 for p in parent[rows]] == linked.parent.tolist()
     cfg = ReplicaConfig(LinearStep(), kv_for_tokens(50_000))
-    assert sessions(cfg, reqs, parent, gap, engine="python").completed.all()
+    assert sessions(cfg, reqs, parent, gap, backend="python").completed.all()
 
 
 def test_tasks_take_longer_next_to_more_other_traffic_over_a_day() -> None:
@@ -178,7 +178,7 @@ def test_tasks_take_longer_next_to_more_other_traffic_over_a_day() -> None:
     def day(other_per_day: float, seed: int = 2) -> SessionsAtDemand:
         return sessions_at_demand(
             cfg, cls, "pool", tasks_per_day=150, other=background, other_requests_per_day=other_per_day,
-            peak_to_trough=3.0, max_context_tokens=8192, seed=(seed,), min_tasks=1, engine="python",
+            peak_to_trough=3.0, max_context_tokens=8192, seed=(seed,), min_tasks=1, backend="python",
         )
 
     quiet, busy = day(1_000), day(40_000)  # under 1 request/s at the peak: under capacity
@@ -209,7 +209,7 @@ def test_a_day_too_big_to_simulate_is_the_hours_around_its_peak() -> None:
     d = sessions_at_demand(
         cfg, _agent(1.0), "pool", tasks_per_day=100, other=background, other_requests_per_day=20_000,
         peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), max_requests=4_000, min_tasks=1,
-        engine="python",
+        backend="python",
     )
     per_day = 100 * _agent(1.0).turns.mean + 20_000
     assert d.window_s == pytest.approx(86_400 * 4_000 / per_day)
@@ -221,6 +221,6 @@ def test_replica_days_are_added_until_enough_tasks_are_seen() -> None:
     background = Mix((RequestClass("chat", 1.0, Lognormal(200, 0.3), Lognormal(20, 0.5)),))
     d = sessions_at_demand(
         cfg, _agent(1.0), "pool", tasks_per_day=5, other=background, other_requests_per_day=100,
-        peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), min_tasks=40, engine="python",
+        peak_to_trough=3.0, max_context_tokens=8192, seed=(1,), min_tasks=40, backend="python",
     )
     assert d.n_tasks >= 40 and d.days >= 5

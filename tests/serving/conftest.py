@@ -145,8 +145,8 @@ def config(linear_step: LinearStep, tiny_kv: KvBudget) -> ReplicaConfig:
 
 def assert_same_timeline(a: RunResult, b: RunResult, rtol: float = 1e-9) -> None:
     """The same bins (width, count) holding the same busy time, batch, KV use and tokens."""
-    assert a.bins is not None and b.bins is not None
-    assert a.bins.bin_s == b.bins.bin_s
+    assert a.timeline_bins is not None and b.timeline_bins is not None
+    assert a.timeline_bins.bin_s == b.timeline_bins.bin_s
     ta, tb = a.timeline(), b.timeline()
     assert ta.num_rows == tb.num_rows
     for name in ta.column_names:

@@ -60,7 +60,7 @@ def test_one_request_on_constant_steps_has_the_analytic_ttft_and_tpot(
     cfg = ReplicaConfig(
         CompiledConstantStep(DT), kv_for_tokens(10_000), policy, max_num_batched_tokens=budget
     )
-    res = simulate(cfg, make_requests([prompt], [output], arrival_s=[3.0]), engine=engine)
+    res = simulate(cfg, make_requests([prompt], [output], arrival_s=[3.0]), backend=engine)
     steps = math.ceil(prompt / budget) if SCHEDULERS[policy].chunked_prefill else 1
     assert res.ttft_s[0] == steps * DT
     assert res.tpot_s[0] == (DT if output > 1 else 0.0)
@@ -100,7 +100,7 @@ def test_one_sequence_at_a_time_is_an_md1_queue() -> None:
     service_s = output * DT
     cfg = ReplicaConfig(CompiledConstantStep(DT), kv_for_tokens(1000), max_num_seqs=1)
     requests = md1_workload(1_000_000, rho, service_s, output, seed=1)
-    res = simulate(cfg, requests, engine="fast")
+    res = simulate(cfg, requests, backend="fast")
     assert res.completed.all()
     # Deterministic service (to the rounding of clocks that reach 2e6 s).
     np.testing.assert_allclose(res.finish_s - res.first_token_s, service_s - DT, rtol=0, atol=1e-6)
@@ -111,5 +111,5 @@ def test_one_sequence_at_a_time_is_an_md1_queue() -> None:
     # The Python replica tells the same story (FCFS: the first requests' waits do not depend
     # on the later ones).
     head = requests.subset(np.arange(5_000))
-    python = simulate(cfg, head, engine="python")
+    python = simulate(cfg, head, backend="python")
     np.testing.assert_array_equal(python.ttft_s, res.ttft_s[:5_000])

@@ -29,7 +29,7 @@ from megawatt.serving import (
     single_user,
     unit_poisson,
 )
-from megawatt.serving.drivers import sessions, with_policy
+from megawatt.serving.drivers import sessions, with_scheduler
 from megawatt.workload import Requests
 
 from .conftest import ConstantStep, LinearStep, kv_for_tokens, make_requests, random_requests
@@ -256,11 +256,11 @@ def test_a_deployment_gives_its_roofline_replica() -> None:
         max_num_seqs=64,
         max_num_batched_tokens=4096,
     )
-    cfg = ReplicaConfig.of(deployment, policy="fcfs")
+    cfg = ReplicaConfig.of(deployment, scheduler="fcfs")
     assert isinstance(cfg.step_model, RooflineStepModel)
-    assert (cfg.policy, cfg.max_num_seqs, cfg.max_num_batched_tokens) == ("fcfs", 64, 4096)
+    assert (cfg.scheduler, cfg.max_num_seqs, cfg.max_num_batched_tokens) == ("fcfs", 64, 4096)
     assert cfg.kv.capacity_bytes > 0
-    assert with_policy(cfg, "static").policy == "static"
+    assert with_scheduler(cfg, "static").scheduler == "static"
     res = offline(cfg, random_requests(2, 20, max_prompt=1000, max_output=100))
     assert res.completed.all()
 
@@ -413,8 +413,8 @@ def test_sessions_of_one_turn_each_are_the_open_loop_run(
     config: ReplicaConfig, small_requests: Requests
 ) -> None:
     n = len(small_requests)
-    res = sessions(config, small_requests, np.full(n, -1), np.zeros(n), engine="python")
-    ref = simulate(config, small_requests, engine="python")
+    res = sessions(config, small_requests, np.full(n, -1), np.zeros(n), backend="python")
+    ref = simulate(config, small_requests, backend="python")
     np.testing.assert_array_equal(res.finish_s, ref.finish_s)
     np.testing.assert_array_equal(res.first_token_s, ref.first_token_s)
 

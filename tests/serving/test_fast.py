@@ -1,4 +1,4 @@
-"""The compiled replica (`engine="fast"`) tells the same story as the Python one: the same
+"""The compiled replica (`backend="fast"`) tells the same story as the Python one: the same
 per-request table, stats and ITL samples, on the real roofline step model (dense and MoE GPUs
 with sliding windows, a wafer whose layers pipeline micro-batches), under every policy, with
 preemptions, prefix hits, rejections and runs stopped early. Its stretch mode (decode stretches
@@ -89,8 +89,8 @@ def both(
     cfg: ReplicaConfig, requests: Requests, until_s: float | None = None
 ) -> tuple[RunResult, RunResult]:
     return (
-        simulate(cfg, requests, until_s=until_s, engine="fast"),
-        simulate(cfg, requests, until_s=until_s, engine="python"),
+        simulate(cfg, requests, until_s=until_s, backend="fast"),
+        simulate(cfg, requests, until_s=until_s, backend="python"),
     )
 
 
@@ -167,12 +167,12 @@ def test_the_fast_engine_runs_the_conformance_workloads_as_the_python_one(
     requests, kv_tokens, seqs, tokens, at_once = CONFORMANCE[case]
     cfg = replace(
         with_kv_tokens(roofline(model), kv_tokens),
-        policy=policy,
+        scheduler=policy,
         max_num_seqs=seqs,
         max_num_batched_tokens=tokens,
     )
     if at_once:
-        fast, slow = offline(cfg, requests, engine="fast"), offline(cfg, requests, engine="python")
+        fast, slow = offline(cfg, requests, backend="fast"), offline(cfg, requests, backend="python")
     else:
         fast, slow = both(cfg, requests)
     assert_same_run(fast, slow)
@@ -185,7 +185,7 @@ def test_busy_replicas_agree_with_preemptions_prefix_hits_and_rejections(policy:
     """A loaded replica with a cache too small for the load: it preempts, skips cached
     prefixes and turns away what can never fit."""
     requests = random_requests(5, 80, rate_per_s=40, max_prompt=3000, max_output=300, cached_fraction=0.3)
-    cfg = replace(with_kv_tokens(roofline(model), 3000), policy=policy)
+    cfg = replace(with_kv_tokens(roofline(model), 3000), scheduler=policy)
     fast, slow = both(cfg, requests)
     assert_same_run(fast, slow)
     assert fast.rejected.any()
@@ -198,7 +198,7 @@ def test_busy_replicas_agree_with_preemptions_prefix_hits_and_rejections(policy:
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_the_memory_plans_cache_agrees(policy: str, model: str) -> None:
     requests = random_requests(9, 120, rate_per_s=25, max_prompt=2000, max_output=400)
-    fast, slow = both(replace(roofline(model), policy=policy), requests)
+    fast, slow = both(replace(roofline(model), scheduler=policy), requests)
     assert_same_run(fast, slow)
     assert slow.stats.n_stretches > 0  # the Python replica took its shortcuts; no matter
 
@@ -208,7 +208,7 @@ def test_the_memory_plans_cache_agrees(policy: str, model: str) -> None:
 def test_a_run_stopped_early_agrees(policy: str, fraction: float) -> None:
     requests = random_requests(13, 60, rate_per_s=30, max_prompt=1500, max_output=400)
     until = fraction * float(requests.arrival_s[-1])
-    cfg = replace(with_kv_tokens(roofline("h100-gpt-oss-20b"), 4000), policy=policy)
+    cfg = replace(with_kv_tokens(roofline("h100-gpt-oss-20b"), 4000), scheduler=policy)
     fast, slow = both(cfg, requests, until_s=until)
     assert_same_run(fast, slow)
     assert fast.end_s == until
@@ -240,9 +240,9 @@ def test_arrivals_before_zero_and_empty_workloads() -> None:
     empty_fast, empty_slow = both(cfg, Requests.empty())
     assert empty_fast.n == 0 and empty_fast.end_s == empty_slow.end_s == 0.0
     assert empty_fast.itl_s.size == empty_fast.itl_n.size == 0
-    for engine in ("fast", "python"):
+    for backend in ("fast", "python"):
         with pytest.raises(InputError, match="until must be >= now"):
-            simulate(cfg, early, until_s=-6.0, engine=engine)
+            simulate(cfg, early, until_s=-6.0, backend=backend)
 
 
 # -- any workload -----------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_the_engines_agree_on_any_small_workload(
         requests = requests.with_arrivals(np.zeros(n))
     cfg = replace(
         with_kv_tokens(roofline(model), kv_tokens),
-        policy=policy,
+        scheduler=policy,
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_tokens,
     )
@@ -300,12 +300,12 @@ def test_closed_loops_agree(policy: str, model: str, n_in_flight: int) -> None:
     """A closed loop (InferenceX's client: C requests in flight, 10 x C in all) with a cache
     small enough to preempt and turn some away: the same issue times and table."""
     requests = random_requests(21, 60, rate_per_s=30, max_prompt=2500, max_output=300)
-    cfg = replace(with_kv_tokens(roofline(model), 3000), policy=policy)
-    fast = concurrency(cfg, requests, n_in_flight, engine="fast")
-    slow = concurrency(cfg, requests, n_in_flight, engine="python")
+    cfg = replace(with_kv_tokens(roofline(model), 3000), scheduler=policy)
+    fast = concurrency(cfg, requests, n_in_flight, backend="fast")
+    slow = concurrency(cfg, requests, n_in_flight, backend="python")
     assert_same_run(fast, slow)
     np.testing.assert_allclose(fast.arrival_s, slow.arrival_s, rtol=1e-9, atol=0.0)
-    quick = concurrency(cfg, requests, n_in_flight, engine="fast", stretch=True)
+    quick = concurrency(cfg, requests, n_in_flight, backend="fast", stretch=True)
     for name in ("arrival_s", "first_token_s", "finish_s"):
         np.testing.assert_allclose(getattr(quick, name), getattr(slow, name), rtol=1e-9, atol=1e-12)
     # Never more than n_in_flight outstanding: each issue time is a completion (or rejection).
@@ -324,14 +324,14 @@ def test_closed_loops_with_issue_delays_agree(model: str, n_in_flight: int) -> N
     requests = random_requests(8, 50, rate_per_s=30, max_prompt=2000, max_output=200)
     delay = np.random.default_rng(3).uniform(0.0, 0.4, len(requests))
     cfg = with_kv_tokens(roofline(model), 4000)
-    fast = concurrency(cfg, requests, n_in_flight, engine="fast", issue_delay_s=delay)
-    slow = concurrency(cfg, requests, n_in_flight, engine="python", issue_delay_s=delay)
+    fast = concurrency(cfg, requests, n_in_flight, backend="fast", issue_delay_s=delay)
+    slow = concurrency(cfg, requests, n_in_flight, backend="python", issue_delay_s=delay)
     assert_same_run(fast, slow)
     np.testing.assert_allclose(fast.arrival_s, slow.arrival_s, rtol=1e-9, atol=0.0)
     assert (np.diff(fast.arrival_s) >= 0).all()
     assert (fast.arrival_s[:n_in_flight] >= delay[:n_in_flight]).all()
     # Decode stretches in closed form: the same per-request times.
-    quick = concurrency(cfg, requests, n_in_flight, engine="fast", issue_delay_s=delay, stretch=True)
+    quick = concurrency(cfg, requests, n_in_flight, backend="fast", issue_delay_s=delay, stretch=True)
     for name in ("arrival_s", "first_token_s", "finish_s"):
         np.testing.assert_allclose(getattr(quick, name), getattr(slow, name), rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(quick.preemptions, slow.preemptions)
@@ -354,7 +354,7 @@ def test_auto_takes_the_fast_engine_when_the_step_model_exports_coefficients(
     requests = random_requests(1, 10)
     simulate(roofline("h100-llama-8b"), requests)
     assert calls == [1]
-    simulate(roofline("h100-llama-8b"), requests, engine="python")
+    simulate(roofline("h100-llama-8b"), requests, backend="python")
     fake = ReplicaConfig(LinearStep(), kv_for_tokens(2000))
     simulate(fake, requests)  # a fake step model has no coefficients: the Python replica
     assert calls == [1]
@@ -373,17 +373,17 @@ def test_auto_takes_the_fast_engine_when_the_step_model_exports_coefficients(
 def test_the_fast_engine_needs_coefficients_and_engines_have_names() -> None:
     fake = ReplicaConfig(LinearStep(), kv_for_tokens(2000))
     requests = random_requests(1, 5)
-    with pytest.raises(InputError, match="engine 'fast' needs a step model with coefficients"):
-        simulate(fake, requests, engine="fast")
-    with pytest.raises(InputError, match=r"engine must be one of auto, fast, python; got 'gpu'"):
-        simulate(fake, requests, engine="gpu")
+    with pytest.raises(InputError, match="backend 'fast' needs a step model with coefficients"):
+        simulate(fake, requests, backend="fast")
+    with pytest.raises(InputError, match=r"backend must be one of auto, fast, python; got 'gpu'"):
+        simulate(fake, requests, backend="gpu")
 
 
 def test_one_step_of_the_kernel_is_one_step_of_the_model() -> None:
     """A lone request on the wafer: its prefill is one step of the roofline model, and so is
     each decode step."""
     cfg = roofline("cs3-llama-8b")
-    res = simulate(cfg, make_requests([300], [3]), engine="fast")
+    res = simulate(cfg, make_requests([300], [3]), backend="fast")
     model = cfg.step_model
     prefill = model.step_time(BatchShape.of([], [(300, 0)]))
     decode = model.step_time(BatchShape.of([301]))
@@ -400,7 +400,7 @@ def test_speculation_over_a_model_without_coefficients_takes_the_python_replica(
     requests = random_requests(4, 20, rate_per_s=10, max_output=50)
     assert simulate(cfg, requests).completed.all()
     with pytest.raises(InputError, match="coefficients"):
-        simulate(cfg, requests, engine="fast")
+        simulate(cfg, requests, backend="fast")
 
 
 # -- stretch mode: decode stretches in closed form ----------------------------------------------
@@ -409,7 +409,7 @@ def _stretched(cfg: ReplicaConfig, requests: Requests) -> tuple[RunResult, RunRe
     c = _coefficients(cfg)
     assert c is not None
     kwargs = {
-        "policy": cfg.policy,
+        "scheduler": cfg.scheduler,
         "max_num_seqs": cfg.max_num_seqs,
         "max_num_batched_tokens": cfg.max_num_batched_tokens,
     }
@@ -430,7 +430,7 @@ def assert_same_requests(steps: RunResult, stretched: RunResult, rtol: float = 1
     for name in ("busy_s", "seq_seconds", "kv_byte_seconds", "peak_kv_bytes"):
         assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=rtol), name
     assert stretched.backlog == steps.backlog
-    assert stretched.itl_s.size == 0 and stretched.bins is None
+    assert stretched.itl_s.size == 0 and stretched.timeline_bins is None
     with pytest.raises(InputError, match="kept no timeline"):
         stretched.timeline()
 
@@ -441,7 +441,7 @@ def test_stretch_mode_runs_a_lightly_loaded_replica_as_step_by_step(policy: str,
     """Requests mostly alone (long decode stretches), short prompts crossing sliding windows,
     a cache small enough to bound stretches; speculative decoding steps one step at a time."""
     requests = random_requests(21, 120, rate_per_s=0.5, max_prompt=300, max_output=400, cached_fraction=0.2)
-    steps, stretched = _stretched(replace(with_kv_tokens(roofline(model), 6000), policy=policy), requests)
+    steps, stretched = _stretched(replace(with_kv_tokens(roofline(model), 6000), scheduler=policy), requests)
     assert_same_requests(steps, stretched)
     spec = MODELS[model][2].get("speculation") is not None
     assert (stretched.stats.n_stretches == 0) == spec

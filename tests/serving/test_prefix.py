@@ -167,8 +167,8 @@ def test_hashes_take_the_python_replica(monkeypatch: pytest.MonkeyPatch) -> None
     ids = [blocks(1, 2), blocks(1, 2)]
     res = simulate(cfg, requests, prefix_blocks=ids, prefix_block_tokens=B)  # auto
     assert calls == [] and res.cached_tokens.tolist() == [0, 2 * B]
-    with pytest.raises(InputError, match="engine 'fast' has no hashed prefix cache"):
-        simulate(cfg, requests, prefix_blocks=ids, engine="fast")
+    with pytest.raises(InputError, match="backend 'fast' has no hashed prefix cache"):
+        simulate(cfg, requests, prefix_blocks=ids, backend="fast")
 
 
 def test_hashes_must_come_one_array_per_request() -> None:
@@ -201,7 +201,7 @@ def watch(cfg: ReplicaConfig, requests: Requests, ids: list[np.ndarray]) -> RunR
     the references the requests hold are the cache's counts, hits are whole blocks."""
     env = Environment()
     rep = Replica(
-        env, cfg.step_model, cfg.kv, requests, policy=cfg.policy, max_num_seqs=cfg.max_num_seqs,
+        env, cfg.step_model, cfg.kv, requests, scheduler=cfg.scheduler, max_num_seqs=cfg.max_num_seqs,
         max_num_batched_tokens=cfg.max_num_batched_tokens, prefix_blocks=ids, prefix_block_tokens=B,
     )
     for i, t in enumerate(requests.arrival_s):

@@ -164,14 +164,14 @@ WINDOWED = ReplicaConfig(
     ],
 )
 def test_stretches_agree_with_step_by_step_open_loop(policy: str, cfg: ReplicaConfig) -> None:
-    cfg = replace(cfg, policy=policy)
+    cfg = replace(cfg, scheduler=policy)
     requests = random_requests(3, 50, rate_per_s=10, max_output=150)
     assert_same_run(simulate(cfg, requests), stepwise(simulate, cfg, requests))
 
 
 @pytest.mark.parametrize("policy", sorted(SCHEDULERS))
 def test_stretches_agree_with_step_by_step_closed_loop(policy: str, config: ReplicaConfig) -> None:
-    cfg = replace(config, policy=policy)
+    cfg = replace(config, scheduler=policy)
     requests = random_requests(4, 30, max_output=120)
 
     def closed(c: ReplicaConfig, r: Requests) -> RunResult:
@@ -279,6 +279,6 @@ def test_stretches_agree_with_step_by_step_on_the_roofline_model(model_id: str) 
     requests = random_requests(5, 40, rate_per_s=30, max_prompt=3000, max_output=300)
 
     def python(c: ReplicaConfig, r: Requests) -> RunResult:
-        return simulate(c, r, engine="python")  # auto would take the compiled engine
+        return simulate(c, r, backend="python")  # auto would take the compiled engine
 
     assert_same_run(python(cfg, requests), stepwise(python, cfg, requests))

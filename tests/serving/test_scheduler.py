@@ -54,10 +54,10 @@ def test_a_replica_takes_a_policy_by_name_or_by_value(
     custom = SchedulerPolicy(
         "mine", chunked_prefill=False, admit_while_running=True, description="fcfs by another name"
     )
-    by_value = Replica(Environment(), linear_step, tiny_kv, small_requests, policy=custom)
-    assert by_value.policy is custom
+    by_value = Replica(Environment(), linear_step, tiny_kv, small_requests, scheduler=custom)
+    assert by_value.scheduler is custom
     with pytest.raises(InputError, match="scheduler must be one of"):
-        Replica(Environment(), linear_step, tiny_kv, small_requests, policy="nope")
+        Replica(Environment(), linear_step, tiny_kv, small_requests, scheduler="nope")
 
 
 # -- a replica watched after every event ------------------------------------------------------
@@ -79,7 +79,7 @@ def watch(cfg: ReplicaConfig, requests: Requests) -> Watched:
         cfg.step_model,
         cfg.kv,
         requests,
-        policy=cfg.policy,
+        scheduler=cfg.scheduler,
         max_num_seqs=cfg.max_num_seqs,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
     )

@@ -70,8 +70,8 @@ def both(
 ) -> tuple[RunResult, RunResult]:
     """The same sessions on the compiled and the Python engine."""
     return (
-        sessions(cfg, *table, engine="fast", until_s=until_s),
-        sessions(cfg, *table, engine="python", until_s=until_s),
+        sessions(cfg, *table, backend="fast", until_s=until_s),
+        sessions(cfg, *table, backend="python", until_s=until_s),
     )
 
 
@@ -86,14 +86,14 @@ def assert_stretch_agrees(
     cfg: ReplicaConfig, table: tuple[Requests, np.ndarray, np.ndarray], slow: RunResult
 ) -> None:
     """Stretch mode: the Python run's arrivals and per-request times to float rounding."""
-    quick = sessions(cfg, *table, engine="fast", stretch=True)
+    quick = sessions(cfg, *table, backend="fast", stretch=True)
     for name in ("arrival_s", "first_token_s", "finish_s"):
         np.testing.assert_allclose(
             getattr(quick, name), getattr(slow, name), rtol=1e-9, atol=1e-12, err_msg=name
         )
     for name in ("rejected", "preemptions", "cached_tokens"):
         np.testing.assert_array_equal(getattr(quick, name), getattr(slow, name), err_msg=name)
-    assert quick.bins is None and quick.itl_s.size == 0
+    assert quick.timeline_bins is None and quick.itl_s.size == 0
 
 
 # -- seeded examples ----------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_busy_sessions_agree_with_preemptions_and_rejections(policy: str, model:
     """Many sessions at once on a cache too small for them: turns wait, are preempted, and a
     turn that can never fit is rejected, which issues the next turn all the same."""
     table = session_table(3, 25, rate_per_s=20.0, max_prompt=3000, max_output=300)
-    cfg = replace(with_kv_tokens(roofline(model), 3000), policy=policy)
+    cfg = replace(with_kv_tokens(roofline(model), 3000), scheduler=policy)
     fast, slow = both(cfg, table)
     assert_same_sessions(fast, slow)
     assert fast.rejected.any()
@@ -126,7 +126,7 @@ def test_sessions_agree_with_zero_gaps_ties_and_turns_waiting_on_one_turn(
     not the one formed then); sessions all starting at 0 tie with each other and with turns
     issued by rejections at 0; several turns waiting on one arrive together, in issue order."""
     table = session_table(5, 12, zero_gaps=1.0, at_once=at_once, tree=tree, max_prompt=2500)
-    cfg = replace(with_kv_tokens(roofline("h100-gpt-oss-20b"), 2500), policy=policy)
+    cfg = replace(with_kv_tokens(roofline("h100-gpt-oss-20b"), 2500), scheduler=policy)
     fast, slow = both(cfg, table)
     assert_same_sessions(fast, slow)
     assert fast.rejected.any()
@@ -139,8 +139,8 @@ def test_sessions_stopped_early_agree(policy: str, fraction: float) -> None:
     """`until_s` cuts sessions short: turns issued by then keep their (perhaps later)
     arrival, turns never issued have none, and both engines stop at the same place."""
     table = session_table(8, 15, rate_per_s=4.0, mean_gap_s=1.0, max_prompt=1500, max_output=300)
-    cfg = replace(with_kv_tokens(roofline("h100-llama-8b"), 4000), policy=policy)
-    end = sessions(cfg, *table, engine="python").end_s
+    cfg = replace(with_kv_tokens(roofline("h100-llama-8b"), 4000), scheduler=policy)
+    end = sessions(cfg, *table, backend="python").end_s
     until = fraction * end
     fast, slow = both(cfg, table, until_s=until)
     assert_same_sessions(fast, slow)
@@ -153,8 +153,8 @@ def test_sessions_of_one_turn_each_are_the_open_loop_run() -> None:
     requests = session_table(2, 40, max_turns=1)[0]
     cfg = with_kv_tokens(roofline("h100-llama-8b"), 5000)
     n = len(requests)
-    res = sessions(cfg, requests, np.full(n, -1), np.zeros(n), engine="fast")
-    ref = simulate(cfg, requests, engine="fast")
+    res = sessions(cfg, requests, np.full(n, -1), np.zeros(n), backend="fast")
+    ref = simulate(cfg, requests, backend="fast")
     np.testing.assert_array_equal(res.finish_s, ref.finish_s)
     np.testing.assert_array_equal(res.first_token_s, ref.first_token_s)
     np.testing.assert_array_equal(res.arrival_s, requests.arrival_s)
@@ -167,8 +167,8 @@ def test_lightly_loaded_sessions_take_long_stretches() -> None:
         4, 30, rate_per_s=0.2, mean_gap_s=2.0, zero_gaps=0.1, max_prompt=400, max_output=400
     )
     cfg = roofline("h100-gpt-oss-20b")
-    slow = sessions(cfg, *table, engine="python")
-    assert_same_sessions(sessions(cfg, *table, engine="fast"), slow)
+    slow = sessions(cfg, *table, backend="python")
+    assert_same_sessions(sessions(cfg, *table, backend="fast"), slow)
     assert_stretch_agrees(cfg, table, slow)
     c = _coefficients(cfg)
     assert c is not None
@@ -218,7 +218,7 @@ def test_the_engines_agree_on_any_small_session_table(
     )
     cfg = replace(
         with_kv_tokens(roofline(model), kv_tokens),
-        policy=policy,
+        scheduler=policy,
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_tokens,
     )
@@ -245,12 +245,12 @@ def test_auto_runs_sessions_on_the_compiled_engine_when_it_can(monkeypatch: pyte
     table = session_table(1, 4)
     sessions(roofline("h100-llama-8b"), *table, stretch=True)
     assert len(calls) == 1 and calls[0]["stretch"] is True
-    sessions(roofline("h100-llama-8b"), *table, engine="python")
+    sessions(roofline("h100-llama-8b"), *table, backend="python")
     fake = ReplicaConfig(LinearStep(), kv_for_tokens(5000))
     assert sessions(fake, *table).completed.all()  # no coefficients: the Python replica
     assert len(calls) == 1
-    with pytest.raises(InputError, match="engine 'fast' needs a step model with coefficients"):
-        sessions(fake, *table, engine="fast")
+    with pytest.raises(InputError, match="backend 'fast' needs a step model with coefficients"):
+        sessions(fake, *table, backend="fast")
 
 
 def test_the_compiled_engine_checks_its_session_arguments() -> None:

@@ -66,10 +66,10 @@ def test_any_run_keeps_at_most_a_few_thousand_bins_and_they_sum_to_its_totals() 
     requests = random_requests(3, 3000, rate_per_s=0.8, max_prompt=200, max_output=40)
     cfg = ReplicaConfig(ConstantStep(0.05), kv_for_tokens(50_000), max_num_seqs=16)
     res = simulate(cfg, requests)
-    assert res.bins is not None
+    assert res.timeline_bins is not None
     t = res.timeline()
     assert DEFAULT_MAX_BINS // 2 <= t.num_rows <= DEFAULT_MAX_BINS
-    assert math.log2(res.bins.bin_s) == round(math.log2(res.bins.bin_s))
+    assert math.log2(res.timeline_bins.bin_s) == round(math.log2(res.timeline_bins.bin_s))
     assert_sums_to_stats(res)
 
 
@@ -145,6 +145,6 @@ def test_merging_needs_one_grid() -> None:
 
 def test_a_run_without_a_timeline_says_so() -> None:
     cfg = ReplicaConfig(ConstantStep(), kv_for_tokens(1000))
-    res = replace(simulate(cfg, make_requests([10], [2])), bins=None)
+    res = replace(simulate(cfg, make_requests([10], [2])), timeline_bins=None)
     with pytest.raises(InputError, match="kept no timeline"):
         res.timeline()

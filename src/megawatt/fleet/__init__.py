@@ -17,8 +17,15 @@ from megawatt.fleet.economics import (
 )
 from megawatt.fleet.image import ImageCapacity, image_capacity
 from megawatt.fleet.pool import OptionResult, PoolResult, option_result
-from megawatt.fleet.routing import POOL_ROUTERS, REPLICA_ROUTERS, PoolTarget, pool_router
-from megawatt.fleet.sim import MODES, PoolRun, simulate_pool
+from megawatt.fleet.pools import MODES, PoolRun, simulate_pool
+from megawatt.fleet.routing import (
+    POOL_ROUTERS,
+    REPLICA_ROUTERS,
+    PoolTarget,
+    ReplicaRouter,
+    pool_router,
+    replica_router,
+)
 
 __all__ = [
     "MODES",
@@ -36,6 +43,7 @@ __all__ = [
     "PoolSize",
     "PoolTarget",
     "PowerBudget",
+    "ReplicaRouter",
     "RoutedSessions",
     "affinity_gain",
     "annual_cost",
@@ -44,6 +52,7 @@ __all__ = [
     "it_power_for_capex",
     "option_result",
     "pool_router",
+    "replica_router",
     "route_sessions",
     "simulate_pool",
     "size_pool",

@@ -13,8 +13,8 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
 from megawatt.fleet.pool import DemandResult, PoolResult
+from megawatt.fleet.pools import PoolOutcome, Progress, simulate_pool
 from megawatt.fleet.routing import PoolTarget, pool_router
-from megawatt.fleet.sim import PoolOutcome, Progress, simulate_pool
 from megawatt.serving import ReplicaConfig
 from megawatt.units import SECONDS_PER_YEAR
 from megawatt.workload import Mix, Poisson
@@ -87,17 +87,17 @@ def simulate_demand(
     mode: str = "sampled",
     k: int = 4,
     replica_router: str = "random",
-    policy: str | Sequence[str] = "vllm",
+    scheduler: str | Sequence[str] = "vllm",
     seed: tuple[int, ...] = (0,),
     progress: Progress | None = None,
 ) -> DemandResult:
     """Serve `rate_per_s` of `mix` with these pools for `duration_s` seconds of arrivals;
-    `policy` is the scheduler of every pool, or one per pool; `progress` is called with the
+    `scheduler` is the scheduler of every pool, or one per pool; `progress` is called with the
     requests simulated as they are."""
-    policies = [policy] * len(pools) if isinstance(policy, str) else list(policy)
-    if len(policies) != len(pools):
+    schedulers = [scheduler] * len(pools) if isinstance(scheduler, str) else list(scheduler)
+    if len(schedulers) != len(pools):
         raise InputError(
-            f"policy: give one scheduler or one per pool ({len(pools)}); got {len(policies)}."
+            f"scheduler: give one or one per pool ({len(pools)}); got {len(schedulers)}."
         )
     split = pool_split(pools, mix, router=router, economics=economics, pue=pue)
     runs: list[PoolOutcome | None] = []
@@ -117,7 +117,7 @@ def simulate_demand(
             runs.append(None)
             busy = 1.0
         else:
-            cfg = ReplicaConfig.of(p.deployment, policies[j])
+            cfg = ReplicaConfig.of(p.deployment, schedulers[j])
             run = simulate_pool(
                 p.name,
                 cfg,
@@ -127,7 +127,7 @@ def simulate_demand(
                 duration_s,
                 mode=mode,
                 k=k,
-                router=replica_router,
+                replica_router=replica_router,
                 seed=(*seed, j),
                 progress=progress,
             )

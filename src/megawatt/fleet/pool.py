@@ -17,6 +17,7 @@ import numpy as np
 
 from megawatt.fleet.budget import PoolSize
 from megawatt.fleet.economics import AnnualCost, Economics, annual_cost
+from megawatt.fleet.pools import PoolOutcome, pooled_percentile
 from megawatt.fleet.power import PowerCurve, power_curve
 from megawatt.fleet.sessions import (
     PriceTier,
@@ -26,7 +27,6 @@ from megawatt.fleet.sessions import (
     serving_pool,
     session_outcome,
 )
-from megawatt.fleet.sim import PoolOutcome, pooled_percentile
 from megawatt.hardware import System
 from megawatt.perf import Deployment, MemoryPlan
 from megawatt.serving import Capacity
@@ -79,8 +79,9 @@ class PoolResult:
 
     @property
     def power_curve(self) -> PowerCurve:
-        """One system's power against its load share (`fleet.power`): fitted to measured GPU
-        power for device families with measurements, else linear from idle to peak (a prior)."""
+        """One system's power against its load share, from the default `fleet.power.PowerModel`
+        (`FittedPower`): fitted to measured GPU power for device families with measurements,
+        else linear from idle to peak (the `LinearPower` prior)."""
         return power_curve(self.system, self.deployment.device)
 
     def mean_it_power_w(self, load_fraction: float) -> float:

@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -128,8 +128,12 @@ class PowerCurve:
         return tuple(self.power_w(u) for u in shares)
 
 
+@runtime_checkable
 class PowerModel(Protocol):
-    """Gives a system's power curve; the device says which family's curve applies."""
+    """Gives a system's power curve; the device says which family's curve applies. The linear
+    prior (`LinearPower`) and the fitted curves (`FittedPower`) both satisfy it, and so does any
+    model registered in `POWER_MODELS` or passed to `power_curve` (a curve fitted to a real
+    engine's measurements plugs in here); `isinstance(x, PowerModel)` checks the method."""
 
     def curve(self, system: System, device: Device) -> PowerCurve:
         """The power curve of one `system` built from `device`."""
@@ -143,6 +147,7 @@ class LinearPower:
     why: str = ""
 
     def curve(self, system: System, device: Device) -> PowerCurve:
+        """Linear from the system's idle power to its maximum power."""
         idle = system.sources.get("idle_power_w", "")
         prior = f"prior ({self.why})" if self.why else "prior"
         return PowerCurve(
@@ -179,6 +184,7 @@ class FittedPower:
     fits: Mapping[str, FamilyFit] | None = None
 
     def curve(self, system: System, device: Device) -> PowerCurve:
+        """The family's fitted curve scaled to the system, else the linear prior."""
         fits = fitted_families() if self.fits is None else self.fits
         fit = fits.get(power_family(device))
         if fit is None:
@@ -220,9 +226,9 @@ def power_model(name: str = "fitted") -> PowerModel:
         ) from None
 
 
-def power_curve(system: System, device: Device) -> PowerCurve:
-    """The power curve the fleet uses for `system` (the default `fitted` model)."""
-    return FittedPower().curve(system, device)
+def power_curve(system: System, device: Device, model: PowerModel | None = None) -> PowerCurve:
+    """The power curve the fleet uses for `system`: from `model`, by default the `fitted` one."""
+    return (FittedPower() if model is None else model).curve(system, device)
 
 
 def power_family(device: Device) -> str:

@@ -7,13 +7,16 @@ replica routers pick a replica inside a pool (random, round robin, least outstan
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from megawatt.errors import InputError
+from megawatt.workload import ArrivalProcess, Gamma, Poisson
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,120 @@ POOL_ROUTERS: Mapping[str, type] = {
     "proportional": Proportional,
 }
 
-REPLICA_ROUTERS: tuple[str, ...] = ("least_outstanding", "random", "round_robin")
+class ReplicaRouter(Protocol):
+    """Picks the replica of a pool that serves each request. A router whose pick depends on the
+    replicas' state (`joint`) has them simulated together; the others route ahead of the run,
+    by `targets` (a pool's requests, drawn together) or `replica_stream` (exact mode: each
+    replica's own arrival process, drawn replica by replica)."""
+
+    @property
+    def joint(self) -> bool:
+        """Whether the replicas must be simulated together (the pick reads their state)."""
+
+    def targets(self, rng: np.random.Generator, n_requests: int, n_replicas: int) -> np.ndarray:
+        """The replica (0 .. n_replicas - 1) of each of `n_requests` requests, in arrival order."""
+
+    def replica_stream(
+        self, rng: np.random.Generator, arrivals: ArrivalProcess, n_replicas: int, replica: int
+    ) -> tuple[ArrivalProcess, float | None]:
+        """The arrival process of one replica of `n_replicas` fed by `arrivals`, and its first
+        arrival (s) when that is drawn apart from the process (None: the process's own)."""
+
+
+def scaled(process: ArrivalProcess, factor: float) -> ArrivalProcess:
+    """The process with its rate multiplied by `factor` (a random split of the traffic).
+
+    Exact for Poisson and diurnal (thinned Poisson); for a gamma renewal process a split
+    stream is not gamma, so the gap CV is kept (an approximation)."""
+    if not 0 < factor:
+        raise InputError(f"a traffic share must be > 0; got {factor}.")
+    rate = process.rate_per_s
+    if not math.isfinite(rate):
+        return process
+    return dataclasses.replace(process, rate_per_s=rate * factor)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class RandomReplica:
+    """Each request to a replica drawn uniformly: each replica sees the pool's process split N
+    ways (`scaled`)."""
+
+    @property
+    def joint(self) -> bool:
+        """Routed ahead of the run."""
+        return False
+
+    def targets(self, rng: np.random.Generator, n_requests: int, n_replicas: int) -> np.ndarray:
+        """Uniform draws."""
+        out: np.ndarray = rng.integers(0, n_replicas, size=n_requests)
+        return out
+
+    def replica_stream(
+        self, rng: np.random.Generator, arrivals: ArrivalProcess, n_replicas: int, replica: int
+    ) -> tuple[ArrivalProcess, float | None]:
+        """The pool's process split N ways; draws nothing from `rng`."""
+        return scaled(arrivals, 1.0 / n_replicas), None
+
+
+@dataclass(frozen=True)
+class RoundRobin:
+    """The replicas in turn: replica r takes every N-th request from the (r + 1)-th."""
+
+    @property
+    def joint(self) -> bool:
+        """Routed ahead of the run."""
+        return False
+
+    def targets(self, rng: np.random.Generator, n_requests: int, n_replicas: int) -> np.ndarray:
+        """0, 1, ..., N - 1, 0, 1, ...; draws nothing from `rng`."""
+        return np.arange(n_requests, dtype=np.int64) % n_replicas
+
+    def replica_stream(
+        self, rng: np.random.Generator, arrivals: ArrivalProcess, n_replicas: int, replica: int
+    ) -> tuple[ArrivalProcess, float | None]:
+        """For Poisson or gamma arrivals the gaps are gamma with N times the shape (sums of N
+        gaps), the first arrival gamma with (replica + 1) times the shape."""
+        if isinstance(arrivals, Poisson):
+            cv = 1.0
+        elif isinstance(arrivals, Gamma):
+            cv = arrivals.cv
+        else:
+            raise InputError(
+                f"exact mode with round_robin routing takes Poisson or gamma arrivals; got "
+                f"{type(arrivals).__name__}. Use the random router or sampled mode."
+            )
+        rate = arrivals.rate_per_s
+        shape = 1.0 / (cv * cv)
+        process = Gamma(rate / n_replicas, cv / math.sqrt(n_replicas))
+        return process, float(rng.gamma(shape * (replica + 1), 1.0 / (rate * shape)))
+
+
+@dataclass(frozen=True)
+class LeastOutstanding:
+    """The replica with the fewest requests waiting or running when a request arrives: it reads
+    the replicas' state, so they are simulated together."""
+
+    @property
+    def joint(self) -> bool:
+        """Simulated together."""
+        return True
+
+    def targets(self, rng: np.random.Generator, n_requests: int, n_replicas: int) -> np.ndarray:
+        """None ahead of the run: the pick reads the replicas' state."""
+        raise InputError("least_outstanding routes as the replicas run; simulate them jointly.")
+
+    def replica_stream(
+        self, rng: np.random.Generator, arrivals: ArrivalProcess, n_replicas: int, replica: int
+    ) -> tuple[ArrivalProcess, float | None]:
+        """None ahead of the run: the pick reads the replicas' state."""
+        raise InputError("least_outstanding routes as the replicas run; simulate them jointly.")
+
+
+REPLICA_ROUTERS: Mapping[str, type] = {
+    "least_outstanding": LeastOutstanding,
+    "random": RandomReplica,
+    "round_robin": RoundRobin,
+}
 
 
 def pool_router(name: str) -> PoolRouter:
@@ -128,22 +244,12 @@ def pool_router(name: str) -> PoolRouter:
     return router
 
 
-def check_replica_router(name: str) -> str:
-    """`name` if it is a known replica router, else a clear error."""
-    if name not in REPLICA_ROUTERS:
-        raise InputError(f"replica router must be one of {', '.join(REPLICA_ROUTERS)}; got {name!r}.")
-    return name
-
-
-@dataclass
-class RoundRobin:
-    """Replica picker cycling through replicas."""
-
-    n: int
-    _next: int = field(default=0)
-
-    def pick(self) -> int:
-        """The next replica index."""
-        i = self._next
-        self._next = (i + 1) % self.n
-        return i
+def replica_router(name: str) -> ReplicaRouter:
+    """The replica router registered under `name`; an unknown name lists the known ones."""
+    try:
+        router: ReplicaRouter = REPLICA_ROUTERS[name]()
+    except KeyError:
+        raise InputError(
+            f"replica router must be one of {', '.join(sorted(REPLICA_ROUTERS))}; got {name!r}."
+        ) from None
+    return router

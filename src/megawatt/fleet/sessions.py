@@ -145,7 +145,7 @@ def _task_times(linked: SessionTable, res: RunResult) -> np.ndarray:
 
 
 def _run_slots(
-    cfg: ReplicaConfig, table: SessionTable, n: int, slo: Slo, engine: str, stagger_s: float
+    cfg: ReplicaConfig, table: SessionTable, n: int, slo: Slo, backend: str, stagger_s: float
 ) -> _Run:
     """The table worked through by `n` slots: whether every turn meets `slo`, and (slots,
     tasks per s, task time p50, p99, turns' p99 TTFT, p99 TPOT). Tasks per s is Little's law:
@@ -153,7 +153,7 @@ def _run_slots(
     from megawatt.serving.drivers import sessions
 
     linked = in_slots(table, n, stagger_s)
-    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, engine=engine, stretch=True)
+    res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, backend=backend, stretch=True)
     times = _task_times(linked, res)
     done = times[np.isfinite(times)]
     p50 = float(np.percentile(done, 50)) if done.size else math.nan
@@ -197,7 +197,7 @@ def session_capacity(
     min_sessions: int = 64,
     rel_tol: float = 0.05,
     max_evaluations: int = 24,
-    engine: str = "auto",
+    backend: str = "auto",
 ) -> SessionCapacity:
     """The session capacity of `cfg` for class `cls` (see the module docstring): the most users
     (or agents) working through tasks at once, back to back (`in_slots`), at which every turn
@@ -223,7 +223,7 @@ def session_capacity(
 
     def run(n: int) -> bool:
         if n not in runs:
-            runs[n] = _run_slots(cfg, table, n, slo, engine, stagger[0])
+            runs[n] = _run_slots(cfg, table, n, slo, backend, stagger[0])
         return runs[n].ok
 
     lo, hi = 0, 0
@@ -468,7 +468,7 @@ def sessions_at_demand(
     max_requests: int = 1_000_000,
     min_tasks: int = 200,
     max_days: int = 200,
-    engine: str = "auto",
+    backend: str = "auto",
 ) -> SessionsAtDemand:
     """A day of `cls` sessions (`tasks_per_day` of them on average) on one replica, next to
     `other_requests_per_day` requests of the `other` mix, both arriving by a diurnal process
@@ -509,7 +509,7 @@ def sessions_at_demand(
         rest = day(other_requests_per_day) if other_requests_per_day > 0 else np.zeros(0)
         others = other.sample(rng, len(rest), Poisson(1.0)).with_arrivals(rest)
         reqs, parent, gap, mine = with_other_traffic(table, others)
-        res = sessions(cfg, reqs, parent, gap, engine=engine, stretch=True)
+        res = sessions(cfg, reqs, parent, gap, backend=backend, stretch=True)
         simulated += len(reqs)
         rows = np.flatnonzero(mine)
         m = table.n_sessions

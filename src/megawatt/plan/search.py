@@ -37,7 +37,7 @@ class PoolSettings:
     engine: str = "vllm"
     weight_dtype: str = "auto"
     kv_dtype: str = "bf16"
-    policy: str = "vllm"
+    scheduler: str = "vllm"
     tp: int | None = None
     pp: int | None = None
     max_num_seqs: int = 256
@@ -217,7 +217,7 @@ def choose(
         label = f"{dep.label} budget {dep.max_num_batched_tokens}"
         if progress:
             progress(label)
-        cfg = ReplicaConfig.of(dep, settings.policy)
+        cfg = ReplicaConfig.of(dep, settings.scheduler)
         cap = capacity(
             cfg,
             requests,

@@ -288,7 +288,7 @@ def disaggregated(
         end_s=env.now,
         itl_s=np.concatenate(itl_s) if itl_s else np.zeros(0),
         itl_n=np.concatenate(itl_n) if itl_n else np.zeros(0),
-        bins=Timeline.merged([prefill_timeline, decode_timeline]),
+        timeline_bins=Timeline.merged([prefill_timeline, decode_timeline]),
     )
     return DisaggResult(
         result=result,

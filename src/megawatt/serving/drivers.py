@@ -32,18 +32,18 @@ from megawatt.workload.sessions import check_sessions
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    """Everything needed to build a replica: the step-time seam, the KV budget, the policy, and
+    """Everything needed to build a replica: the step-time seam, the KV budget, the scheduler, and
     the narrowest bin of its timeline (seconds)."""
 
     step_model: StepModel
     kv: KvBudget
-    policy: str = "vllm"
+    scheduler: str = "vllm"
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     timeline_bin_s: float = DEFAULT_BIN_S
 
     @staticmethod
-    def of(deployment: Deployment, policy: str = "vllm") -> ReplicaConfig:
+    def of(deployment: Deployment, scheduler: str = "vllm") -> ReplicaConfig:
         """The replica a deployment gives: its roofline step model (wrapped for speculative
         decoding when the deployment has `speculation`) and its KV budget."""
         plan = plan_memory(deployment)
@@ -51,7 +51,7 @@ class ReplicaConfig:
         return ReplicaConfig(
             step,
             KvBudget.of(plan),
-            policy,
+            scheduler,
             deployment.max_num_seqs,
             deployment.max_num_batched_tokens,
         )
@@ -70,7 +70,7 @@ class ReplicaConfig:
             self.step_model,
             self.kv,
             requests,
-            policy=self.policy,
+            scheduler=self.scheduler,
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             on_finish=on_finish,
@@ -80,7 +80,7 @@ class ReplicaConfig:
         )
 
 
-ENGINES = ("auto", "fast", "python")
+BACKENDS = ("auto", "fast", "python")
 """How `simulate` runs a replica: `python` (the event-driven `Replica`), `fast` (the compiled
 kernel of `serving.fast`; needs a step model with `coefficients()` and no prefix-block hashes),
 `auto` (fast when it can, else python)."""
@@ -91,23 +91,23 @@ def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
     return exported_coefficients(cfg.step_model)
 
 
-def _engine_coefficients(
-    cfg: ReplicaConfig, engine: str, prefix_blocks: Sequence[np.ndarray] | None
+def _backend_coefficients(
+    cfg: ReplicaConfig, backend: str, prefix_blocks: Sequence[np.ndarray] | None
 ) -> StepCoefficients | None:
-    """The step coefficients the compiled engine runs on, or None for the Python replica (see
-    `ENGINES`); errors for an engine name that cannot run this replica."""
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
-    if engine == "fast" and prefix_blocks is not None:
+    """The step coefficients the compiled backend runs on, or None for the Python replica (see
+    `BACKENDS`); errors for a backend name that cannot run this replica."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
+    if backend == "fast" and prefix_blocks is not None:
         raise InputError(
-            "engine 'fast' has no hashed prefix cache; got prefix_blocks. Use engine='python' or "
+            "backend 'fast' has no hashed prefix cache; got prefix_blocks. Use backend='python' or "
             "'auto' (which takes the Python replica), or drop the hashes to use cached_tokens."
         )
-    coefficients = _coefficients(cfg) if engine != "python" and prefix_blocks is None else None
-    if engine == "fast" and coefficients is None:
+    coefficients = _coefficients(cfg) if backend != "python" and prefix_blocks is None else None
+    if backend == "fast" and coefficients is None:
         raise InputError(
-            f"engine 'fast' needs a step model with coefficients(); "
-            f"{type(cfg.step_model).__name__} has none. Use engine='python' or 'auto'."
+            f"backend 'fast' needs a step model with coefficients(); "
+            f"{type(cfg.step_model).__name__} has none. Use backend='python' or 'auto'."
         )
     return coefficients
 
@@ -117,7 +117,7 @@ def simulate(
     requests: Requests,
     *,
     until_s: float | None = None,
-    engine: str = "auto",
+    backend: str = "auto",
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
 ) -> RunResult:
@@ -130,12 +130,12 @@ def simulate(
     those blocks in its KV memory, in place of the idealised `cached_tokens` column (see
     `Replica`).
 
-    `engine` (see `ENGINES`): the compiled kernel and the Python replica give the same run; the
+    `backend` (see `BACKENDS`): the compiled kernel and the Python replica give the same run; the
     compiled one is ~100x faster and is used whenever the step model exports `coefficients()`
     and no `prefix_blocks` are given (the kernel has no hashed prefix cache: `auto` then takes
     the Python replica).
     """
-    coefficients = _engine_coefficients(cfg, engine, prefix_blocks)
+    coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
     if coefficients is not None:
         from megawatt.serving.fast import simulate_fast  # compiles on first use
 
@@ -143,7 +143,7 @@ def simulate(
             coefficients,
             cfg.kv,
             requests,
-            policy=cfg.policy,
+            scheduler=cfg.scheduler,
             max_num_seqs=cfg.max_num_seqs,
             max_num_batched_tokens=cfg.max_num_batched_tokens,
             until_s=until_s,
@@ -209,7 +209,7 @@ def simulate_replicas(
             output_tokens,
             cached_tokens,
             offsets,
-            policy=cfg.policy,
+            scheduler=cfg.scheduler,
             max_num_seqs=cfg.max_num_seqs,
             max_num_batched_tokens=cfg.max_num_batched_tokens,
         )
@@ -225,7 +225,7 @@ def simulate_replicas(
                 arrival_s[a:e], prompt_tokens[a:e], output_tokens[a:e], cached_tokens[a:e],
                 np.zeros(e - a, dtype=np.int32), ("any",),
             ),
-            engine="python",
+            backend="python",
         )
         out.first_token_s[a:e] = res.first_token_s
         out.finish_s[a:e] = res.finish_s
@@ -238,7 +238,7 @@ def offline(
     cfg: ReplicaConfig,
     requests: Requests,
     *,
-    engine: str = "auto",
+    backend: str = "auto",
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
 ) -> RunResult:
@@ -247,7 +247,7 @@ def offline(
     return simulate(
         cfg,
         requests.with_arrivals(np.zeros(len(requests))),
-        engine=engine,
+        backend=backend,
         prefix_blocks=prefix_blocks,
         prefix_block_tokens=prefix_block_tokens,
     )
@@ -258,7 +258,7 @@ def concurrency(
     requests: Requests,
     n_in_flight: int,
     *,
-    engine: str = "auto",
+    backend: str = "auto",
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
     issue_delay_s: np.ndarray | None = None,
@@ -269,7 +269,7 @@ def concurrency(
     `issue_delay_s` (per request, seconds; none by default) delays each request's arrival
     after its issue, arrivals kept in issue order (the decode side of a disaggregated pair:
     the prefill and KV transfer come first). The result's `arrival_s` are the arrivals.
-    `engine` and `prefix_blocks` as in `simulate`; `stretch` (compiled engine) times pure-decode
+    `backend` and `prefix_blocks` as in `simulate`; `stretch` (compiled backend) times pure-decode
     stretches in closed form (the same per-request times to float rounding; no timeline)."""
     if n_in_flight < 1:
         raise InputError(f"concurrency must be >= 1; got {n_in_flight}.")
@@ -277,7 +277,7 @@ def concurrency(
     delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
     if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
-    coefficients = _engine_coefficients(cfg, engine, prefix_blocks)
+    coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
     if coefficients is not None:
         from megawatt.serving.fast import simulate_fast  # compiles on first use
 
@@ -285,7 +285,7 @@ def concurrency(
             coefficients,
             cfg.kv,
             requests.with_arrivals(np.zeros(len(requests))),
-            policy=cfg.policy,
+            scheduler=cfg.scheduler,
             max_num_seqs=cfg.max_num_seqs,
             max_num_batched_tokens=cfg.max_num_batched_tokens,
             timeline_bin_s=cfg.timeline_bin_s,
@@ -326,7 +326,7 @@ def sessions(
     parent: np.ndarray,
     gap_s: np.ndarray,
     *,
-    engine: str = "auto",
+    backend: str = "auto",
     until_s: float | None = None,
     stretch: bool = False,
 ) -> RunResult:
@@ -337,10 +337,10 @@ def sessions(
     at `until_s`. The result's `arrival_s` are the arrivals (NaN for turns never issued).
     A session table keeps each session's rows together, sessions in order of their start, and
     gives every row its session's start as `arrival_s` (`workload.sessions` builds one).
-    `engine` as in `simulate`; `stretch` as in `concurrency`."""
+    `backend` as in `simulate`; `stretch` as in `concurrency`."""
     n = len(requests)
     par, gap = check_sessions(n, parent, gap_s)
-    coefficients = _engine_coefficients(cfg, engine, None)
+    coefficients = _backend_coefficients(cfg, backend, None)
     if coefficients is not None:
         from megawatt.serving.fast import simulate_fast  # compiles on first use
 
@@ -348,7 +348,7 @@ def sessions(
             coefficients,
             cfg.kv,
             requests,
-            policy=cfg.policy,
+            scheduler=cfg.scheduler,
             max_num_seqs=cfg.max_num_seqs,
             max_num_batched_tokens=cfg.max_num_batched_tokens,
             until_s=until_s,
@@ -422,10 +422,12 @@ class Capacity:
         return self.rate_per_s * float(self.result.output_tokens[served].mean())
 
 
-def offline_rate_hint(cfg: ReplicaConfig, requests: Requests, n: int = 400, *, engine: str = "auto") -> float:
+def offline_rate_hint(
+    cfg: ReplicaConfig, requests: Requests, n: int = 400, *, backend: str = "auto"
+) -> float:
     """A first guess of a replica's request rate: offline output tokens/s of the first `n`
     requests over their mean output (the search brackets from there)."""
-    probe = offline(cfg, requests.subset(np.arange(min(len(requests), n))), engine=engine)
+    probe = offline(cfg, requests.subset(np.arange(min(len(requests), n))), backend=backend)
     served = ~probe.rejected
     mean_out = float(probe.output_tokens[served].mean()) if served.any() else 1.0
     return max(probe.output_tokens_per_s / mean_out, 1e-3)
@@ -445,7 +447,7 @@ def capacity(
     rel_tol: float = 0.03,
     max_evaluations: int = 24,
     rate_hint: float | None = None,
-    engine: str = "auto",
+    backend: str = "auto",
     links: tuple[np.ndarray, np.ndarray] | None = None,
     observe: Callable[[float, RunResult], None] | None = None,
 ) -> Capacity:
@@ -453,7 +455,7 @@ def capacity(
 
     The same request lengths and unit-rate arrivals are reused at every rate (common random
     numbers), so the outcome is monotone in lambda up to simulation noise. Bisection on
-    log(lambda) stops when the bracket is within `rel_tol`. `engine` as in `simulate`.
+    log(lambda) stops when the bracket is within `rel_tol`. `backend` as in `simulate`.
     `links` (each row's parent and gap, see `sessions`) searches the rate of session starts
     instead: `unit_arrivals` are then each row's session start at unit rate, and the limits
     apply to every turn. `observe(rate, result)` sees every run.
@@ -469,9 +471,9 @@ def capacity(
         span = float(arrivals[-1])
         until = 50.0 * span + SECONDS_PER_DAY
         if links is None:
-            res = simulate(cfg, requests.with_arrivals(arrivals), until_s=until, engine=engine)
+            res = simulate(cfg, requests.with_arrivals(arrivals), until_s=until, backend=backend)
         else:
-            res = sessions(cfg, requests.with_arrivals(arrivals), *links, until_s=until, engine=engine)
+            res = sessions(cfg, requests.with_arrivals(arrivals), *links, until_s=until, backend=backend)
         if observe is not None:
             observe(rate, res)
         for old in [r for r in cache if r not in (lo, hi)]:  # only the bracket's runs are needed
@@ -485,7 +487,7 @@ def capacity(
         return ok
 
     if rate_hint is None:
-        rate_hint = offline_rate_hint(cfg, requests, engine=engine)
+        rate_hint = offline_rate_hint(cfg, requests, backend=backend)
     hi = max(rate_hint * 1.25, 1e-6)
     lo = None
     if run(hi):
@@ -535,6 +537,6 @@ def _with_frontier(points: list[tuple[float, float, float, float]], cap: Capacit
     return replace(cap, frontier=tuple(sorted(points)))
 
 
-def with_policy(cfg: ReplicaConfig, policy: str) -> ReplicaConfig:
-    """The same replica under another scheduler policy."""
-    return replace(cfg, policy=policy)
+def with_scheduler(cfg: ReplicaConfig, scheduler: str) -> ReplicaConfig:
+    """The same replica under another scheduler (see `SCHEDULERS`)."""
+    return replace(cfg, scheduler=scheduler)

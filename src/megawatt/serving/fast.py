@@ -34,7 +34,8 @@ from megawatt.interrupts import held_signals
 from megawatt.perf.step import StepCoefficients
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import KvBudget, ReplicaStats
-from megawatt.serving.scheduler import SchedulerPolicy, scheduler
+from megawatt.serving.scheduler import SchedulerPolicy
+from megawatt.serving.scheduler import scheduler as scheduler_named
 from megawatt.serving.timeline import DEFAULT_BIN_S, DEFAULT_MAX_BINS, Timeline
 from megawatt.workload import Requests
 from megawatt.workload.sessions import check_sessions
@@ -1121,18 +1122,18 @@ def _run_replicas(
 def _replica_args(
     coefficients: StepCoefficients,
     kv: KvBudget,
-    policy: str | SchedulerPolicy,
+    scheduler: str | SchedulerPolicy,
     max_num_seqs: int,
     max_num_batched_tokens: int,
 ) -> tuple[Any, ...]:
-    """The kernel's arguments that describe the replica (policy, KV budget, step model), in
+    """The kernel's arguments that describe the replica (scheduler, KV budget, step model), in
     `_run`'s order."""
     if max_num_seqs < 1 or max_num_batched_tokens < 1:
         raise InputError(
             "max_num_seqs and max_num_batched_tokens must be >= 1; got "
             f"{max_num_seqs} and {max_num_batched_tokens}."
         )
-    pol = scheduler(policy) if isinstance(policy, str) else policy
+    pol = scheduler_named(scheduler) if isinstance(scheduler, str) else scheduler
     c = coefficients
     return (
         bool(pol.chunked_prefill),
@@ -1174,7 +1175,7 @@ def simulate_replicas_fast(
     cached_tokens: np.ndarray,
     offsets: np.ndarray,
     *,
-    policy: str | SchedulerPolicy = "vllm",
+    scheduler: str | SchedulerPolicy = "vllm",
     max_num_seqs: int = 256,
     max_num_batched_tokens: int = 8192,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1183,7 +1184,7 @@ def simulate_replicas_fast(
     within each replica, every request followed to completion. Returns per row the first
     token and finish times (s; NaN where none) and whether it was rejected, and per replica its
     busy seconds."""
-    args = _replica_args(coefficients, kv, policy, max_num_seqs, max_num_batched_tokens)
+    args = _replica_args(coefficients, kv, scheduler, max_num_seqs, max_num_batched_tokens)
     columns = (
         np.ascontiguousarray(arrival_s, dtype=np.float64),
         np.ascontiguousarray(prompt_tokens, dtype=np.int64),
@@ -1220,7 +1221,7 @@ def simulate_fast(
     kv: KvBudget,
     requests: Requests,
     *,
-    policy: str | SchedulerPolicy = "vllm",
+    scheduler: str | SchedulerPolicy = "vllm",
     max_num_seqs: int = 256,
     max_num_batched_tokens: int = 8192,
     until_s: float | None = None,
@@ -1253,7 +1254,7 @@ def simulate_fast(
     delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
     if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
-    args = _replica_args(coefficients, kv, policy, max_num_seqs, max_num_batched_tokens)
+    args = _replica_args(coefficients, kv, scheduler, max_num_seqs, max_num_batched_tokens)
     arrival = np.array(requests.arrival_s, dtype=np.float64)
     roots = np.arange(n, dtype=np.int64)
     kids = kid_start = np.zeros(0, dtype=np.int64)
@@ -1333,5 +1334,5 @@ def simulate_fast(
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
         backlog=0 if n_in_flight or sessions else int(backlog),
-        bins=None if stretch else timeline,
+        timeline_bins=None if stretch else timeline,
     )

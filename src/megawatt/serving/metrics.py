@@ -84,7 +84,9 @@ class RunResult:
     itl_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     itl_n: np.ndarray = field(default_factory=lambda: np.zeros(0))
     backlog: int = 0  # requests still waiting for admission when the last one arrived
-    bins: Timeline | None = None  # what `timeline()` reads (None: the run kept none)
+    # The run's binned `Timeline`, which `timeline()` turns into a table (None: the run kept
+    # none). Named `timeline_bins`, not `timeline`, so that the method keeps its name.
+    timeline_bins: Timeline | None = None
 
     @staticmethod
     def of(replica: Replica, end_s: float) -> RunResult:
@@ -110,7 +112,7 @@ class RunResult:
             end_s=end_s,
             itl_s=np.concatenate(replica.itl_s) if replica.itl_s else np.zeros(0),
             itl_n=np.concatenate(replica.itl_n) if replica.itl_n else np.zeros(0),
-            bins=replica.timeline,
+            timeline_bins=replica.timeline,
         )
 
     # -- per request --------------------------------------------------------------------------
@@ -146,12 +148,12 @@ class RunResult:
         `Timeline.table`: `start_s`, `span_s`, `busy_fraction`, `mean_batch`, `mean_kv_bytes`,
         `kv_utilisation`, `output_tokens`, `output_tokens_per_s`); at most a few thousand rows
         whatever the length of the run."""
-        if self.bins is None:
+        if self.timeline_bins is None:
             raise InputError(
                 "this run kept no timeline (it was assembled from other runs); use the "
                 "timelines of its replicas."
             )
-        return self.bins.table(self.end_s)
+        return self.timeline_bins.table(self.end_s)
 
     def table(self) -> pa.Table:
         """The per-request table as Arrow (write it with `pyarrow.parquet.write_table`)."""

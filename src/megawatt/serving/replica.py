@@ -21,7 +21,8 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.perf import BatchShape, MemoryPlan, StepModel
 from megawatt.serving.prefix import PrefixCache
-from megawatt.serving.scheduler import SchedulerPolicy, scheduler
+from megawatt.serving.scheduler import SchedulerPolicy
+from megawatt.serving.scheduler import scheduler as scheduler_named
 from megawatt.serving.timeline import DEFAULT_BIN_S, Timeline
 from megawatt.sim import Environment
 from megawatt.workload import Requests
@@ -113,7 +114,7 @@ class Replica:
         kv: KvBudget,
         requests: Requests,
         *,
-        policy: str | SchedulerPolicy = "vllm",
+        scheduler: str | SchedulerPolicy = "vllm",
         max_num_seqs: int = 256,
         max_num_batched_tokens: int = 8192,
         on_finish: Callable[[int], None] | None = None,
@@ -129,7 +130,7 @@ class Replica:
         self.env = env
         self.model = step_model
         self.kv = kv
-        self.policy = scheduler(policy) if isinstance(policy, str) else policy
+        self.scheduler = scheduler_named(scheduler) if isinstance(scheduler, str) else scheduler
         self.max_num_seqs = max_num_seqs
         self.max_tokens = max_num_batched_tokens
         self.on_finish = on_finish
@@ -229,7 +230,7 @@ class Replica:
             self.env.schedule(0.0, self._start_step, priority=1)
         elif (
             self._stretch is not None
-            and self.policy.admit_while_running
+            and self.scheduler.admit_while_running
             and len(self.running) < self.max_num_seqs
         ):
             self._cut_stretch()
@@ -303,7 +304,7 @@ class Replica:
             self.busy = False
             return
         self.busy = True
-        pol = self.policy
+        pol = self.scheduler
         decodes: list[int] = []
         partial: list[int] = []
         for i in self.running:
@@ -413,7 +414,7 @@ class Replica:
     def _arrival_bytes(self, i: int) -> float:
         """KV a request prefilled elsewhere needs to join: its prompt and the token its first
         decode writes (static batching reserves the whole sequence)."""
-        if not self.policy.admit_while_running:
+        if not self.scheduler.admit_while_running:
             return self.kv.sequence_bytes(self.prompt[i] + self.output[i] - 1)
         return self.kv.sequence_bytes(self.prompt[i] + 1)
 
@@ -421,7 +422,7 @@ class Replica:
         """True when no waiting request can join the batch until something changes."""
         if not self.waiting and not self.kv_arrived:
             return True
-        if not self.policy.admit_while_running or len(self.running) >= self.max_num_seqs:
+        if not self.scheduler.admit_while_running or len(self.running) >= self.max_num_seqs:
             return True
         if not self.waiting:
             return self._arrival_bytes(self.kv_arrived[0]) > self._free()

@@ -12,7 +12,7 @@ import pytest
 
 from megawatt.errors import InputError
 from megawatt.fleet.histogram import RELATIVE_ERROR
-from megawatt.fleet.sim import (
+from megawatt.fleet.pools import (
     BATCH_REQUESTS,
     METRICS,
     PoolRun,
@@ -22,6 +22,7 @@ from megawatt.fleet.sim import (
     replica_batches,
     simulate_pool,
 )
+from megawatt.fleet.routing import replica_router as router_named
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment
@@ -48,28 +49,36 @@ MIX = Mix(
 )
 
 
-@pytest.mark.parametrize("router", ["random", "round_robin", "least_outstanding"])
-def test_every_request_is_served_by_exactly_one_replica(config: ReplicaConfig, router: str) -> None:
-    run = simulate_pool("p", config, 6, MIX, Poisson(6 * 4.0), 30.0, k=6, router=router)
+@pytest.mark.parametrize("replica_router", ["random", "round_robin", "least_outstanding"])
+def test_every_request_is_served_by_exactly_one_replica(config: ReplicaConfig, replica_router: str) -> None:
+    run = simulate_pool("p", config, 6, MIX, Poisson(6 * 4.0), 30.0, k=6, replica_router=replica_router)
     assert isinstance(run, PoolRun) and run.n_simulated == 6
-    counts = sum(m.astype(int) for m in run.served) if router == "least_outstanding" else None
+    counts = sum(m.astype(int) for m in run.served) if replica_router == "least_outstanding" else None
     if counts is not None:
         assert np.all(counts == 1)
     assert run.n_requests == sum(len(r.arrival_s[m]) for r, m in zip(run.replicas, run.served, strict=True))
     for res, mask in zip(run.replicas, run.served, strict=True):
         assert np.all(res.completed[mask] | res.rejected[mask])
-    tally = simulate_pool("p", config, 6, MIX, Poisson(6 * 4.0), 30.0, mode="exact", router=router)
+    tally = simulate_pool(
+        "p", config, 6, MIX, Poisson(6 * 4.0), 30.0, mode="exact", replica_router=replica_router
+    )
     assert isinstance(tally, PoolTally) and tally.n_simulated == 6
     assert tally.n_requests == tally.n_completed + tally.n_rejected > 0
     assert tally.histograms.n("e2e_s") == tally.n_requests - tally.n_rejected
 
 
 def _per_request(
-    config: ReplicaConfig, n_replicas: int, rate: float, duration_s: float, router: str, seed: tuple[int, ...]
+    config: ReplicaConfig,
+    n_replicas: int,
+    rate: float,
+    duration_s: float,
+    replica_router: str,
+    seed: tuple[int, ...],
 ) -> dict[str, np.ndarray]:
     """Exact mode's requests, replica by replica, simulated step by step and kept whole."""
     out: dict[str, list[np.ndarray]] = {m: [] for m in (*METRICS, "tokens")}
-    for arrival, offsets, reqs in replica_batches(MIX, Poisson(rate), n_replicas, duration_s, router, seed):
+    batches = replica_batches(MIX, Poisson(rate), n_replicas, duration_s, router_named(replica_router), seed)
+    for arrival, offsets, reqs in batches:
         for a, e in itertools.pairwise(offsets):
             rows = np.arange(a, e)
             res = simulate(config, Requests(arrival[rows], reqs.prompt_tokens[rows], reqs.output_tokens[rows],
@@ -80,16 +89,16 @@ def _per_request(
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("router", ["random", "round_robin"])
+@pytest.mark.parametrize("replica_router", ["random", "round_robin"])
 def test_exact_mode_tallies_the_per_request_percentiles_within_the_stated_error(
-    config: ReplicaConfig, router: str
+    config: ReplicaConfig, replica_router: str
 ) -> None:
     """The same requests kept whole and run step by step, against the streamed tally (decode
     stretches in closed form, latencies in histograms)."""
     tally = simulate_pool(
-        "p", config, 30, MIX, Poisson(30 * 3.0), 60.0, mode="exact", router=router, seed=(5,)
+        "p", config, 30, MIX, Poisson(30 * 3.0), 60.0, mode="exact", replica_router=replica_router, seed=(5,)
     )
-    whole = _per_request(config, 30, 30 * 3.0, 60.0, router, (5,))
+    whole = _per_request(config, 30, 30 * 3.0, 60.0, replica_router, (5,))
     assert tally.n_requests - tally.n_rejected == whole["ttft_s"].size > 4000
     assert tally.output_tokens == whole["tokens"].sum()
     for metric in METRICS:
@@ -131,7 +140,7 @@ def test_exact_mode_reports_its_progress_in_requests(config: ReplicaConfig) -> N
 
 def test_round_robin_in_exact_mode_needs_poisson_or_gamma_arrivals(config: ReplicaConfig) -> None:
     with pytest.raises(InputError, match="round_robin"):
-        simulate_pool("p", config, 4, MIX, Diurnal(4.0), 10.0, mode="exact", router="round_robin")
+        simulate_pool("p", config, 4, MIX, Diurnal(4.0), 10.0, mode="exact", replica_router="round_robin")
 
 
 def test_sampled_mode_agrees_with_exact_within_its_interval(config: ReplicaConfig) -> None:

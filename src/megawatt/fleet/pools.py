@@ -16,7 +16,6 @@ batch and the histograms, not by the requests (`PoolTally`). Sampled mode keeps 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,12 +24,13 @@ import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.fleet.histogram import LatencyHistograms
-from megawatt.fleet.routing import RoundRobin, check_replica_router
+from megawatt.fleet.routing import ReplicaRouter, scaled
+from megawatt.fleet.routing import replica_router as router_named
 from megawatt.serving import ReplicaConfig, RunResult, simulate
 from megawatt.serving.drivers import simulate_replicas
 from megawatt.serving.metrics import e2e_of, tpot_of, ttft_of, weighted_percentile
 from megawatt.sim import Environment
-from megawatt.workload import ArrivalProcess, Gamma, Mix, Poisson, Requests
+from megawatt.workload import ArrivalProcess, Mix, Poisson, Requests
 
 MODES = ("exact", "sampled")
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
@@ -41,19 +41,6 @@ compiled call of about half a second, some 25 MB of working memory."""
 
 Progress = Callable[[int], None]
 """Called with the requests just simulated."""
-
-
-def scaled(process: ArrivalProcess, factor: float) -> ArrivalProcess:
-    """The process with its rate multiplied by `factor` (a random split of the traffic).
-
-    Exact for Poisson and diurnal (thinned Poisson); for a gamma renewal process a split
-    stream is not gamma, so the gap CV is kept (an approximation)."""
-    if not 0 < factor:
-        raise InputError(f"a traffic share must be > 0; got {factor}.")
-    rate = process.rate_per_s
-    if not math.isfinite(rate):
-        return process
-    return dataclasses.replace(process, rate_per_s=rate * factor)  # type: ignore[type-var]
 
 
 def requests_until(mix: Mix, process: ArrivalProcess, duration_s: float, seed: tuple[int, ...]) -> Requests:
@@ -229,7 +216,7 @@ def simulate_pool(
     *,
     mode: str = "sampled",
     k: int = 8,
-    router: str = "random",
+    replica_router: str = "random",
     seed: tuple[int, ...] = (0,),
     progress: Progress | None = None,
 ) -> PoolOutcome:
@@ -238,16 +225,16 @@ def simulate_pool(
 
     `mode="exact"` simulates every replica, streamed into a `PoolTally` (least-outstanding
     routing simulates the replicas jointly, then tallies them); `"sampled"` simulates `k` of
-    them, fed k / N of the traffic, into a `PoolRun`. `router` picks a replica: `random`,
-    `round_robin` or `least_outstanding`. `progress`, when given, is called with the number of
-    requests simulated as they are.
+    them, fed k / N of the traffic, into a `PoolRun`. `replica_router` picks a replica: a name
+    of `REPLICA_ROUTERS` (`random`, `round_robin` or `least_outstanding`). `progress`, when
+    given, is called with the number of requests simulated as they are.
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
     if n_replicas < 1:
         raise InputError(f"pool {name}: n_replicas must be >= 1; got {n_replicas}.")
-    check_replica_router(router)
-    if mode == "exact" and router != "least_outstanding":
+    router = router_named(replica_router)
+    if mode == "exact" and not router.joint:
         batches = replica_batches(mix, arrivals, n_replicas, duration_s, router, seed)
         return _tally(name, config, n_replicas, duration_s, mix.class_names, batches, progress)
     group = n_replicas if mode == "exact" else min(k, n_replicas)
@@ -256,14 +243,10 @@ def simulate_pool(
     stream = scaled(arrivals, group / n_replicas)
     reqs = requests_until(mix, stream, duration_s, seed)
     rng = np.random.default_rng([*seed, 10_007])
-    if router == "least_outstanding":
+    if router.joint:
         results, served = _joint(config, reqs, group)
     else:
-        if router == "random":
-            target = rng.integers(0, group, size=len(reqs))
-        else:
-            rr = RoundRobin(group)
-            target = np.array([rr.pick() for _ in range(len(reqs))], dtype=np.int64)
+        target = router.targets(rng, len(reqs), group)
         results, served = [], []
         for r in range(group):
             sub = reqs.subset(target == r)
@@ -282,29 +265,11 @@ def _replica_arrivals(
     n_replicas: int,
     replica: int,
     duration_s: float,
-    router: str,
+    router: ReplicaRouter,
 ) -> np.ndarray:
-    """Arrival times in [0, duration_s) of one replica of the pool. Random routing: the pool's
-    process split N ways (`scaled`). Round robin: every N-th arrival of the pool, from the
-    (replica + 1)-th: for Poisson or gamma arrivals the gaps are gamma with N times the
-    shape (sums of N gaps), the first arrival gamma with (replica + 1) times the shape."""
-    rate = arrivals.rate_per_s
-    if router == "random":
-        process: ArrivalProcess = scaled(arrivals, 1.0 / n_replicas)
-        first = None
-    else:
-        if isinstance(arrivals, Poisson):
-            cv = 1.0
-        elif isinstance(arrivals, Gamma):
-            cv = arrivals.cv
-        else:
-            raise InputError(
-                f"exact mode with round_robin routing takes Poisson or gamma arrivals; got "
-                f"{type(arrivals).__name__}. Use the random router or sampled mode."
-            )
-        shape = 1.0 / (cv * cv)
-        process = Gamma(rate / n_replicas, cv / math.sqrt(n_replicas))
-        first = float(rng.gamma(shape * (replica + 1), 1.0 / (rate * shape)))
+    """Arrival times in [0, duration_s) of one replica of the pool: the router's stream for it
+    (`ReplicaRouter.replica_stream`), its first arrival drawn apart when the router says so."""
+    process, first = router.replica_stream(rng, arrivals, n_replicas, replica)
     expected = process.rate_per_s * duration_s
     n = int(expected * 1.2 + 6.0 * math.sqrt(expected) + 8)
     if first is None:
@@ -332,7 +297,7 @@ def replica_batches(
     arrivals: ArrivalProcess,
     n_replicas: int,
     duration_s: float,
-    router: str,
+    router: ReplicaRouter,
     seed: tuple[int, ...],
 ) -> Iterator[tuple[np.ndarray, np.ndarray, Requests]]:
     """The requests exact mode gives the pool's replicas, `batch_size` replicas at a time: their
@@ -343,7 +308,9 @@ def replica_batches(
     for first in range(0, n_replicas, size):
         rng = np.random.default_rng([*seed, 20_011, first])
         replicas = range(first, min(first + size, n_replicas))
-        times = [_replica_arrivals(rng, arrivals, n_replicas, r, duration_s, router) for r in replicas]
+        times = [
+            _replica_arrivals(rng, arrivals, n_replicas, r, duration_s, router) for r in replicas
+        ]
         offsets = np.zeros(len(times) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([t.size for t in times])
         arrival = np.concatenate(times)
