@@ -29,7 +29,7 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.serving.drivers import ReplicaConfig
 from megawatt.serving.metrics import RunResult
-from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, ReplicaStats
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica, ReplicaStats
 from megawatt.serving.timeline import Timeline
 from megawatt.sim import Environment
 from megawatt.workload import Requests
@@ -146,12 +146,7 @@ def disaggregated(
     `drivers.concurrency`): the requests' `arrival_s` are ignored, the first `n_in_flight`
     arrive at the start and each completion or rejection issues the next in table order; the
     result's `arrival_s` are the issue times."""
-    if n_prefill < 1 or n_decode < 1:
-        raise InputError(
-            f"a disaggregated pair needs n_prefill >= 1 and n_decode >= 1; got {n_prefill} and {n_decode}."
-        )
-    if n_in_flight < 0:
-        raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
+    _check_pair(n_prefill, n_decode, n_in_flight)
     pick = router(router_name)
     n = len(requests)
     closed = n_in_flight > 0
@@ -161,25 +156,12 @@ def disaggregated(
     prompt = requests.prompt_tokens.tolist()
     output = requests.output_tokens.tolist()
     env = Environment(min(0.0, float(arrival[0])) if n else 0.0)
-    prefill_requests = Requests(
-        arrival_s=arrival,
-        prompt_tokens=requests.prompt_tokens,
-        output_tokens=np.ones(n, dtype=np.int64),  # a prefill replica stops at the first token
-        cached_tokens=requests.cached_tokens,
-        class_id=requests.class_id,
-        class_names=requests.class_names,
-    )
-    first = np.full(n, np.nan)
-    finish = np.full(n, np.nan)
-    rejected = np.zeros(n, dtype=bool)
-    kv_ready = np.full(n, np.nan)
-    moved = np.zeros(n)
-    prefill_of = np.full(n, -1, dtype=np.int64)
-    decode_of = np.full(n, -1, dtype=np.int64)
-    n_prefilled = np.zeros(n, dtype=np.int64)
-    n_decoded = np.zeros(n, dtype=np.int64)
-    link_free = [env.now] * n_prefill
-    inbound = [0] * n_decode
+    prefill_requests = _first_tokens_only(requests, arrival)
+    first, finish, rejected = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)
+    kv_ready, moved = np.full(n, np.nan), np.zeros(n)
+    prefill_of, decode_of = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    n_prefilled, n_decoded = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    link_free, inbound = [env.now] * n_prefill, [0] * n_decode
     picks = [0, 0]
     issued = [min(n_in_flight, n) if closed else n]
 
@@ -257,6 +239,51 @@ def disaggregated(
     for rep in (*prefill_reps, *decode_reps):
         rep.settle()
 
+    return _collect(
+        requests, arrival, first, finish, rejected, env.now, prefill_reps, decode_reps,
+        (prefill_of, decode_of, kv_ready, moved, n_prefilled, n_decoded),
+    )
+
+
+def _check_pair(n_prefill: int, n_decode: int, n_in_flight: int) -> None:
+    if n_prefill < 1 or n_decode < 1:
+        raise InputError(
+            f"a disaggregated pair needs n_prefill >= 1 and n_decode >= 1; got {n_prefill} and {n_decode}."
+        )
+    if n_in_flight < 0:
+        raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
+
+
+def _first_tokens_only(requests: Requests, arrival: np.ndarray) -> Requests:
+    """The table a prefill replica serves: the requests arriving at `arrival`, each stopping at
+    its first token."""
+    return Requests(
+        arrival_s=arrival,
+        prompt_tokens=requests.prompt_tokens,
+        output_tokens=np.ones(len(requests), dtype=np.int64),
+        cached_tokens=requests.cached_tokens,
+        class_id=requests.class_id,
+        class_names=requests.class_names,
+    )
+
+
+def _collect(
+    requests: Requests,
+    arrival: np.ndarray,
+    first: np.ndarray,
+    finish: np.ndarray,
+    rejected: np.ndarray,
+    end_s: float,
+    prefill_reps: Sequence[Replica],
+    decode_reps: Sequence[Replica],
+    per_request: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> DisaggResult:
+    """A P:D run's result from its replicas: the run as one table (preemptions and cache hits
+    summed over both sides, decode ITLs, stats and timelines merged) and each side's own;
+    `per_request` is (prefill replica, decode replica, KV ready time, bytes moved, prefill
+    finishes, decode finishes)."""
+    prefill_of, decode_of, kv_ready, moved, n_prefilled, n_decoded = per_request
+    n = len(requests)
     preemptions = np.zeros(n, dtype=np.int64)
     cached = np.zeros(n, dtype=np.int64)
     for rep in prefill_reps:
@@ -285,7 +312,7 @@ def disaggregated(
         class_id=np.asarray(requests.class_id),
         class_names=requests.class_names,
         stats=_summed(prefill_stats + decode_stats),
-        end_s=env.now,
+        end_s=end_s,
         itl_s=np.concatenate(itl_s) if itl_s else np.zeros(0),
         itl_n=np.concatenate(itl_n) if itl_n else np.zeros(0),
         timeline_bins=Timeline.merged([prefill_timeline, decode_timeline]),
