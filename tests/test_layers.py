@@ -182,8 +182,8 @@ def test_no_modules_import_each_other_in_a_cycle(sources: dict[str, str]) -> Non
 def test_the_reader_sees_type_only_local_relative_and_submodule_imports() -> None:
     found = imports({
         "megawatt": "",
-        "megawatt.perf": "from megawatt.perf.step import StepModel\n",
-        "megawatt.perf.step": (
+        "megawatt.perf": "from megawatt.perf.roofline import StepModel\n",
+        "megawatt.perf.roofline": (
             "from typing import TYPE_CHECKING\n"
             "if TYPE_CHECKING:\n"
             "    from megawatt.perf.wafer import WaferLayout\n"
@@ -198,13 +198,13 @@ def test_the_reader_sees_type_only_local_relative_and_submodule_imports() -> Non
         "megawatt.errors": "",
     })
     assert {(i.module, i.target, i.line) for i in found} == {
-        ("megawatt.perf", "megawatt.perf.step", 1),
-        ("megawatt.perf.step", "megawatt.perf.wafer", 3),
-        ("megawatt.perf.step", "megawatt.errors", 5),
-        ("megawatt.perf.step", "megawatt.perf.wafer", 6),
-        ("megawatt.perf.step", "megawatt.errors", 7),
-        ("megawatt.perf.step", "megawatt.perf", 8),  # a name from the package's __init__
-        ("megawatt.perf.step", "megawatt.perf.wafer", 8),
+        ("megawatt.perf", "megawatt.perf.roofline", 1),
+        ("megawatt.perf.roofline", "megawatt.perf.wafer", 3),
+        ("megawatt.perf.roofline", "megawatt.errors", 5),
+        ("megawatt.perf.roofline", "megawatt.perf.wafer", 6),
+        ("megawatt.perf.roofline", "megawatt.errors", 7),
+        ("megawatt.perf.roofline", "megawatt.perf", 8),  # a name from the package's __init__
+        ("megawatt.perf.roofline", "megawatt.perf.wafer", 8),
     }
 
 
@@ -235,7 +235,7 @@ def test_the_layer_check_reports_a_fabricated_import(
 
 
 def test_a_downward_import_is_no_violation() -> None:
-    found = imports({"megawatt.perf.step": "from megawatt.model import ModelSpec", "megawatt.model": ""})
+    found = imports({"megawatt.perf.roofline": "from megawatt.model import ModelSpec", "megawatt.model": ""})
     assert len(found) == 1 and layer_violations(found) == []
 
 
@@ -261,14 +261,14 @@ def test_the_cycle_check_reports_a_type_only_cycle() -> None:
 
 def test_the_cycle_check_reports_cycles_through_a_package_and_names_the_whole_set() -> None:
     found = imports({
-        "megawatt.perf": "from megawatt.perf.step import StepModel\n",
-        "megawatt.perf.step": "def f():\n    from megawatt.perf import Deployment\n",
+        "megawatt.perf": "from megawatt.perf.roofline import StepModel\n",
+        "megawatt.perf.roofline": "def f():\n    from megawatt.perf import Deployment\n",
         "megawatt.serving.a": "from megawatt.serving.b import X\nfrom megawatt.serving.c import Y\n",
         "megawatt.serving.b": "from megawatt.serving.a import Z\n",
         "megawatt.serving.c": "from megawatt.serving.a import Z\n",
     })
     assert import_cycles(found) == [
-        "megawatt.perf:1 -> megawatt.perf.step:2 -> megawatt.perf",
+        "megawatt.perf:1 -> megawatt.perf.roofline:2 -> megawatt.perf",
         "megawatt.serving.a:1 -> megawatt.serving.b:1 -> megawatt.serving.a (the set: "
         "megawatt.serving.a, megawatt.serving.b, megawatt.serving.c)",
     ]
@@ -278,8 +278,9 @@ def test_the_cycle_check_reports_a_cycle_fabricated_in_the_tree(sources: dict[st
     fabricated = dict(sources)
     fabricated["megawatt.perf.deployment"] += (
         "\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-        "    from megawatt.perf.step import StepModel\n"
+        "    from megawatt.perf.roofline import StepModel\n"
     )
     n = fabricated["megawatt.perf.deployment"].count("\n")
     cycles = import_cycles(imports(fabricated))
-    assert len(cycles) == 1 and cycles[0].startswith(f"megawatt.perf.deployment:{n} -> megawatt.perf.step:")
+    assert len(cycles) == 1
+    assert cycles[0].startswith(f"megawatt.perf.deployment:{n} -> megawatt.perf.roofline:")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from megawatt.perf import BatchShape
-from megawatt.perf.step import N_FEATURES, StepCoefficients
+from megawatt.perf.roofline import N_FEATURES, StepCoefficients
 from megawatt.serving import SCHEDULERS, ReplicaConfig, simulate, single_user
 from megawatt.workload import Requests
 

@@ -154,7 +154,7 @@ def test_sequences_sharing_a_prefix_hold_one_copy_of_it() -> None:
 
 # -- the engines ------------------------------------------------------------------------------
 def test_hashes_take_the_python_replica(monkeypatch: pytest.MonkeyPatch) -> None:
-    import megawatt.serving.fast as fast
+    import megawatt.serving.compiled as fast
 
     catalog = load_catalog()
     system = catalog.system("dgx-h100")

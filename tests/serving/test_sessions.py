@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from megawatt.errors import InputError
 from megawatt.serving import SCHEDULERS, ReplicaConfig, RunResult
+from megawatt.serving.compiled import simulate_fast
 from megawatt.serving.drivers import _coefficients, sessions, simulate
-from megawatt.serving.fast import simulate_fast
 from megawatt.workload import Requests
 
 from .conftest import LinearStep, kv_for_tokens, make_requests
-from .test_fast import MODELS, POLICIES, assert_same_run, roofline, with_kv_tokens
+from .test_compiled import MODELS, POLICIES, assert_same_run, roofline, with_kv_tokens
 
 
 def session_table(
@@ -232,7 +232,7 @@ def test_the_engines_agree_on_any_small_session_table(
 
 # -- choosing the engine ------------------------------------------------------------------------
 def test_auto_runs_sessions_on_the_compiled_engine_when_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
-    import megawatt.serving.fast as fast
+    import megawatt.serving.compiled as fast
 
     calls: list[dict[str, object]] = []
     real = fast.simulate_fast

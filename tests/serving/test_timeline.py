@@ -1,5 +1,5 @@
 """Batch size and KV utilisation over time: a timeline of fixed bins that widen to keep a run in
-bounded memory, whose sums are the run's totals, on both engines alike (see test_fast and
+bounded memory, whose sums are the run's totals, on both engines alike (see test_compiled and
 test_replica for the engine and stretch agreement)."""
 
 from __future__ import annotations

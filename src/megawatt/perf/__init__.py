@@ -21,7 +21,7 @@ from megawatt.perf.image import (
     image_time,
 )
 from megawatt.perf.memory import MemoryPlan, WeightBytes, plan_memory, weight_bytes
-from megawatt.perf.step import BatchShape, RooflineStepModel, StepModel
+from megawatt.perf.roofline import BatchShape, RooflineStepModel, StepModel
 
 __all__ = [
     "BatchShape",

@@ -1,5 +1,5 @@
 """What a step's time is made of: per operator (compute or memory bound), communication, fabric
-latency and overhead. The roofline (perf/step.py) produces it; wafers split it by mesh component
+latency and overhead. The roofline (perf/roofline.py) produces it; wafers split it by mesh component
 (perf/wafer.py)."""
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from typing import Protocol, runtime_checkable
 from megawatt.errors import InputError
 from megawatt.perf.deployment import Deployment
 from megawatt.perf.memory import MemoryPlan, plan_memory
+from megawatt.perf.roofline import RooflineStepModel, StepCoefficients, StepModel
 from megawatt.perf.speculative import Speculation, SpeculativeStepModel, wafer_speculation
-from megawatt.perf.step import RooflineStepModel, StepCoefficients, StepModel
 
 __all__ = ["ExportsCoefficients", "exported_coefficients", "speculation_of", "step_model"]
 

@@ -25,7 +25,7 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.perf.deployment import Deployment, Speculation, tokens_per_verify
 from megawatt.perf.memory import plan_memory
-from megawatt.perf.step import (
+from megawatt.perf.roofline import (
     PREFILL_UNIT_TOKENS,
     BatchShape,
     FloatArray,

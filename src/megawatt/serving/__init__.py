@@ -1,7 +1,7 @@
 """The serving simulator: a replica doing iteration-level continuous batching on the event kernel,
 scheduler policies, MLPerf-style drivers, prefill/decode disaggregation (`serving.disagg`), the
 per-request metrics and timelines. Open-loop runs take a compiled copy of the replica
-(`serving.fast`) when the step model exports its coefficients and no prefix-block hashes are
+(`serving.compiled`) when the step model exports its coefficients and no prefix-block hashes are
 given."""
 
 from megawatt.serving.disagg import (

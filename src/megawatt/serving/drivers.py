@@ -20,7 +20,7 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.perf import Deployment, StepModel, plan_memory
 from megawatt.perf.factory import exported_coefficients, step_model
-from megawatt.perf.step import StepCoefficients
+from megawatt.perf.roofline import StepCoefficients
 from megawatt.serving.metrics import RunResult, Slo
 from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
 from megawatt.serving.timeline import DEFAULT_BIN_S
@@ -82,7 +82,7 @@ class ReplicaConfig:
 
 BACKENDS = ("auto", "fast", "python")
 """How `simulate` runs a replica: `python` (the event-driven `Replica`), `fast` (the compiled
-kernel of `serving.fast`; needs a step model with `coefficients()` and no prefix-block hashes),
+kernel of `serving.compiled`; needs a step model with `coefficients()` and no prefix-block hashes),
 `auto` (fast when it can, else python)."""
 
 
@@ -137,7 +137,7 @@ def simulate(
     """
     coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
     if coefficients is not None:
-        from megawatt.serving.fast import simulate_fast  # compiles on first use
+        from megawatt.serving.compiled import simulate_fast  # compiles on first use
 
         return simulate_fast(
             coefficients,
@@ -195,11 +195,11 @@ def simulate_replicas(
     """Open loop on many independent replicas of `cfg`: replica r serves rows offsets[r] ..
     offsets[r + 1] - 1 (sorted by arrival within each replica), every request followed to
     completion. The compiled kernel runs them all in one call, timing pure-decode stretches in
-    closed form (`serving.fast`: the same times up to float rounding); a step model without
+    closed form (`serving.compiled`: the same times up to float rounding); a step model without
     coefficients runs each replica on the Python replica."""
     coefficients = _coefficients(cfg)
     if coefficients is not None:
-        from megawatt.serving.fast import simulate_replicas_fast  # compiles on first use
+        from megawatt.serving.compiled import simulate_replicas_fast  # compiles on first use
 
         first, finish, rejected, busy = simulate_replicas_fast(
             coefficients,
@@ -279,7 +279,7 @@ def concurrency(
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
     coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
     if coefficients is not None:
-        from megawatt.serving.fast import simulate_fast  # compiles on first use
+        from megawatt.serving.compiled import simulate_fast  # compiles on first use
 
         return simulate_fast(
             coefficients,
@@ -342,7 +342,7 @@ def sessions(
     par, gap = check_sessions(n, parent, gap_s)
     coefficients = _backend_coefficients(cfg, backend, None)
     if coefficients is not None:
-        from megawatt.serving.fast import simulate_fast  # compiles on first use
+        from megawatt.serving.compiled import simulate_fast  # compiles on first use
 
         return simulate_fast(
             coefficients,

@@ -31,7 +31,7 @@ from numba import njit, objmode
 
 from megawatt.errors import InputError
 from megawatt.interrupts import held_signals
-from megawatt.perf.step import StepCoefficients
+from megawatt.perf.roofline import StepCoefficients
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import KvBudget, ReplicaStats
 from megawatt.serving.scheduler import SchedulerPolicy

@@ -19,8 +19,8 @@ from megawatt.errors import InputError
 from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment, RooflineStepModel
+from megawatt.perf.roofline import N_FEATURES, PREFILL_UNIT_TOKENS, BatchShape
 from megawatt.perf.speculative import Speculation, SpeculativeStepModel
-from megawatt.perf.step import N_FEATURES, PREFILL_UNIT_TOKENS, BatchShape
 from megawatt.serving import (
     SCHEDULERS,
     Replica,
@@ -30,8 +30,8 @@ from megawatt.serving import (
     offline,
     simulate,
 )
+from megawatt.serving.compiled import simulate_fast
 from megawatt.serving.drivers import _coefficients, simulate_replicas
-from megawatt.serving.fast import simulate_fast
 from megawatt.workload import Requests
 
 from .conftest import LinearStep, assert_same_timeline, kv_for_tokens, make_requests, random_requests
@@ -341,7 +341,7 @@ def test_closed_loops_with_issue_delays_agree(model: str, n_in_flight: int) -> N
 def test_auto_takes_the_fast_engine_when_the_step_model_exports_coefficients(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import megawatt.serving.fast as fast
+    import megawatt.serving.compiled as fast
 
     calls: list[int] = []
     real = fast.simulate_fast
