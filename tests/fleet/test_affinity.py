@@ -5,7 +5,7 @@ the same blocks on every turn; runs are deterministic for a seed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,35 +19,15 @@ from megawatt.fleet.affinity import (
     session_blocks,
     session_router,
 )
-from megawatt.perf import BatchShape
 from megawatt.serving import KvBudget, ReplicaConfig
 from megawatt.serving.drivers import sessions
 from megawatt.workload.lengths import Lognormal
 from megawatt.workload.sessions import SessionClass, SessionTable, sample_sessions
 
+from .fakes import LinearStep
+
 ROUTERS = ("sticky", "least_outstanding", "random")
 BLOCK = 64
-
-
-@dataclass(frozen=True)
-class LinearStep:
-    """A step costs `base_s`, plus `per_token_s` a token processed, plus `per_context_s` a token
-    of context attended (a stand-in for the roofline, exact in its decode stretches)."""
-
-    base_s: float = 1e-2
-    per_token_s: float = 1e-4
-    per_context_s: float = 1e-6
-    window_tokens: int | None = None
-
-    def step_time(self, batch: BatchShape) -> float:
-        return (
-            self.base_s + self.per_token_s * batch.tokens
-            + self.per_context_s * (batch.decode_context + batch.prefill_attention)
-        )
-
-    def decode_times(self, contexts: np.ndarray, n_steps: int) -> np.ndarray:
-        grown = np.asarray(contexts, dtype=np.float64)[None, :] + np.arange(n_steps)[:, None]
-        return self.base_s + self.per_token_s * len(contexts) + self.per_context_s * grown.sum(axis=1)
 
 
 def config(kv_tokens: float = 200_000) -> ReplicaConfig:

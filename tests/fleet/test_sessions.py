@@ -4,7 +4,7 @@ search, and what a pool's sessions earn and cost."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,37 +21,13 @@ from megawatt.fleet.sessions import (
     sessions_at_demand,
     with_other_traffic,
 )
-from megawatt.perf import BatchShape
-from megawatt.serving import KvBudget, ReplicaConfig, Slo
+from megawatt.serving import ReplicaConfig, Slo
 from megawatt.serving.drivers import sessions
 from megawatt.workload import Mix, RequestClass
 from megawatt.workload.lengths import Fixed, Lognormal
 from megawatt.workload.sessions import SessionClass, sample_sessions, task_times
 
-
-@dataclass(frozen=True)
-class LinearStep:
-    """A step costs `base_s`, plus `per_token_s` a token processed, plus `per_context_s` a token
-    of context attended (a stand-in for the roofline, exact in its decode stretches)."""
-
-    base_s: float = 1e-2
-    per_token_s: float = 1e-4
-    per_context_s: float = 1e-6
-    window_tokens: int | None = None
-
-    def step_time(self, batch: BatchShape) -> float:
-        return (
-            self.base_s + self.per_token_s * batch.tokens
-            + self.per_context_s * (batch.decode_context + batch.prefill_attention)
-        )
-
-    def decode_times(self, contexts: np.ndarray, n_steps: int) -> np.ndarray:
-        grown = np.asarray(contexts, dtype=np.float64)[None, :] + np.arange(n_steps)[:, None]
-        return self.base_s + self.per_token_s * len(contexts) + self.per_context_s * grown.sum(axis=1)
-
-
-def kv_for_tokens(tokens: float) -> KvBudget:
-    return KvBudget(tokens * 1000.0, 1000.0)
+from .fakes import LinearStep, kv_for_tokens
 
 
 def _agent(gap_s: float) -> SessionClass:

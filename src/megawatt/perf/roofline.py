@@ -729,7 +729,12 @@ class RooflineStepModel:
         if batch.n_seqs == 0:
             return 0.0
         n = np.array([float(batch.n_seqs)])
-        x, _ = self._features(
+        x, _ = self._batch_features(batch)
+        return float(self._times(x, n, 1.0 if batch.eager else 0.0)[0])
+
+    def _batch_features(self, batch: BatchShape) -> tuple[FloatArray, FloatArray]:
+        """The features of one batch (`_features` on one step)."""
+        return self._features(
             np.array([float(batch.tokens)]),
             np.array([float(batch.n_logits)]),
             np.array([batch.decode_context]),
@@ -742,7 +747,6 @@ class RooflineStepModel:
             np.array([batch.decode_context_max]),
             _largest_chunk(batch),
         )
-        return float(self._times(x, n, 1.0 if batch.eager else 0.0)[0])
 
     def decode_aggregates(
         self, contexts: FloatArray, n_steps: int
@@ -778,19 +782,7 @@ class RooflineStepModel:
     def breakdown(self, batch: BatchShape) -> StepBreakdown:
         """Per-operator times (for one micro-batch pass), communication, latency and overhead."""
         n = np.array([float(max(batch.n_seqs, 1))])
-        x, mb = self._features(
-            np.array([float(batch.tokens)]),
-            np.array([float(batch.n_logits)]),
-            np.array([batch.decode_context]),
-            np.array([batch.decode_window]),
-            np.array([batch.prefill_attention]),
-            np.array([batch.prefill_window]),
-            np.array([float(batch.prefill_tokens)]),
-            np.array([batch.pipeline_units]),
-            np.array([float(batch.n_decode)]),
-            np.array([batch.decode_context_max]),
-            _largest_chunk(batch),
-        )
+        x, mb = self._batch_features(batch)
         fl = (self._flops @ x)[:, 0]
         by = (self._bytes @ x)[:, 0]
         ops = tuple(

@@ -14,6 +14,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,25 @@ def _coefficients(cfg: ReplicaConfig) -> StepCoefficients | None:
     return exported_coefficients(cfg.step_model)
 
 
+def _compiled(
+    cfg: ReplicaConfig, coefficients: StepCoefficients, requests: Requests, **run: Any
+) -> RunResult:
+    """`requests` on the compiled kernel (`serving.compiled.simulate_fast`) with the replica's
+    KV budget, scheduler, batch limits and timeline bin; `run` holds the driver's own settings."""
+    from megawatt.serving.compiled import simulate_fast  # compiles on first use
+
+    return simulate_fast(
+        coefficients,
+        cfg.kv,
+        requests,
+        scheduler=cfg.scheduler,
+        max_num_seqs=cfg.max_num_seqs,
+        max_num_batched_tokens=cfg.max_num_batched_tokens,
+        timeline_bin_s=cfg.timeline_bin_s,
+        **run,
+    )
+
+
 def _backend_coefficients(
     cfg: ReplicaConfig, backend: str, prefix_blocks: Sequence[np.ndarray] | None
 ) -> StepCoefficients | None:
@@ -137,18 +157,7 @@ def simulate(
     """
     coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
     if coefficients is not None:
-        from megawatt.serving.compiled import simulate_fast  # compiles on first use
-
-        return simulate_fast(
-            coefficients,
-            cfg.kv,
-            requests,
-            scheduler=cfg.scheduler,
-            max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
-            until_s=until_s,
-            timeline_bin_s=cfg.timeline_bin_s,
-        )
+        return _compiled(cfg, coefficients, requests, until_s=until_s)
     arrivals = requests.arrival_s
     n = len(requests)
     # The clock starts at 0, or at the first arrival when that is earlier (shifted traces).
@@ -279,16 +288,10 @@ def concurrency(
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
     coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
     if coefficients is not None:
-        from megawatt.serving.compiled import simulate_fast  # compiles on first use
-
-        return simulate_fast(
+        return _compiled(
+            cfg,
             coefficients,
-            cfg.kv,
             requests.with_arrivals(np.zeros(len(requests))),
-            scheduler=cfg.scheduler,
-            max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
-            timeline_bin_s=cfg.timeline_bin_s,
             n_in_flight=n_in_flight,
             issue_delay_s=delay,
             stretch=stretch,
@@ -342,17 +345,11 @@ def sessions(
     par, gap = check_sessions(n, parent, gap_s)
     coefficients = _backend_coefficients(cfg, backend, None)
     if coefficients is not None:
-        from megawatt.serving.compiled import simulate_fast  # compiles on first use
-
-        return simulate_fast(
+        return _compiled(
+            cfg,
             coefficients,
-            cfg.kv,
             requests,
-            scheduler=cfg.scheduler,
-            max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
             until_s=until_s,
-            timeline_bin_s=cfg.timeline_bin_s,
             stretch=stretch,
             parent=par,
             gap_s=gap,
