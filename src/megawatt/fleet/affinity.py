@@ -41,7 +41,7 @@ from megawatt.errors import InputError
 from megawatt.serving import PREFIX_BLOCK_TOKENS, ReplicaConfig, RunResult
 from megawatt.sim import Environment
 from megawatt.workload import Requests
-from megawatt.workload.sessions import SessionTable, check_sessions, task_times
+from megawatt.workload.sessions import SessionTable, check_sessions, session_links, task_times
 
 __all__ = [
     "CACHE_MODELS",
@@ -272,13 +272,7 @@ def route_sessions(
             f"simulate jointly (limit {_BLOCKS_LIMIT:,} replica-blocks, some 40 bytes each); use "
             "fewer sessions, fewer replicas, a larger block_tokens or cache='ideal'."
         )
-    first = np.flatnonzero(par < 0)
-    first = first[np.argsort(requests.arrival_s[first], kind="stable")]
-    children: dict[int, list[int]] = {}
-    for i in np.flatnonzero(par >= 0):
-        children.setdefault(int(par[i]), []).append(int(i))
-    arrival = np.full(n, np.nan)
-    arrival[first] = requests.arrival_s[first]
+    first, children, arrival = session_links(requests.arrival_s, par)
     owner = np.full(n, -1, dtype=np.int64)
     env = Environment(min(0.0, float(arrival[first[0]])) if len(first) else 0.0)
 

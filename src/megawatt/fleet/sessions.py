@@ -28,6 +28,7 @@ import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.serving import ReplicaConfig, RunResult, Slo
+from megawatt.serving.drivers import sessions
 from megawatt.units import SECONDS_PER_DAY, SECONDS_PER_YEAR
 from megawatt.workload import Diurnal, Mix, Poisson, Requests
 from megawatt.workload.sessions import SessionClass, SessionTable, sample_sessions
@@ -131,15 +132,15 @@ def in_slots(table: SessionTable, n_slots: int, stagger_s: float = 0.0) -> Sessi
     return SessionTable(reqs, parent, gap, table.session[rows], starts, table.session_class)
 
 
-def _task_times(linked: SessionTable, res: RunResult) -> np.ndarray:
-    """Each session's task time in a run of `in_slots`: its last turn's end minus its first
-    turn's arrival."""
-    m = linked.n_sessions
+def _task_times(table: SessionTable, res: RunResult, rows: np.ndarray | None = None) -> np.ndarray:
+    """Each session's task time in a run: its last turn's end minus its first turn's arrival.
+    `rows` are the table's rows' places in the run (default: the run is the table)."""
+    m = table.n_sessions
+    at = np.arange(len(table.session)) if rows is None else rows
     first = np.full(m, -1, np.int64)
     last = np.full(m, -1, np.int64)
-    idx = np.arange(len(linked.session))
-    first[linked.session[::-1]] = idx[::-1]
-    last[linked.session] = idx
+    first[table.session[::-1]] = at[::-1]
+    last[table.session] = at
     out: np.ndarray = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
     return out
 
@@ -150,8 +151,6 @@ def _run_slots(
     """The table worked through by `n` slots: whether every turn meets `slo`, and (slots,
     tasks per s, task time p50, p99, turns' p99 TTFT, p99 TPOT). Tasks per s is Little's law:
     n over the mean task time (every slot is always busy with a task)."""
-    from megawatt.serving.drivers import sessions
-
     linked = in_slots(table, n, stagger_s)
     res = sessions(cfg, linked.requests, linked.parent, linked.gap_s, backend=backend, stretch=True)
     times = _task_times(linked, res)
@@ -492,8 +491,6 @@ def sessions_at_demand(
         process = Diurnal(per_day / _DAY_S, peak_to_trough, peak_hour, 0.0, start_hour)
         return _day_starts(rng, per_day, process, window)
 
-    from megawatt.serving.drivers import sessions
-
     times: list[np.ndarray] = []
     peak_times: list[np.ndarray] = []
     ttft: list[np.ndarray] = []
@@ -511,13 +508,7 @@ def sessions_at_demand(
         reqs, parent, gap, mine = with_other_traffic(table, others)
         res = sessions(cfg, reqs, parent, gap, backend=backend, stretch=True)
         simulated += len(reqs)
-        rows = np.flatnonzero(mine)
-        m = table.n_sessions
-        first = np.full(m, -1, np.int64)
-        last = np.full(m, -1, np.int64)
-        first[table.session[::-1]] = rows[::-1]
-        last[table.session] = rows
-        task = np.asarray(res.finish_s)[last] - np.asarray(res.arrival_s)[first]
+        task = _task_times(table, res, np.flatnonzero(mine))
         ok = np.isfinite(task)
         clock = (start_hour + table.start_s / 3600.0) % 24.0
         near_peak = ok & (np.abs((clock - peak_hour + 12.0) % 24.0 - 12.0) <= 1.0)

@@ -309,28 +309,21 @@ def _attention_operators(dep: Deployment, ops: _Operators) -> None:
             )
         return {pairs: per_pair / tp}, {_PTOK: per_token / kv_shards}
 
-    if n_full:
+    for n, kind, dfeat, pfeat, pmax in (
+        (n_full, "attention", _DCTX, _PATT, _PMAXATT),
+        (n_win, "windowed attention", _DWIN, _PWIN, _PMAXWIN),
+    ):
+        if not n:
+            continue
         ops.add(
-            "attention (decode)",
-            {_DCTX: flops_per_ctx * n_full / tp},
-            {_DCTX: kv_layer_bytes * n_full / kv_shards},
+            f"{kind} (decode)",
+            {dfeat: flops_per_ctx * n / tp},
+            {dfeat: kv_layer_bytes * n / kv_shards},
             attn_rate,
         )
         ops.add(
-            "attention (prefill)",
-            *prefill_rows(prefill_per_ctx * n_full, kv_layer_bytes * n_full, _PATT, _PMAXATT),
-            attn_rate,
-        )
-    if n_win:
-        ops.add(
-            "windowed attention (decode)",
-            {_DWIN: flops_per_ctx * n_win / tp},
-            {_DWIN: kv_layer_bytes * n_win / kv_shards},
-            attn_rate,
-        )
-        ops.add(
-            "windowed attention (prefill)",
-            *prefill_rows(prefill_per_ctx * n_win, kv_layer_bytes * n_win, _PWIN, _PMAXWIN),
+            f"{kind} (prefill)",
+            *prefill_rows(prefill_per_ctx * n, kv_layer_bytes * n, pfeat, pmax),
             attn_rate,
         )
 

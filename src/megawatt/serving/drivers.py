@@ -28,7 +28,7 @@ from megawatt.serving.timeline import DEFAULT_BIN_S
 from megawatt.sim import Environment
 from megawatt.units import SECONDS_PER_DAY
 from megawatt.workload import Requests
-from megawatt.workload.sessions import check_sessions
+from megawatt.workload.sessions import check_sessions, session_links
 
 
 @dataclass(frozen=True)
@@ -354,13 +354,7 @@ def sessions(
             parent=par,
             gap_s=gap,
         )
-    first = np.flatnonzero(par < 0)
-    first = first[np.argsort(requests.arrival_s[first], kind="stable")]
-    children: dict[int, list[int]] = {}
-    for i in np.flatnonzero(par >= 0):
-        children.setdefault(int(par[i]), []).append(int(i))
-    arrival = np.full(n, np.nan)
-    arrival[first] = requests.arrival_s[first]
+    first, children, arrival = session_links(requests.arrival_s, par)
     start = min(0.0, float(arrival[first[0]])) if len(first) else 0.0
     env = Environment(start)
     rep: Replica

@@ -38,6 +38,7 @@ __all__ = [
     "check_sessions",
     "default_session_classes",
     "sample_sessions",
+    "session_links",
     "sigma_of_p90",
     "task_times",
 ]
@@ -121,6 +122,22 @@ def check_sessions(n: int, parent: np.ndarray, gap_s: np.ndarray) -> tuple[np.nd
     if not (np.isfinite(gap).all() and (gap >= 0).all()):
         raise InputError("gap_s must hold one finite delay >= 0 per request.")
     return par, gap
+
+
+def session_links(
+    arrival_s: np.ndarray, parent: np.ndarray
+) -> tuple[np.ndarray, dict[int, list[int]], np.ndarray]:
+    """How an event loop replays checked session links (`check_sessions`): the first turns in
+    arrival order (stable), each row's children (the turns issued when it ends), and the
+    arrivals known before the run (first turns' `arrival_s`; NaN for the rest)."""
+    first = np.flatnonzero(parent < 0)
+    first = first[np.argsort(np.asarray(arrival_s)[first], kind="stable")]
+    children: dict[int, list[int]] = {}
+    for i in np.flatnonzero(parent >= 0):
+        children.setdefault(int(parent[i]), []).append(int(i))
+    arrival = np.full(len(parent), np.nan)
+    arrival[first] = np.asarray(arrival_s)[first]
+    return first, children, arrival
 
 
 @dataclass(frozen=True, eq=False)
