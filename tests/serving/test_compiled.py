@@ -470,3 +470,34 @@ def test_replicas_side_by_side_are_each_replica_alone() -> None:
             np.testing.assert_allclose(runs.finish_s[rows], alone.finish_s, rtol=1e-9)
             np.testing.assert_array_equal(runs.rejected[rows], alone.rejected)
             assert math.isclose(runs.busy_s[r], alone.stats.busy_s, rel_tol=1e-9)
+
+
+def test_the_compiled_replica_compiles_the_shared_arithmetic_itself() -> None:
+    """Write once, compile twice: the kernel's sequence bytes, step features and timeline
+    binning are the very functions the Python side calls, compiled - not copies of them."""
+    from megawatt.perf.roofline import fill_features
+    from megawatt.serving import compiled
+    from megawatt.serving.kv import sequence_bytes
+    from megawatt.serving.timeline import add_step
+
+    assert compiled._seq_bytes.py_func is sequence_bytes
+    assert compiled._features.py_func is fill_features
+    assert compiled._timeline_add.py_func is add_step
+
+
+def test_the_shared_features_agree_on_scalars_and_on_columns() -> None:
+    """`fill_features` gives the same features for one step's scalars (the kernel's call) as
+    for that step inside a column of many (the Python step model's call)."""
+    from megawatt.perf.roofline import fill_features
+
+    rng = np.random.default_rng(7)
+    k = 6
+    cols = [rng.uniform(1.0, 500.0, k) for _ in range(13)]
+    for window, experts in ((0, 0.0), (128, 32.0)):
+        wide = np.empty((N_FEATURES, k))
+        mbs = fill_features(wide, *cols, 4.0, window, experts, 4.0)
+        for j in range(k):
+            one = np.empty(N_FEATURES)
+            mb = fill_features(one, *(float(c[j]) for c in cols), 4.0, window, experts, 4.0)
+            assert mb == mbs[j]
+            np.testing.assert_array_equal(one, wide[:, j])

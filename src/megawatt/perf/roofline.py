@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,9 +51,12 @@ FEATURES = (
     "prefill_max_window",  # the same with the attended span capped at the window
 )
 N_FEATURES = len(FEATURES)
-_ONE, _TOK, _LOG, _DCTX, _DWIN, _PATT, _PWIN, _EXP, _PTOK, _PMAX, _PMAXATT, _PMAXWIN = range(
-    N_FEATURES
-)
+(
+    F_ONE, F_TOKENS, F_LOGITS, F_DECODE_CONTEXT, F_DECODE_WINDOW, F_PREFILL_ATTENTION,
+    F_PREFILL_WINDOW, F_EXPERTS, F_PREFILL_TOKENS, F_PREFILL_MAX_TOKENS, F_PREFILL_MAX_ATTENTION,
+    F_PREFILL_MAX_WINDOW,
+) = range(N_FEATURES)
+"""Each feature's row in a feature vector (both engines index features by these names)."""
 
 PREFILL_UNIT_TOKENS = 256
 """Prompt tokens per pipeline micro-batch when a prompt streams through pipeline stages
@@ -265,8 +268,8 @@ class _Operators:
         for it at the next expert all-to-all: the busiest rank does the step's largest chunk
         plus its share of the rest (exact for one prompt per step)."""
         if data_parallel:
-            return {_TOK: total / self.tp, _PMAX: total * (1.0 - 1.0 / self.tp)}
-        return {_TOK: total / self.tp}
+            return {F_TOKENS: total / self.tp, F_PREFILL_MAX_TOKENS: total * (1.0 - 1.0 / self.tp)}
+        return {F_TOKENS: total / self.tp}
 
 
 def _attention_operators(dep: Deployment, ops: _Operators) -> None:
@@ -284,7 +287,7 @@ def _attention_operators(dep: Deployment, ops: _Operators) -> None:
         "attention projections",
         ops.per_rank(2.0 * p_attn * n_layers, dp),
         {
-            _ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers / attn_weight_shards,
+            F_ONE: p_attn * dep.weight_bytes_per_param("attention") * n_layers / attn_weight_shards,
             **ops.per_rank(2.0 * h * act * n_layers, dp),
         },
         dep.peak_flops_of("attention") * eff.compute,
@@ -305,13 +308,13 @@ def _attention_operators(dep: Deployment, ops: _Operators) -> None:
             share = 1.0 - 1.0 / tp
             return (
                 {pairs: per_pair / tp, biggest: per_pair * share},
-                {_PTOK: per_token / tp, _PMAX: per_token * share},
+                {F_PREFILL_TOKENS: per_token / tp, F_PREFILL_MAX_TOKENS: per_token * share},
             )
-        return {pairs: per_pair / tp}, {_PTOK: per_token / kv_shards}
+        return {pairs: per_pair / tp}, {F_PREFILL_TOKENS: per_token / kv_shards}
 
     for n, kind, dfeat, pfeat, pmax in (
-        (n_full, "attention", _DCTX, _PATT, _PMAXATT),
-        (n_win, "windowed attention", _DWIN, _PWIN, _PMAXWIN),
+        (n_full, "attention", F_DECODE_CONTEXT, F_PREFILL_ATTENTION, F_PREFILL_MAX_ATTENTION),
+        (n_win, "windowed attention", F_DECODE_WINDOW, F_PREFILL_WINDOW, F_PREFILL_MAX_WINDOW),
     ):
         if not n:
             continue
@@ -342,7 +345,7 @@ def _mlp_operators(dep: Deployment, ops: _Operators) -> None:
         ops.add(
             "dense MLP",
             ops.per_rank(2.0 * p, wide),
-            {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
+            {F_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
             dep.peak_flops_of("mlp") * lin,
         )
     if m.n_moe_layers:
@@ -351,8 +354,8 @@ def _mlp_operators(dep: Deployment, ops: _Operators) -> None:
         p_exp = m.expert_params()
         ops.add(
             "routed experts",
-            {_TOK: 2.0 * m.n_experts_per_token * p_exp * n_moe / tp},
-            {_EXP: p_exp * dep.weight_bytes_per_param("experts") * n_moe / shards},
+            {F_TOKENS: 2.0 * m.n_experts_per_token * p_exp * n_moe / tp},
+            {F_EXPERTS: p_exp * dep.weight_bytes_per_param("experts") * n_moe / shards},
             dep.peak_flops_of("experts") * (eff.experts or lin),
         )
         if m.n_shared_experts:
@@ -360,30 +363,30 @@ def _mlp_operators(dep: Deployment, ops: _Operators) -> None:
             ops.add(
                 "shared experts",
                 ops.per_rank(2.0 * p, wide),
-                {_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
+                {F_ONE: p * dep.weight_bytes_per_param("mlp") / dense_shards},
                 dep.peak_flops_of("mlp") * lin,
             )
         p = m.router_params_per_layer() * n_moe
         ops.add(
             "router",
-            ops.per_rank(2.0 * p, True) if dp else {_TOK: 2.0 * p},
-            {_ONE: 2.0 * p},
+            ops.per_rank(2.0 * p, True) if dp else {F_TOKENS: 2.0 * p},
+            {F_ONE: 2.0 * p},
             dev.peak_flops_for("bf16") * lin,
         )
     # LM head on the sampled positions only; elementwise work (norms, residuals, RoPE).
     p_head = m.vocab_size * h
     ops.add(
         "LM head",
-        {_LOG: 2.0 * p_head / tp},
-        {_ONE: p_head * dep.weight_bytes_per_param("embedding") / dense_shards},
+        {F_LOGITS: 2.0 * p_head / tp},
+        {F_ONE: p_head * dep.weight_bytes_per_param("embedding") / dense_shards},
         dep.peak_flops_of("embedding") * lin,
     )
     # Norms, residuals, RoPE: on every device of a tensor group, on its own sequences'
     # tokens only with data-parallel attention.
     ops.add(
         "elementwise",
-        {_TOK: 0.0},
-        ops.per_rank(4.0 * h * act * n_layers, True) if dp else {_TOK: 4.0 * h * act * n_layers},
+        {F_TOKENS: 0.0},
+        ops.per_rank(4.0 * h * act * n_layers, True) if dp else {F_TOKENS: 4.0 * h * act * n_layers},
         dev.peak_flops_for("bf16") * eff.attention,
     )
 
@@ -423,7 +426,7 @@ def _gpu_communication(dep: Deployment) -> tuple[list[float], float]:
         if wide:
             n_allreduce = 0  # dense MLPs data-parallel too
         ring = 2.0 * (tp - 1) / tp
-        comm[_TOK] += n_allreduce * ring * h * act / tp_link
+        comm[F_TOKENS] += n_allreduce * ring * h * act / tp_link
         # Bandwidth of a ring, latency of a tree: collective libraries switch to tree or
         # one-shot algorithms for the small messages of decode steps, 2 log2(tp) hops.
         latency += n_allreduce * 2 * math.ceil(math.log2(tp)) * tp_lat
@@ -438,7 +441,7 @@ def _gpu_communication(dep: Deployment) -> tuple[list[float], float]:
         dispatch = 1.0 if expert_math in ("fp8", "fp4") else act
         near = min(dep.ep, domain)
         per_expert = m.n_moe_layers * m.n_experts_per_token * h * (dispatch + act) / dep.ep
-        comm[_TOK] += per_expert * max(
+        comm[F_TOKENS] += per_expert * max(
             (near - 1) / dep.ep / max(link, 1.0), (dep.ep - near) / dep.ep / out_link
         )
         latency += m.n_moe_layers * 2 * (lat if dep.ep <= domain else sysm.scaleout_latency_s)
@@ -446,9 +449,66 @@ def _gpu_communication(dep: Deployment) -> tuple[list[float], float]:
         inside = dep.n_devices <= sysm.n_devices
         hop_bw = link if inside and link > 0 else out_link
         hop_lat = lat if inside else sysm.scaleout_latency_s
-        comm[_TOK] += (dep.pp - 1) * h * act / hop_bw
+        comm[F_TOKENS] += (dep.pp - 1) * h * act / hop_bw
         latency += (dep.pp - 1) * hop_lat
     return comm, latency
+
+
+def fill_features(
+    x: Any,
+    tokens: Any,
+    logits: Any,
+    dctx: Any,
+    dwin: Any,
+    dmax: Any,
+    n_decode: Any,
+    patt: Any,
+    pwin: Any,
+    ptok: Any,
+    units: Any,
+    pmax_tokens: Any,
+    pmax_attention: Any,
+    pmax_window: Any,
+    depth: float,
+    window: int,
+    n_experts: float,
+    top_k: float,
+) -> Any:
+    """Fill `x` with the features (rows `F_*`) of the slowest micro-batch of steps given by
+    their aggregates; returns their micro-batch counts. Aggregates are scalars (`x` a vector:
+    the compiled replica, which compiles this very function) or arrays over k steps (`x`:
+    N_FEATURES x k, the Python replica's `RooflineStepModel`): tokens, logits, decode context,
+    windowed context and longest context, decodes, prefill attention, window and tokens,
+    pipeline units, and the largest prefill chunk's tokens, attention and windowed attention.
+
+    Work is split evenly over `mb = clip(units, 1, depth)` micro-batches, except decode
+    context: the micro-batch that holds the longest sequence carries it plus its share of the
+    others (so a short sequence joining a long one never shortens the round), and the largest
+    prefill chunk, which one micro-batch carries whole. `window`: the model's attention window
+    (0: none); `n_experts`, `top_k`: routed experts (0: dense)."""
+    mb = np.maximum(np.minimum(units, depth), 1.0)
+    x[F_ONE] = 1.0
+    x[F_TOKENS] = tokens / mb
+    x[F_LOGITS] = logits / mb
+    others = np.maximum(n_decode - 1.0, 1.0)
+    extra = np.maximum(n_decode / mb - 1.0, 0.0)
+    x[F_DECODE_CONTEXT] = np.maximum(dctx / mb, dmax + extra * (dctx - dmax) / others)
+    if window > 0:
+        wmax = np.minimum(dmax, float(window))
+        x[F_DECODE_WINDOW] = np.maximum(dwin / mb, wmax + extra * (dwin - wmax) / others)
+    else:
+        x[F_DECODE_WINDOW] = dwin / mb
+    x[F_PREFILL_ATTENTION] = patt / mb
+    x[F_PREFILL_WINDOW] = pwin / mb
+    x[F_PREFILL_TOKENS] = ptok / mb
+    x[F_PREFILL_MAX_TOKENS] = pmax_tokens
+    x[F_PREFILL_MAX_ATTENTION] = pmax_attention
+    x[F_PREFILL_MAX_WINDOW] = pmax_window
+    if n_experts > 0:
+        x[F_EXPERTS] = n_experts * (1.0 - np.power(1.0 - top_k / n_experts, x[F_TOKENS]))
+    else:
+        x[F_EXPERTS] = 0.0
+    return mb
 
 
 class RooflineStepModel:
@@ -521,9 +581,9 @@ class RooflineStepModel:
             # Decode tokens multiply against the weight tiles where they sit (GEMV, at
             # `compute`, weights read at `memory`); prefill tokens run MeshGEMM-like GEMMs,
             # whose tiles shift through the mesh (`prefill_compute`, end to end).
-            add(name, {_TOK: token_flops, _PTOK: -token_flops}, {_ONE: weight_bytes}, share,
+            add(name, {F_TOKENS: token_flops, F_PREFILL_TOKENS: -token_flops}, {F_ONE: weight_bytes}, share,
                 eff.compute * scale)
-            add(f"{name} (prefill)", {_PTOK: token_flops}, {}, share,
+            add(f"{name} (prefill)", {F_PREFILL_TOKENS: token_flops}, {}, share,
                 eff.prefill_compute * scale, weights=False)
 
         n_layers = m.n_layers
@@ -540,8 +600,8 @@ class RooflineStepModel:
         flops_per_ctx, prefill_per_ctx = _attention_flops_per_context(m)
         kv_layer_bytes = m.kv_elements_per_token_per_layer() * dep.kv_bytes_per_element
         for n, kind, dfeat, pfeat in (
-            (n_full, "attention", _DCTX, _PATT),
-            (n_win, "windowed attention", _DWIN, _PWIN),
+            (n_full, "attention", F_DECODE_CONTEXT, F_PREFILL_ATTENTION),
+            (n_win, "windowed attention", F_DECODE_WINDOW, F_PREFILL_WINDOW),
         ):
             if not n:
                 continue
@@ -556,7 +616,7 @@ class RooflineStepModel:
             add(
                 f"{kind} (prefill)",
                 {pfeat: prefill_per_ctx * n},
-                {_PTOK: kv_layer_bytes * n},
+                {F_PREFILL_TOKENS: kv_layer_bytes * n},
                 attn_share,
                 eff.attention,
                 weights=False,
@@ -583,19 +643,19 @@ class RooflineStepModel:
                 add_weights("shared experts", 2.0 * p, p * dep.weight_bytes_per_param("mlp"),
                             lay.moe_dense_share)
             p = m.router_params_per_layer() * n_moe
-            add("router", {_TOK: 2.0 * p}, {_ONE: 2.0 * p}, lay.moe_dense_share, eff.compute)
+            add("router", {F_TOKENS: 2.0 * p}, {F_ONE: 2.0 * p}, lay.moe_dense_share, eff.compute)
         p_head = m.vocab_size * m.hidden_size
         add(
             "LM head",
-            {_LOG: 2.0 * p_head},
-            {_ONE: p_head * dep.weight_bytes_per_param("embedding")},
+            {F_LOGITS: 2.0 * p_head},
+            {F_ONE: p_head * dep.weight_bytes_per_param("embedding")},
             lay.head_share,
             eff.compute,
         )
         self._names = tuple(names)
         self._flops, self._bytes, self._rate, self._bw = _arrays(flops, nbytes, rates, bws)
         comm = [0.0] * N_FEATURES
-        comm[_TOK] = lay.comm_s_per_token
+        comm[F_TOKENS] = lay.comm_s_per_token
         self._comm = np.array(comm, dtype=np.float64)
         self._latency = lay.latency_s
         # Resident layers form a pipeline of n_layers regions; a streaming wafer runs the whole
@@ -656,38 +716,15 @@ class RooflineStepModel:
         dmax: FloatArray,
         pmax: tuple[FloatArray, FloatArray, FloatArray] | None = None,
     ) -> tuple[FloatArray, FloatArray]:
-        """Feature matrix (N_FEATURES x k) of the slowest micro-batch, and the micro-batch count.
-
-        Work is split evenly over m micro-batches, except decode context: the micro-batch that
-        holds the longest sequence carries it plus its share of the others (so a short sequence
-        joining a long one never shortens the round), and the largest prefill chunk `pmax`
-        (tokens, attention, windowed attention; none in pure decode), which one micro-batch
-        carries whole."""
-        mb = np.clip(np.minimum(units, self._depth), 1.0, None)
+        """Feature matrix (N_FEATURES x k) of the slowest micro-batch of k steps, and their
+        micro-batch counts (`fill_features`; `pmax`: none in pure decode)."""
         x = np.empty((N_FEATURES, tokens.shape[0]))
-        x[_ONE] = 1.0
-        x[_TOK] = tokens / mb
-        x[_LOG] = logits / mb
-        others = np.maximum(n_decode - 1.0, 1.0)
-        extra = np.maximum(n_decode / mb - 1.0, 0.0)
-        x[_DCTX] = np.maximum(dctx / mb, dmax + extra * (dctx - dmax) / others)
-        if self._window:
-            wmax = np.minimum(dmax, float(self._window))
-            x[_DWIN] = np.maximum(dwin / mb, wmax + extra * (dwin - wmax) / others)
-        else:
-            x[_DWIN] = dwin / mb
-        x[_PATT] = patt / mb
-        x[_PWIN] = pwin / mb
-        x[_PTOK] = ptok / mb
-        if pmax is None:
-            x[_PMAX] = x[_PMAXATT] = x[_PMAXWIN] = 0.0
-        else:
-            x[_PMAX], x[_PMAXATT], x[_PMAXWIN] = pmax
-        if self._n_experts:
-            e, k = float(self._n_experts), float(self._top_k)
-            x[_EXP] = e * (1.0 - np.power(1.0 - k / e, x[_TOK]))
-        else:
-            x[_EXP] = 0.0
+        big_tok, big_att, big_win = (0.0, 0.0, 0.0) if pmax is None else pmax
+        mb = fill_features(
+            x, tokens, logits, dctx, dwin, dmax, n_decode, patt, pwin, ptok, units, big_tok,
+            big_att, big_win, float(self._depth), self._window or 0, float(self._n_experts),
+            float(self._top_k),
+        )
         return x, mb
 
     def _times(

@@ -22,9 +22,10 @@ from megawatt.serving.drivers import (
     single_user,
     unit_poisson,
 )
+from megawatt.serving.kv import KvBudget
 from megawatt.serving.metrics import RunResult, Slo
 from megawatt.serving.prefix import PrefixCache
-from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica, ReplicaStats
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, Replica, ReplicaStats
 from megawatt.serving.scheduler import SCHEDULERS, SchedulerPolicy, scheduler
 from megawatt.serving.timeline import Timeline
 

@@ -28,8 +28,9 @@ import numpy as np
 
 from megawatt.errors import InputError
 from megawatt.serving.drivers import ReplicaConfig
+from megawatt.serving.kv import KvBudget
 from megawatt.serving.metrics import RunResult
-from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica, ReplicaStats
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, Replica, ReplicaStats
 from megawatt.serving.timeline import Timeline
 from megawatt.sim import Environment
 from megawatt.workload import Requests

@@ -22,8 +22,9 @@ from megawatt.errors import InputError
 from megawatt.perf import Deployment, StepModel, plan_memory
 from megawatt.perf.factory import exported_coefficients, step_model
 from megawatt.perf.roofline import StepCoefficients
+from megawatt.serving.kv import KvBudget
 from megawatt.serving.metrics import RunResult, Slo
-from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, KvBudget, Replica
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, Replica
 from megawatt.serving.timeline import DEFAULT_BIN_S
 from megawatt.sim import Environment
 from megawatt.units import SECONDS_PER_DAY

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from megawatt.errors import InputError
-from megawatt.perf import BatchShape, MemoryPlan, StepModel
+from megawatt.perf import BatchShape, StepModel
+from megawatt.serving.kv import KvBudget
 from megawatt.serving.prefix import PrefixCache
 from megawatt.serving.scheduler import SchedulerPolicy
 from megawatt.serving.scheduler import scheduler as scheduler_named
@@ -31,48 +32,6 @@ _WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3
 _MAX_STRETCH = 4096
 PREFIX_BLOCK_TOKENS = 512
 """Tokens per hashed prefix block by default: Mooncake's (`workload.MOONCAKE_BLOCK_TOKENS`)."""
-
-
-@dataclass(frozen=True)
-class KvBudget:
-    """The KV cache of a replica: capacity and what a sequence costs (bytes).
-
-    A sequence with `ctx` cached tokens holds `bytes_per_token * (ctx + block_tokens / 2)`
-    (half a block of fragmentation on average in a paged cache) plus `bytes_per_token_windowed
-    * min(ctx, window_tokens)` for windowed layers.
-    """
-
-    capacity_bytes: float
-    bytes_per_token: float
-    bytes_per_token_windowed: float = 0.0
-    window_tokens: int | None = None
-    block_tokens: int = 16
-
-    def __post_init__(self) -> None:
-        if not self.capacity_bytes > 0:
-            raise InputError(f"KV capacity must be > 0 bytes; got {self.capacity_bytes}.")
-        if self.bytes_per_token < 0 or self.bytes_per_token_windowed < 0:
-            raise InputError("KV bytes per token must be >= 0.")
-
-    @staticmethod
-    def of(plan: MemoryPlan, block_tokens: int = 16) -> KvBudget:
-        """The KV budget a memory plan leaves."""
-        return KvBudget(
-            plan.kv_bytes,
-            plan.kv_bytes_per_token,
-            plan.kv_bytes_per_token_windowed,
-            plan.window_tokens,
-            block_tokens,
-        )
-
-    def sequence_bytes(self, ctx: float) -> float:
-        """Bytes a sequence with `ctx` cached tokens holds."""
-        if ctx <= 0:
-            return 0.0
-        out = self.bytes_per_token * (ctx + self.block_tokens / 2.0)
-        if self.window_tokens:
-            out += self.bytes_per_token_windowed * min(ctx, self.window_tokens)
-        return out
 
 
 @dataclass

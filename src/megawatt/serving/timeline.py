@@ -20,6 +20,53 @@ DEFAULT_MAX_BINS = 2048
 with the default bin every run longer than about two seconds ends with 1,024 to 2,048 bins."""
 
 
+BUSY, SEQ, KV, TOKENS = range(4)
+"""Rows of a timeline's `bins`: busy seconds, sequence-seconds, KV byte-seconds, output tokens."""
+BIN_S, N_BINS, LAST_S = range(3)
+"""Slots of a timeline's `meta`: the bin width (s), bins up to the last one touched, the latest
+step end recorded (s)."""
+
+
+def add_step(
+    bins: np.ndarray,
+    meta: np.ndarray,
+    origin_s: float,
+    start_s: float,
+    end_s: float,
+    batch: float,
+    kv_bytes: float,
+    tokens: float,
+) -> None:
+    """`Timeline.add_step` over a timeline's arrays (`bins`: 4 x max_bins, rows `BUSY` ..
+    `TOKENS`; `meta`: `BIN_S`, `N_BINS`, `LAST_S`): one step over `[start_s, end_s)` with
+    `batch` sequences, `kv_bytes` in use and `tokens` output tokens delivered at its end. Written
+    once for both engines: the compiled replica compiles this function."""
+    m = bins.shape[1]
+    w = meta[BIN_S]
+    while math.ceil((end_s - origin_s) / w) > m:  # double the bins' width: merge pairs
+        half = m // 2
+        for r in range(4):
+            for b in range(half):  # reads 2b, 2b + 1 >= b: not yet overwritten
+                bins[r, b] = bins[r, 2 * b] + bins[r, 2 * b + 1]
+            for b in range(half, m):
+                bins[r, b] = 0.0
+        w *= 2.0
+        meta[N_BINS] = math.floor((meta[N_BINS] + 1.0) / 2.0)
+    meta[BIN_S] = w
+    first = math.floor((start_s - origin_s) / w)
+    last = max(math.ceil((end_s - origin_s) / w) - 1, first)
+    for b in range(first, last + 1):
+        lo = max(start_s, origin_s + b * w)
+        hi = min(end_s, origin_s + (b + 1) * w)
+        if hi > lo:
+            bins[BUSY, b] += hi - lo
+            bins[SEQ, b] += batch * (hi - lo)
+            bins[KV, b] += kv_bytes * (hi - lo)
+    bins[TOKENS, last] += tokens
+    meta[N_BINS] = max(meta[N_BINS], last + 1.0)
+    meta[LAST_S] = max(meta[LAST_S], end_s)
+
+
 class Timeline:
     """Time-binned counters of one replica (or a pool: see `merged`).
 
@@ -33,11 +80,14 @@ class Timeline:
     in pairs. Both engines of `simulate` fill a timeline step by step in the same way, so their
     timelines agree (up to the rounding of sums taken in another order).
 
-    Memory: `4 x max_bins` floats, whatever the length of the run.
+    Memory: `4 x max_bins` floats, whatever the length of the run: `bins` (rows `BUSY`, `SEQ`,
+    `KV`, `TOKENS`, also named `busy_s`, `seq_s`, `kv_s`, `tokens`) and `meta` (the bin width,
+    the bins touched and the last step end, also named `bin_s`, `n_bins`, `last_s`), the arrays
+    `add_step` fills in both engines.
     """
 
-    __slots__ = ("bin_s", "busy_s", "capacity_bytes", "kv_s", "last_s", "max_bins", "n_bins",
-                 "origin_s", "seq_s", "tokens")
+    __slots__ = ("bins", "busy_s", "capacity_bytes", "kv_s", "max_bins", "meta", "origin_s",
+                 "seq_s", "tokens")
 
     def __init__(
         self,
@@ -52,23 +102,34 @@ class Timeline:
             raise InputError(f"timeline max_bins must be even and >= 2; got {max_bins}.")
         self.origin_s = float(origin_s)
         self.capacity_bytes = float(capacity_bytes)
-        self.bin_s = float(bin_s)
         self.max_bins = int(max_bins)
-        self.busy_s = np.zeros(max_bins)
-        self.seq_s = np.zeros(max_bins)
-        self.kv_s = np.zeros(max_bins)
-        self.tokens = np.zeros(max_bins)
-        self.n_bins = 0  # bins up to the last one a step touched
-        self.last_s = self.origin_s  # the latest step end recorded
+        self.bins = np.zeros((4, max_bins))
+        self.busy_s, self.seq_s, self.kv_s, self.tokens = self.bins  # views of its rows
+        self.meta = np.array([float(bin_s), 0.0, self.origin_s])
+
+    @property
+    def bin_s(self) -> float:
+        """The bins' width (seconds): the narrowest one, doubled as often as the run needed."""
+        return float(self.meta[BIN_S])
+
+    @property
+    def n_bins(self) -> int:
+        """Bins up to the last one a step touched."""
+        return int(self.meta[N_BINS])
+
+    @property
+    def last_s(self) -> float:
+        """The latest step end recorded (s; the origin before any)."""
+        return float(self.meta[LAST_S])
 
     # -- recording ----------------------------------------------------------------------------
     def _coarsen(self) -> None:
         half = self.max_bins // 2
-        for arr in (self.busy_s, self.seq_s, self.kv_s, self.tokens):
+        for arr in self.bins:
             arr[:half] = arr[0::2] + arr[1::2]
             arr[half:] = 0.0
-        self.bin_s *= 2.0
-        self.n_bins = (self.n_bins + 1) // 2
+        self.meta[BIN_S] *= 2.0
+        self.meta[N_BINS] = (self.n_bins + 1) // 2
 
     def _fit(self, end_s: float) -> None:
         while math.ceil((end_s - self.origin_s) / self.bin_s) > self.max_bins:
@@ -78,21 +139,8 @@ class Timeline:
         self, start_s: float, end_s: float, batch: float, kv_bytes: float, tokens: float
     ) -> None:
         """One step over `[start_s, end_s)` with `batch` sequences, `kv_bytes` in use and
-        `tokens` output tokens delivered at its end."""
-        self._fit(end_s)
-        origin, w = self.origin_s, self.bin_s
-        first = math.floor((start_s - origin) / w)
-        last = max(math.ceil((end_s - origin) / w) - 1, first)
-        for b in range(first, last + 1):
-            lo = max(start_s, origin + b * w)
-            hi = min(end_s, origin + (b + 1) * w)
-            if hi > lo:
-                self.busy_s[b] += hi - lo
-                self.seq_s[b] += batch * (hi - lo)
-                self.kv_s[b] += kv_bytes * (hi - lo)
-        self.tokens[last] += tokens
-        self.n_bins = max(self.n_bins, last + 1)
-        self.last_s = max(self.last_s, end_s)
+        `tokens` output tokens delivered at its end (`add_step`)."""
+        add_step(self.bins, self.meta, self.origin_s, start_s, end_s, batch, kv_bytes, tokens)
 
     def add_steps(
         self,
@@ -124,8 +172,8 @@ class Timeline:
         for j in np.flatnonzero(~inside):
             self.add_step(float(starts[j]), float(ends_s[j]), batch, float(kv_bytes[j]), 0.0)
         self.tokens += np.bincount(last, np.full(k, float(tokens)), self.max_bins)
-        self.n_bins = max(self.n_bins, int(last[-1]) + 1)
-        self.last_s = max(self.last_s, float(ends_s[-1]))
+        self.meta[N_BINS] = max(self.n_bins, int(last[-1]) + 1)
+        self.meta[LAST_S] = max(self.last_s, float(ends_s[-1]))
 
     # -- reading ------------------------------------------------------------------------------
     def table(self, end_s: float | None = None) -> pa.Table:
@@ -188,6 +236,6 @@ class Timeline:
             for mine, theirs in ((out.busy_s, t.busy_s), (out.seq_s, t.seq_s),
                                  (out.kv_s, t.kv_s), (out.tokens, t.tokens)):
                 mine[:n] += theirs.reshape(n, step).sum(axis=1)
-            out.n_bins = max(out.n_bins, -(-t.n_bins // step))
-            out.last_s = max(out.last_s, t.last_s)
+            out.meta[N_BINS] = max(out.n_bins, -(-t.n_bins // step))
+            out.meta[LAST_S] = max(out.last_s, t.last_s)
         return out
