@@ -50,20 +50,20 @@ def run(cfg: ReplicaConfig, requests: Requests, ids: list[np.ndarray]) -> RunRes
 
 # -- the cache on its own ---------------------------------------------------------------------
 def test_the_cache_counts_references_and_evicts_the_least_recently_released() -> None:
-    cache = PrefixCache(block_bytes=10.0)
+    cache = PrefixCache(block_bytes=10.0, n_blocks=10)
     for h in (1, 2, 3):
         assert cache.register(h)
     assert not cache.register(2)  # cached already: the second computer keeps a private copy
-    assert cache.leading_hits([1, 2, 9, 3], 4) == 2
-    assert cache.shared_bytes([1, 2]) == 20.0  # referenced by the sequence that computed them
-    assert cache.release([1, 2, 3]) == 0.0
+    assert cache.leading_hits([1, 2, 9, 3], 0, 4) == 2
+    assert cache.shared_bytes([1, 2], 0, 2) == 20.0  # referenced by the sequence that computed them
+    assert cache.release([1, 2, 3], 0, 3) == 0.0
     assert cache.free_bytes == 30.0
-    assert list(cache.free) == [3, 2, 1]  # a request's tail goes first, as vLLM frees it
-    cache.acquire([1])  # a hit takes block 1 out of the evictable ones
-    assert cache.refs[1] == 1 and list(cache.free) == [3, 2] and cache.free_bytes == 20.0
+    assert cache.free == [3, 2, 1]  # a request's tail goes first, as vLLM frees it
+    cache.acquire([1], 0, 1)  # a hit takes block 1 out of the evictable ones
+    assert cache.refs[1] == 1 and cache.free == [3, 2] and cache.free_bytes == 20.0
     cache.evict_to(10.0)  # room for one unreferenced block: evicts 3
-    assert 3 not in cache.refs and cache.n_evicted == 1 and cache.free_bytes == 10.0
-    assert cache.release([1]) == 0.0
+    assert cache.refs[3] == -1 and cache.n_evicted == 1 and cache.free_bytes == 10.0
+    assert cache.release([1], 0, 1) == 0.0
     cache.evict_to(0.0)
     assert len(cache) == 0 and cache.free_bytes == 0.0
 
@@ -213,10 +213,11 @@ def watch(cfg: ReplicaConfig, requests: Requests, ids: list[np.ndarray]) -> RunR
         env.step()
         assert rep.kv_used <= capacity + 1e-6
         assert rep.kv_used + cache.free_bytes <= capacity + 1e-6
-        held = Counter(h for refs in rep.refs for h in refs)
-        assert held == Counter({h: r for h, r in cache.refs.items() if r > 0})
-        assert set(cache.free) == {h for h, r in cache.refs.items() if r == 0}
-        shared = sum(max(r - 1, 0) for r in cache.refs.values()) * cache.block_bytes
+        refs = cache.refs.tolist()
+        held = Counter(h for refs_i in rep.refs for h in refs_i)
+        assert held == Counter({h: r for h, r in enumerate(refs) if r > 0})
+        assert set(cache.free) == {h for h, r in enumerate(refs) if r == 0}
+        shared = sum(max(r - 1, 0) for r in refs) * cache.block_bytes
         assert math.isclose(rep.kv_used, sum(rep.kv_bytes) - shared, rel_tol=1e-9, abs_tol=1e-3)
         assert math.isclose(cache.free_bytes, len(cache.free) * cache.block_bytes, abs_tol=1e-3)
     return RunResult.of(rep, env.now)
