@@ -60,7 +60,7 @@ CACHE_MODELS = ("hashed", "ideal")
 """Where re-sent context is cached (see the module docstring)."""
 
 _JOINT_LIMIT = 50_000_000  # replicas x turns: every replica keeps a row per turn
-_BLOCKS_LIMIT = 50_000_000  # replicas x block ids: each replica keeps every turn's ids as Python ints
+_BLOCKS_LIMIT = 50_000_000  # replicas x block ids: each replica numbers every turn's ids (int64)
 
 
 class SessionRouter(Protocol):
@@ -269,7 +269,7 @@ def route_sessions(
     if blocks is not None and k * sum(b.size for b in blocks) > _BLOCKS_LIMIT:
         raise InputError(
             f"{k} replicas x {sum(b.size for b in blocks):,} prompt blocks is too large to "
-            f"simulate jointly (limit {_BLOCKS_LIMIT:,} replica-blocks, some 40 bytes each); use "
+            f"simulate jointly (limit {_BLOCKS_LIMIT:,} replica-blocks, up to 32 bytes each); use "
             "fewer sessions, fewer replicas, a larger block_tokens or cache='ideal'."
         )
     first, children, arrival = session_links(requests.arrival_s, par)

@@ -21,7 +21,7 @@ import numpy as np
 from megawatt.errors import InputError
 from megawatt.perf import BatchShape, StepModel
 from megawatt.serving.kv import KvBudget
-from megawatt.serving.prefix import PrefixCache
+from megawatt.serving.prefix import PrefixCache, dense_blocks, register
 from megawatt.serving.scheduler import SchedulerPolicy
 from megawatt.serving.scheduler import scheduler as scheduler_named
 from megawatt.serving.timeline import DEFAULT_BIN_S, Timeline
@@ -124,28 +124,22 @@ class Replica:
         # them admitted in the step being formed (their first gap is not a step time).
         self.kv_arrived: deque[int] = deque()
         self._fresh: list[int] = []
-        # The hashed prefix cache: per request its whole prompt blocks, the blocks it
+        # The hashed prefix cache: per request its whole prompt blocks (dense ids: request i's
+        # are blocks[block_off[i]:block_off[i + 1]], a memoryview for Python ints), the blocks it
         # references and how many leading blocks it has hit or computed.
         self.cache: PrefixCache | None = None
         self.block_tokens = prefix_block_tokens
-        self.blocks: list[list[int]] = []
+        self.blocks = np.zeros(0, dtype=np.int64).data
+        self.block_off: list[int] = []
         self.refs: list[list[int]] = []
         self.n_seen: list[int] = []
         if prefix_blocks is not None:
-            if len(prefix_blocks) != n:
-                raise InputError(
-                    f"prefix_blocks must hold one id array per request ({n}); got "
-                    f"{len(prefix_blocks)}. Pass the ids from load_trace_with_prefixes."
-                )
-            if prefix_block_tokens < 1:
-                raise InputError(
-                    f"prefix_block_tokens must be >= 1; got {prefix_block_tokens}."
-                )
-            self.cache = PrefixCache(kv.bytes_per_token * prefix_block_tokens)
-            self.blocks = [
-                [int(h) for h in np.asarray(ids)[: p // prefix_block_tokens]]
-                for ids, p in zip(prefix_blocks, self.prompt, strict=True)
-            ]
+            flat, off, n_blocks = dense_blocks(
+                prefix_blocks, requests.prompt_tokens, prefix_block_tokens
+            )
+            self.cache = PrefixCache(kv.bytes_per_token * prefix_block_tokens, n_blocks)
+            self.blocks = flat.data
+            self.block_off = off.tolist()
             self.refs = [[] for _ in range(n)]
             self.n_seen = [0] * n
 
@@ -218,7 +212,8 @@ class Replica:
         self.ctx[i] = 0
         if self.cache is not None and self.refs[i]:
             # Blocks others still use stay counted, now against them.
-            self.kv_used += self.cache.release(self.refs[i])
+            held = self.refs[i]
+            self.kv_used += self.cache.release(held, 0, len(held))
             self.refs[i] = []
         if self.cache is not None:
             self.n_seen[i] = 0
@@ -228,24 +223,29 @@ class Replica:
         """Prompt tokens of `i` already cached, were it admitted now (at most target - 1)."""
         if self.cache is None:
             return min(self.cached[i], self.target[i] - 1)
-        b = self.block_tokens
-        return b * self.cache.leading_hits(self.blocks[i], (self.target[i] - 1) // b)
+        b, lo, hi = self.block_tokens, self.block_off[i], self.block_off[i + 1]
+        return b * self.cache.leading_hits(self.blocks, lo, min(lo + (self.target[i] - 1) // b, hi))
 
     def _shared_bytes(self, i: int, start: int) -> float:
         """Bytes of `i`'s first `start` tokens that running sequences already hold."""
         if self.cache is None or not start:
             return 0.0
-        return self.cache.shared_bytes(self.blocks[i][: start // self.block_tokens])
+        lo = self.block_off[i]
+        return self.cache.shared_bytes(self.blocks, lo, lo + start // self.block_tokens)
 
     def _register_blocks(self, i: int) -> None:
         """Cache the whole prompt blocks `i` has computed by now."""
         assert self.cache is not None
-        ids, b, n = self.blocks[i], self.block_tokens, self.n_seen[i]
-        while n < len(ids) and (n + 1) * b <= self.done[i]:
-            if self.cache.register(ids[n]):
-                self.refs[i].append(ids[n])
-            n += 1
-        self.n_seen[i] = n
+        lo, n = self.block_off[i], self.n_seen[i]
+        end = min(self.block_off[i + 1] - lo, self.done[i] // self.block_tokens)
+        if n >= end:
+            return
+        # The function itself, not the cache's method: a call per block, the hottest of them.
+        state, held = self.cache.state, self.refs[i]
+        for h in self.blocks[lo + n : lo + end]:
+            if register(state, h):
+                held.append(h)
+        self.n_seen[i] = end
 
     def _preempt(self, i: int) -> None:
         """Evict `i` (recompute): free its cache, put it at the head of the queue."""
@@ -341,11 +341,11 @@ class Replica:
                 self.cache_hits[i] = start
                 self._set_ctx(i, start)
                 if cache is not None and start:
-                    hits = self.blocks[i][: start // self.block_tokens]
-                    cache.acquire(hits)
+                    lo, k = self.block_off[i], start // self.block_tokens
+                    cache.acquire(self.blocks, lo, lo + k)
                     self.kv_used -= shared
-                    self.refs[i] = list(hits)
-                    self.n_seen[i] = len(hits)
+                    self.refs[i] = self.blocks[lo : lo + k].tolist()
+                    self.n_seen[i] = k
                 free -= grow
                 budget -= c
                 chunks.append((i, c))
@@ -388,8 +388,8 @@ class Replica:
         i = self.waiting[0]
         start = self._hit_tokens(i)
         if self.cache is not None and start:
-            refs = self.cache.refs
-            if any(refs[h] == 0 for h in self.blocks[i][: start // self.block_tokens]):
+            lo = self.block_off[i]
+            if self.cache.any_free(self.blocks, lo, lo + start // self.block_tokens):
                 # The stretch's growth could evict these hits and so shrink what it needs.
                 return False
         return self.kv.sequence_bytes(start + 1) - self._shared_bytes(i, start) > self._free()
