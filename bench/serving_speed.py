@@ -10,8 +10,11 @@ Workloads:
       (the class `megawatt run` uses; turns per session median 25, p90 324, here at most 400;
       growing cached context with compaction; tool gaps median 3.8 s, p90 28.9 s) starting as
       a Poisson process (0.03 per second). About 33,000 turns.
+  (d) Mooncake's synthetic trace (3,993 requests, prompts of 15,300 tokens on average) with its
+      hashed prefix blocks (512 tokens each) at its own rate on one H100 (Llama-3.1-8B, BF16):
+      the replica keeps a hashed prefix cache in its KV memory, LRU as vLLM's.
 
-Workloads (a) and (b) run on both backends of `simulate`: `fast` (the compiled kernel, timed
+Workloads (a), (b) and (d) run on both backends of `simulate`: `fast` (the compiled kernel, timed
 warm: its one-off compile or cache load is reported apart, as Vidur's figure is its event loop
 alone; median of 5 runs) and `python` (the event-driven Replica, one run); their per-request
 tables are checked equal. Workload (c) runs on the compiled kernel step by step and in stretch
@@ -20,6 +23,7 @@ the Python replica (the same table; to 1e-9 in stretch mode).
 
   python bench/serving_speed.py               # our figures
   python bench/serving_speed.py --sessions    # (c) alone
+  python bench/serving_speed.py --prefix      # (d) alone
   python bench/serving_speed.py --vs-vidur    # also runs Vidur (../shared/bench/peers/run_vidur.sh)
                                               # and ends with `speedup_vs_vidur=<number>` (fast engine)
 """
@@ -39,7 +43,7 @@ from megawatt.model import load_model
 from megawatt.perf import Deployment
 from megawatt.serving import ReplicaConfig, RunResult, simulate
 from megawatt.serving.drivers import sessions
-from megawatt.workload import Poisson, Requests, builtin_trace, time_scaled
+from megawatt.workload import Poisson, Requests, builtin_trace, builtin_trace_with_prefixes, time_scaled
 from megawatt.workload.lengths import Zipf
 from megawatt.workload.sessions import default_session_classes, sample_sessions
 
@@ -195,6 +199,38 @@ def session_rates(repeat: int = 5) -> float:
     return rate
 
 
+def prefix_rate() -> float:
+    """Workload (d) on both backends (the compiled one warm, median of 5 runs); returns its
+    simulated requests per wall-second, and prints the share of prompt tokens the cache served
+    against the idealised column's (every block seen before, an infinite cache)."""
+    requests, ids = builtin_trace_with_prefixes("mooncake-synthetic")
+    cfg = replica("dgx-h100", "llama-3.1-8b", budget=8192, max_seqs=256)
+    simulate(cfg, requests.subset(np.arange(20)), prefix_blocks=ids[:20], backend="fast")  # compile
+    label = "(d) mooncake with hashed prefixes, 1x H100"
+    results = {}
+    walls = {}
+    for backend, repeat in (("fast", 5), ("python", 1)):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            results[backend] = simulate(cfg, requests, prefix_blocks=ids, backend=backend)
+            times.append(time.perf_counter() - start)
+        walls[backend] = float(np.median(times))
+        res = results[backend]
+        print(
+            f"{label} [{backend}]: requests={len(requests)} wall_s={walls[backend]:.3f} "
+            f"runs={repeat} sim_req_per_wall_s={len(requests) / walls[backend]:,.0f} "
+            f"cached_share={res.cached_tokens.sum() / requests.prompt_tokens.sum():.3f} "
+            f"idealised_share={requests.cached_tokens.sum() / requests.prompt_tokens.sum():.3f} "
+            f"evicted_blocks={res.stats.prefix_evicted_blocks}"
+        )
+    print(
+        f"{label}: fast/python={walls['python'] / walls['fast']:.0f}x "
+        f"tables_equal={same_table(results['fast'], results['python'])}"
+    )
+    return len(requests) / walls["fast"]
+
+
 def vidur_rate() -> float:
     """Run the peer script and read Vidur's event-loop requests per wall-second (10k, no trace)."""
     proc = subprocess.run(["bash", str(PEERS / "run_vidur.sh")], capture_output=True, text=True, check=True)
@@ -213,9 +249,13 @@ def main() -> None:
     parser.add_argument("--vs-vidur", action="store_true", help="also time Vidur and print the ratio")
     parser.add_argument("--big", action="store_true", help="include 100,000 requests for (a)")
     parser.add_argument("--sessions", action="store_true", help="run (c), the sessions, alone")
+    parser.add_argument("--prefix", action="store_true", help="run (d), hashed prefixes, alone")
     args = parser.parse_args()
     if args.sessions:
         session_rates()
+        return
+    if args.prefix:
+        prefix_rate()
         return
 
     a100 = replica("a100-8", "llama-3-8b", budget=512, max_seqs=128)
@@ -230,6 +270,7 @@ def main() -> None:
         "(b) azure conv 2023 at 10x, 1x H100",
     )
     session_rates()
+    prefix_rate()
     if args.vs_vidur:
         theirs = vidur_rate()
         print(f"vidur (a) 10k: {theirs:,.0f} simulated requests per wall-second (event loop)")

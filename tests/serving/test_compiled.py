@@ -473,16 +473,19 @@ def test_replicas_side_by_side_are_each_replica_alone() -> None:
 
 
 def test_the_compiled_replica_compiles_the_shared_arithmetic_itself() -> None:
-    """Write once, compile twice: the kernel's sequence bytes, step features and timeline
-    binning are the very functions the Python side calls, compiled - not copies of them."""
+    """Write once, compile twice: the kernel's sequence bytes, step features, timeline binning
+    and prefix cache are the very functions the Python side calls, compiled - not copies."""
     from megawatt.perf.roofline import fill_features
-    from megawatt.serving import compiled
+    from megawatt.serving import compiled, prefix
     from megawatt.serving.kv import sequence_bytes
     from megawatt.serving.timeline import add_step
 
     assert compiled._seq_bytes.py_func is sequence_bytes
     assert compiled._features.py_func is fill_features
     assert compiled._timeline_add.py_func is add_step
+    for name in ("leading_hits", "any_free", "shared_bytes", "acquire", "register", "evict_to"):
+        assert getattr(compiled, f"_{name}").py_func is getattr(prefix, name)
+    assert compiled._release_blocks.py_func is prefix.release
 
 
 def test_the_shared_features_agree_on_scalars_and_on_columns() -> None:

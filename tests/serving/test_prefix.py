@@ -462,22 +462,69 @@ def test_sequences_sharing_a_prefix_hold_one_copy_of_it() -> None:
 
 
 # -- the engines ------------------------------------------------------------------------------
-def test_hashes_take_the_python_replica(monkeypatch: pytest.MonkeyPatch) -> None:
-    import megawatt.serving.compiled as fast
+def shared_prefix_requests(seed: int, n: int = 60) -> tuple[Requests, list[np.ndarray]]:
+    """`n` requests whose prompts open with blocks drawn from a few shared prefixes (some
+    extended by their own blocks), arriving as a Poisson stream: hits, misses, blocks shared by
+    running sequences and blocks evicted when the cache is small."""
+    rng = np.random.default_rng(seed)
+    roots = [list(rng.integers(1_000 * k, 1_000 * k + 999, 6)) for k in range(4)]
+    ids, prompt = [], []
+    for i in range(n):
+        base = roots[int(rng.integers(0, 4))][: int(rng.integers(1, 7))]
+        own = list(10_000 + 10 * i + np.arange(int(rng.integers(0, 3))))
+        ids.append(np.array(base + own, dtype=np.int64))
+        prompt.append((len(base) + len(own)) * B + int(rng.integers(0, B)))
+    output = rng.integers(1, 40, n)
+    arrival = np.cumsum(rng.exponential(1 / 30.0, n))
+    return make_requests(prompt, output.tolist(), arrival_s=arrival.tolist()), ids
 
-    catalog = load_catalog()
-    system = catalog.system("dgx-h100")
-    cfg = ReplicaConfig.of(
-        Deployment(load_model("llama-3.1-8b"), system, catalog.device(system.device_id), max_num_seqs=8)
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize(("model", "kv_tokens"), [("h100-llama-8b", None), ("h100-llama-8b", 2_500.0),
+                                                  ("h100-gpt-oss-20b", 3_000.0), ("cs3-llama-8b", 2_500.0)])
+def test_the_compiled_replica_keeps_the_same_hashed_prefix_cache(
+    policy: str, model: str, kv_tokens: float | None
+) -> None:
+    """Write once, compile twice: the compiled kernel runs the prefix cache's own functions, so
+    open and closed loops give the Python replica's per-request table (hits included), stats,
+    evictions, ITL samples and timeline, on real step models (sliding windows, a wafer) with
+    caches small enough to evict and preempt; its stretch mode gives the same table."""
+    from .test_compiled import assert_same_requests, assert_same_run, roofline, with_kv_tokens
+
+    cfg = replace(with_kv_tokens(roofline(model), kv_tokens), scheduler=policy)
+    for seed in (0, 1):
+        requests, ids = shared_prefix_requests(seed)
+        runs = [
+            simulate(cfg, requests, prefix_blocks=ids, prefix_block_tokens=B, backend=backend)
+            for backend in ("fast", "python")
+        ]
+        assert_same_run(*runs)
+        assert runs[0].stats.prefix_evicted_blocks == runs[1].stats.prefix_evicted_blocks
+        assert runs[0].cached_tokens.sum() > 0
+        closed = [
+            concurrency(cfg, requests, 6, prefix_blocks=ids, prefix_block_tokens=B, backend=backend,
+                        stretch=stretch)
+            for backend, stretch in (("fast", False), ("python", False), ("fast", True))
+        ]
+        assert_same_run(closed[0], closed[1])
+        assert_same_requests(closed[0], closed[2])
+
+
+def test_the_compiled_replica_evicts_as_the_python_one_on_mooncake() -> None:
+    """Mooncake's synthetic trace (512-token blocks) on a cache of a few prompts: both engines
+    hit, share and evict the same blocks."""
+    from .test_compiled import assert_same_run, roofline, with_kv_tokens
+
+    requests, ids = builtin_trace_with_prefixes("mooncake-synthetic")
+    n = 300
+    sub = requests.subset(np.arange(n))
+    cfg = replace(with_kv_tokens(roofline("h100-llama-8b"), 60_000), max_num_batched_tokens=4096)
+    fast, slow = (
+        simulate(cfg, sub, prefix_blocks=ids[:n], backend=backend) for backend in ("fast", "python")
     )
-    calls: list[int] = []
-    monkeypatch.setattr(fast, "simulate_fast", lambda *a, **k: calls.append(1))
-    requests = make_requests([300, 300], [2, 2], arrival_s=[0.0, 5.0])
-    ids = [blocks(1, 2), blocks(1, 2)]
-    res = simulate(cfg, requests, prefix_blocks=ids, prefix_block_tokens=B)  # auto
-    assert calls == [] and res.cached_tokens.tolist() == [0, 2 * B]
-    with pytest.raises(InputError, match="backend 'fast' has no hashed prefix cache"):
-        simulate(cfg, requests, prefix_blocks=ids, backend="fast")
+    assert_same_run(fast, slow)
+    assert fast.stats.prefix_evicted_blocks == slow.stats.prefix_evicted_blocks > 0
+    assert fast.cached_tokens.sum() > 0
 
 
 def test_hashes_must_come_one_array_per_request() -> None:

@@ -38,7 +38,7 @@ the step-by-step one up to float rounding; the run keeps no timeline and no ITL 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
@@ -58,7 +58,20 @@ from megawatt.perf.roofline import (
 )
 from megawatt.serving.kv import KvBudget, sequence_bytes
 from megawatt.serving.metrics import RunResult
-from megawatt.serving.replica import ReplicaStats
+from megawatt.serving.prefix import (
+    PrefixState,
+    acquire,
+    any_free,
+    dense_blocks,
+    evict_to,
+    leading_hits,
+    n_evicted,
+    new_state,
+    register,
+    release,
+    shared_bytes,
+)
+from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, ReplicaStats
 from megawatt.serving.scheduler import SchedulerPolicy
 from megawatt.serving.scheduler import scheduler as scheduler_named
 from megawatt.serving.timeline import (
@@ -85,6 +98,15 @@ _seq_bytes = njit(cache=True, inline="always", error_model="numpy")(sequence_byt
 _features = njit(cache=True, inline="always", error_model="numpy")(fill_features)
 _timeline_add = njit(cache=True, inline="always", error_model="numpy")(add_step)
 
+# The prefix cache's functions, compiled (the Python replica calls them through PrefixCache).
+_leading_hits = _helper(leading_hits)
+_any_free = _helper(any_free)
+_shared_bytes = _helper(shared_bytes)
+_acquire = _helper(acquire)
+_register = _helper(register)
+_release_blocks = _helper(release)
+_evict_to = _helper(evict_to)
+
 # Request states, as in replica.py.
 _WAITING, _RUNNING, _DONE, _REJECTED = 0, 1, 2, 3
 # Stats slots of the kernel's output, in ReplicaStats order.
@@ -101,11 +123,12 @@ _ST_BUSY, _ST_STEPS, _ST_SEQ_S, _ST_KV_S, _ST_PREFILL, _ST_DECODE, _ST_PEAK, _ST
 _NOW, _KV_USED, _T_END, _N_FLOATS = range(4)
 # Per request, integer rows (`ri`, n wide): as `Replica`'s lists (state, prefill target, prompt
 # tokens in cache, KV context, tokens generated, preemptions, cache hits), whether it can never
-# fit the cache, and its prompt, output and cached tokens.
+# fit the cache, its prompt, output and cached tokens, and in a hashed prefix cache the blocks
+# it references and the leading blocks it has hit or computed (`Prefix`).
 (
     _R_STATE, _R_TARGET, _R_DONE, _R_CTX, _R_GENERATED, _R_PREEMPTIONS, _R_HITS, _R_OVERSIZED,
-    _R_PROMPT, _R_OUTPUT, _R_CACHED, _R_ROWS,
-) = range(12)
+    _R_PROMPT, _R_OUTPUT, _R_CACHED, _R_N_HELD, _R_N_SEEN, _R_ROWS,
+) = range(14)
 # Per request, float rows (`rf`, n + 1 wide): KV bytes held, first token and finish times,
 # arrival (s; written for issued rows), closed-loop issue delay and session gap (s); and the
 # sessions' heap of issued turns' arrivals.
@@ -129,7 +152,8 @@ _POLL_MASK = (1 << 16) - 1  # poll every 65,536 iterations of the event loop
 
 
 class Settings(NamedTuple):
-    """A replica's scheduler and KV budget (bytes; `kv_window` 0: no windowed layers)."""
+    """A replica's scheduler and KV budget (bytes; `kv_window` 0: no windowed layers), and
+    whether it keeps a hashed prefix cache of blocks of `block_tokens` tokens (`Prefix`)."""
 
     chunked: bool
     admit_while_running: bool
@@ -140,6 +164,8 @@ class Settings(NamedTuple):
     bptw: float
     kv_window: int
     half_block: float
+    prefix: bool
+    block_tokens: int
 
 
 class Coefficients(NamedTuple):
@@ -196,6 +222,17 @@ class Load(NamedTuple):
     gap: np.ndarray
 
 
+class Prefix(NamedTuple):
+    """A hashed prefix cache (`serving.prefix`): request i's whole prompt blocks are
+    blocks[off[i]:off[i + 1]] (dense ids), the blocks it references are held[off[i]:off[i] +
+    n_held] (row `_R_N_HELD`), and `cache` is the cache's state. Empty arrays without one."""
+
+    blocks: np.ndarray
+    off: np.ndarray
+    held: np.ndarray
+    cache: PrefixState
+
+
 class State(NamedTuple):
     """A run's state: per request (`_R_*`, `_F_*` rows), its queues (`_Q_*`) and its scalars
     (`_N_RUN` ..., `_NOW` ...): few arrays, each holding many rows, indexed by name."""
@@ -205,6 +242,7 @@ class State(NamedTuple):
     qs: np.ndarray
     ints: np.ndarray
     floats: np.ndarray
+    px: Prefix
 
 
 class Record(NamedTuple):
@@ -437,7 +475,7 @@ def _plan_stretch(
     time (s) and KV byte-seconds. The next arrival (at `t_next`, s; inf when none is known),
     when it comes before the end and could join (`cuttable`), ends the stretch after the step
     in progress then (as `Replica._cut_stretch`)."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, _ = state
     n_dec = ints[_N_DEC]
     kv_used = floats[_KV_USED]
     par, opc, gaps = wk.par, wk.opc, wk.gaps
@@ -552,7 +590,7 @@ def _heap_pop(heap_t: np.ndarray, heap_q: np.ndarray, size: int) -> int:
 
 
 @njit(cache=True, error_model="numpy")
-def _new_state(load: Load, s: Settings, opt: Options) -> State:
+def _new_state(load: Load, s: Settings, opt: Options, px: Prefix) -> State:
     """A run's state at its start: every request waiting to arrive (a closed loop's first
     `n_in_flight` issued, each `issue_delay` after the start, in issue order), those that can
     never fit the cache marked."""
@@ -594,7 +632,7 @@ def _new_state(load: Load, s: Settings, opt: Options) -> State:
         qs[_Q_KIDS, : load.kids.shape[0]] = load.kids
         qs[_Q_KID_START] = load.kid_start
         rf[_F_GAP, :n] = load.gap
-    return State(ri, rf, qs, ints, floats)
+    return State(ri, rf, qs, ints, floats, px)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -614,21 +652,72 @@ def _grow_bytes(i: int, tokens: int, ri: np.ndarray, rf: np.ndarray, s: Settings
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _release(i: int, ri: np.ndarray, rf: np.ndarray, floats: np.ndarray) -> None:
-    """Replica._release: free request i's KV."""
+def _release(
+    i: int, ri: np.ndarray, rf: np.ndarray, floats: np.ndarray, px: Prefix, s: Settings
+) -> None:
+    """Replica._release: free request i's KV; the cached blocks it references that others
+    still use stay counted, now against them."""
     floats[_KV_USED] -= rf[_F_KV, i]
     rf[_F_KV, i] = 0.0
     ri[_R_CTX, i] = 0
+    if s.prefix:
+        n = ri[_R_N_HELD, i]
+        if n > 0:
+            lo = px.off[i]
+            floats[_KV_USED] += _release_blocks(px.cache, px.held, lo, lo + n)
+            ri[_R_N_HELD, i] = 0
+        ri[_R_N_SEEN, i] = 0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _hit_tokens(i: int, ri: np.ndarray, px: Prefix, s: Settings) -> int:
+    """Replica._hit_tokens: prompt tokens of request i already cached, were it admitted now
+    (at most target - 1): its `cached` column, or its leading blocks in the prefix cache."""
+    if not s.prefix:
+        hits: int = min(ri[_R_CACHED, i], ri[_R_TARGET, i] - 1)
+        return hits
+    lo = px.off[i]
+    hi = min(lo + (ri[_R_TARGET, i] - 1) // s.block_tokens, px.off[i + 1])
+    return s.block_tokens * _leading_hits(px.cache, px.blocks, lo, hi)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _shared(i: int, start: int, px: Prefix, s: Settings) -> float:
+    """Replica._shared_bytes: bytes of request i's first `start` tokens that running
+    sequences already hold."""
+    if not s.prefix or start == 0:
+        return 0.0
+    lo = px.off[i]
+    return _shared_bytes(px.cache, px.blocks, lo, lo + start // s.block_tokens)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _register_blocks(i: int, ri: np.ndarray, px: Prefix, s: Settings) -> None:
+    """Replica._register_blocks: cache the whole prompt blocks request i has computed by now
+    (those cached already it keeps a private copy of)."""
+    lo = px.off[i]
+    end = min(px.off[i + 1] - lo, ri[_R_DONE, i] // s.block_tokens)
+    n = ri[_R_N_SEEN, i]
+    if n >= end:
+        return
+    m = ri[_R_N_HELD, i]
+    for k in range(lo + n, lo + end):
+        h = px.blocks[k]
+        if _register(px.cache, h):
+            px.held[lo + m] = h
+            m += 1
+    ri[_R_N_HELD, i] = m
+    ri[_R_N_SEEN, i] = end
 
 
 @_helper
-def _preempt(state: State) -> None:
+def _preempt(state: State, s: Settings) -> None:
     """Replica._preempt (recompute) of the newest running request: free its KV and put it back
     at the head of the waiting queue."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, px = state
     ints[_N_RUN] -= 1
     i = qs[_Q_RUNNING, ints[_N_RUN]]
-    _release(i, ri, rf, floats)
+    _release(i, ri, rf, floats, px, s)
     ri[_R_TARGET, i] = ri[_R_PROMPT, i] + ri[_R_GENERATED, i]
     ri[_R_DONE, i] = 0
     ri[_R_STATE, i] = _WAITING
@@ -643,7 +732,7 @@ def _make_room(state: State, s: Settings) -> float:
     """Replica._start_step's first part: sort the running requests into decodes and partial
     prefills, then preempt the newest while the decodes' next tokens do not fit. Returns the
     KV bytes the decodes need."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, _ = state
     n_dec = 0
     n_part = 0
     for r in range(ints[_N_RUN]):
@@ -665,7 +754,7 @@ def _make_room(state: State, s: Settings) -> float:
             n_dec -= 1
         else:
             n_part -= 1
-        _preempt(state)
+        _preempt(state, s)
     ints[_N_DEC] = n_dec
     ints[_N_PART] = n_part
     return need
@@ -683,7 +772,7 @@ def _chunk(qs: np.ndarray, ints: np.ndarray, i: int, c: int) -> None:
 def _continue_prefills(state: State, s: Settings, budget: int, free: float) -> tuple[int, float]:
     """Replica._start_step: the next chunks of partial prefills, in order, while the token
     budget and KV allow. Returns the budget and free bytes left."""
-    ri, rf, qs, ints, _ = state
+    ri, rf, qs, ints, _, _ = state
     n_dec = ints[_N_DEC]
     for p in range(ints[_N_PART]):
         i = qs[_Q_PARTIAL, p]
@@ -702,14 +791,17 @@ def _continue_prefills(state: State, s: Settings, budget: int, free: float) -> t
 
 
 @_helper
-def _admit(state: State, s: Settings, budget: int, free: float) -> None:
+def _admit(state: State, s: Settings, budget: int, free: float) -> float:
     """Replica._start_step: admit waiting requests, oldest first, while the batch has room (a
-    whole prompt under static batching, which reserves the whole sequence)."""
-    ri, rf, qs, ints, floats = state
+    whole prompt under static batching, which reserves the whole sequence); each first skips
+    the prefill of its hits. Returns the free bytes left."""
+    ri, rf, qs, ints, floats, px = state
     cap = qs.shape[1]
     while ints[_W_COUNT] > 0 and ints[_N_RUN] < s.max_num_seqs:
         i = qs[_Q_WAITING, ints[_W_HEAD]]
-        start = min(ri[_R_CACHED, i], ri[_R_TARGET, i] - 1)
+        if s.prefix:
+            _evict_to(px.cache, free)  # the lookup sees what the steps so far left
+        start = _hit_tokens(i, ri, px, s)
         left = ri[_R_TARGET, i] - start
         if s.chunked:
             c = min(left, budget)
@@ -725,7 +817,8 @@ def _admit(state: State, s: Settings, budget: int, free: float) -> None:
             reserve = ri[_R_PROMPT, i] + ri[_R_OUTPUT, i] - 1
         else:
             reserve = start + c
-        grow = _seq_bytes(reserve, s.bpt, s.bptw, s.kv_window, s.half_block)
+        shared = _shared(i, start, px, s)
+        grow = _seq_bytes(reserve, s.bpt, s.bptw, s.kv_window, s.half_block) - shared
         if grow > free:
             break
         ints[_W_HEAD] = (ints[_W_HEAD] + 1) % cap
@@ -736,9 +829,37 @@ def _admit(state: State, s: Settings, budget: int, free: float) -> None:
         ri[_R_DONE, i] = start
         ri[_R_HITS, i] = start
         _set_ctx(i, start, ri, rf, floats, s)
+        if s.prefix and start > 0:
+            lo = px.off[i]
+            k = start // s.block_tokens
+            _acquire(px.cache, px.blocks, lo, lo + k)
+            floats[_KV_USED] -= shared
+            for j in range(lo, lo + k):
+                px.held[j] = px.blocks[j]
+            ri[_R_N_HELD, i] = k
+            ri[_R_N_SEEN, i] = k
         free -= grow
         budget -= c
         _chunk(qs, ints, i, c)
+    return free
+
+
+@_helper
+def _hits_evictable(state: State, s: Settings) -> bool:
+    """Replica._can_stretch's prefix rule: True when the request at the head of the queue
+    could join and some of its hits are cached blocks no sequence references, which a stretch's
+    growth could evict (and so shrink what the request needs): no stretch then."""
+    ri, _, qs, ints, _, px = state
+    if not s.prefix or ints[_W_COUNT] == 0:
+        return False
+    if not s.admit_while_running or ints[_N_RUN] >= s.max_num_seqs:
+        return False
+    i = qs[_Q_WAITING, ints[_W_HEAD]]
+    start = _hit_tokens(i, ri, px, s)
+    if start == 0:
+        return False
+    lo = px.off[i]
+    return _any_free(px.cache, px.blocks, lo, lo + start // s.block_tokens)
 
 
 @_helper
@@ -748,7 +869,7 @@ def _start_stretch(
     """Replica._start_stretch: many decode steps of the whole batch at once, as many as every
     sequence has tokens left and the KV allows, cut at the next arrival that could join.
     Returns their time (s), or -1.0 when fewer than two steps would do."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, px = state
     n_dec = ints[_N_DEC]
     first = qs[_Q_DECODES, 0]
     left = ri[_R_OUTPUT, first] - ri[_R_GENERATED, first]
@@ -772,6 +893,8 @@ def _start_stretch(
     for d in range(n_dec):
         i = qs[_Q_DECODES, d]
         _set_ctx(i, ri[_R_CTX, i] + k, ri, rf, floats, s)
+    if s.prefix:  # as Replica._end_stretch: no lookup comes before the stretch's end
+        _evict_to(px.cache, s.capacity - floats[_KV_USED])
     st = rec.stats
     st[_ST_STEPS] += k
     st[_ST_BUSY] += dt
@@ -836,7 +959,7 @@ def _batch_time(state: State, s: Settings, co: Coefficients, x: np.ndarray) -> t
     """Replica._run_step's timing: the batch's aggregates (`BatchShape.of`) and its step time,
     a speculative one when the model drafts (`_speculative_s`). Returns the time (s), the
     prefill tokens and the sequences sampling a token."""
-    ri, _, qs, ints, _ = state
+    ri, _, qs, ints, _, _ = state
     n_dec = ints[_N_DEC]
     n_chunks = ints[_N_CHUNKS]
     window = float(s.kv_window)
@@ -941,7 +1064,7 @@ def _run_step(
 ) -> float:
     """Replica._run_step: time one step of the batch formed, reserve the KV it writes (so
     arrivals during the step see it taken) and record it. Returns its time (s)."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, _ = state
     dt, p_tok, n_logits = _batch_time(state, s, co, wk.x)
     kv_used = floats[_KV_USED]
     for d in range(ints[_N_DEC]):
@@ -992,18 +1115,21 @@ def _start_step(
             state, s, s.max_tokens - ints[_N_DEC], (s.capacity - floats[_KV_USED]) - need
         )
         if s.admit_while_running or ints[_N_RUN] == 0:
-            _admit(state, s, budget, free)
+            free = _admit(state, s, budget, free)
         if ints[_N_DEC] == 0 and ints[_N_CHUNKS] == 0:
             if ints[_N_RUN] == 0:
                 return -1.0
-            _preempt(state)  # nothing fits (partial prefills hold the cache): the newest goes
+            _preempt(state, s)  # nothing fits (partial prefills hold the cache): the newest goes
             continue
+        if s.prefix:
+            _evict_to(state.px.cache, free)
         if (
             opt.stretch
             and co.spec_k == 0
             and ints[_N_CHUNKS] == 0
             and ints[_N_DEC] == ints[_N_RUN]
             and not opt.has_until
+            and not _hits_evictable(state, s)
         ):
             dt = _start_stretch(state, s, co, rec, wk)
             if dt >= 0.0:
@@ -1015,7 +1141,7 @@ def _start_step(
 def _next_arrival(state: State) -> float:
     """When the next request arrives (s; inf when none is known): the earlier of the table's
     next arrival (the roots from `_AI` on) and the first of the issued turns on the heap."""
-    _, rf, qs, ints, _ = state
+    _, rf, qs, ints, _, _ = state
     ai = ints[_AI]
     t = rf[_F_ARRIVAL, qs[_Q_ROOTS, ai]] if ai < ints[_N_ROOTS] else math.inf
     if ints[_N_HEAP] > 0 and rf[_F_HEAP_T, 0] < t:
@@ -1029,7 +1155,7 @@ def _settled(i: int, now: float, state: State) -> None:
     arrives its issue delay later, in issue order); a session turn issues its next turns, rows
     kids[kid_start[i]:kid_start[i + 1]], each to arrive its gap later: onto the heap of
     (arrival, issue number), with their rows by issue number."""
-    _, rf, qs, ints, _ = state
+    _, rf, qs, ints, _, _ = state
     issued = ints[_ISSUED]
     if issued < ints[_N]:
         rf[_F_ARRIVAL, issued] = max(now + rf[_F_DELAY, issued], rf[_F_ARRIVAL, issued - 1])
@@ -1052,7 +1178,7 @@ def _intake(state: State, limit: float) -> int:
     """Replica.submit for every arrival up to `limit` (s), in event order: at one time the
     table's arrivals come first, then issued turns by issue number; a rejection may issue turns
     that arrive by then too. Returns how many joined the queue."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, _ = state
     n_roots = ints[_N_ROOTS]
     joined = 0
     while True:
@@ -1083,10 +1209,10 @@ def _intake(state: State, limit: float) -> int:
 
 
 @_helper
-def _end_step(state: State) -> None:
+def _end_step(state: State, s: Settings) -> None:
     """Replica._end_step (and _end_stretch): the step's tokens are out; prompts that finished
     their prefill give their first token; requests that have all their tokens finish."""
-    ri, rf, qs, ints, floats = state
+    ri, rf, qs, ints, floats, px = state
     now = floats[_NOW]
     k = ints[_STEP_K]
     n_fin = 0
@@ -1099,6 +1225,8 @@ def _end_step(state: State) -> None:
     for q in range(ints[_N_CHUNKS]):
         i = qs[_Q_CHUNK_I, q]
         ri[_R_DONE, i] += qs[_Q_CHUNK_C, q]
+        if s.prefix:
+            _register_blocks(i, ri, px, s)
         if ri[_R_DONE, i] >= ri[_R_TARGET, i]:
             ri[_R_GENERATED, i] += 1
             if math.isnan(rf[_F_FIRST, i]):
@@ -1119,21 +1247,21 @@ def _end_step(state: State) -> None:
     ints[_N_RUN] = kept
     for f in range(n_fin):
         i = qs[_Q_FINISHED, f]
-        _release(i, ri, rf, floats)
+        _release(i, ri, rf, floats, px, s)
         rf[_F_FINISH, i] = now
         _settled(i, now, state)
 
 
 @njit(cache=True, error_model="numpy")
 def _run(
-    load: Load, s: Settings, co: Coefficients, opt: Options, abort: np.ndarray
+    load: Load, s: Settings, co: Coefficients, opt: Options, px: Prefix, abort: np.ndarray
 ) -> tuple[State, Record, np.ndarray, np.ndarray, bool]:
     """One replica's run (see the module docstring). Returns its state (`_NOW`: the run's end),
     what it recorded, its ITL samples (seconds; tokens each) and whether it stopped early: it
     does, at once, when `abort` is set. The table's arrivals come in the order of `load.roots`;
     in sessions, each issued turn waits on a heap until it arrives, and its arrival is written
     at issue."""
-    state = _new_state(load, s, opt)
+    state = _new_state(load, s, opt, px)
     ints, floats = state.ints, state.floats
     rec = Record(
         np.zeros(8, np.float64), np.zeros((4, opt.max_bins), np.float64),
@@ -1184,7 +1312,7 @@ def _run(
             break
         floats[_NOW] = floats[_T_END]
         ints[_PENDING] = 0
-        _end_step(state)
+        _end_step(state, s)
         ints[_START_NOW] = 1
     if opt.has_until:
         floats[_NOW] = opt.until_s
@@ -1200,11 +1328,12 @@ def _run_replicas(
     offsets: np.ndarray,
     s: Settings,
     co: Coefficients,
+    px: Prefix,
     abort: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Independent replicas, replica r serving rows offsets[r] .. offsets[r + 1] - 1, each
     run to completion in stretch mode: first token and finish times and rejections per row,
-    busy seconds per replica, and whether the run was aborted."""
+    busy seconds per replica, and whether the run was aborted. `px`: no prefix cache."""
     n = arrival.shape[0]
     first = np.full(n, np.nan)
     finish = np.full(n, np.nan)
@@ -1221,7 +1350,7 @@ def _run_replicas(
             none, none, np.zeros(0),
         )
         opt = Options(min(0.0, arrival[a]), False, math.inf, 1.0, 1, True, 0)
-        state, rec, _, _, aborted = _run(load, s, co, opt, abort)
+        state, rec, _, _, aborted = _run(load, s, co, opt, px, abort)
         if aborted:
             return first, finish, rejected, busy, True
         ri, rf = state.ri, state.rf
@@ -1234,15 +1363,33 @@ def _run_replicas(
     return first, finish, rejected, busy, False
 
 
+def _prefix(
+    kv: KvBudget,
+    prompt_tokens: np.ndarray,
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    block_tokens: int = PREFIX_BLOCK_TOKENS,
+) -> Prefix:
+    """The kernel's prefix cache over the requests' hashed prompt blocks (as `Replica` keeps
+    it: blocks of `block_tokens` tokens, each taking `bytes_per_token * block_tokens`), or an
+    empty one when there are none."""
+    if prefix_blocks is None:
+        none = np.zeros(0, np.int64)
+        return Prefix(none, np.zeros(1, np.int64), none, new_state(0, 0.0))
+    flat, off, n_blocks = dense_blocks(prefix_blocks, prompt_tokens, block_tokens)
+    cache = new_state(n_blocks, kv.bytes_per_token * block_tokens)
+    return Prefix(flat, off, np.zeros(flat.size, np.int64), cache)
+
+
 def _replica_args(
     coefficients: StepCoefficients,
     kv: KvBudget,
     scheduler: str | SchedulerPolicy,
     max_num_seqs: int,
     max_num_batched_tokens: int,
+    block_tokens: int = 0,
 ) -> tuple[Settings, Coefficients]:
-    """The kernel's records that describe the replica: its scheduler and KV budget, and its
-    step model."""
+    """The kernel's records that describe the replica: its scheduler, KV budget and hashed
+    prefix cache (blocks of `block_tokens` tokens; 0: none), and its step model."""
     if max_num_seqs < 1 or max_num_batched_tokens < 1:
         raise InputError(
             "max_num_seqs and max_num_batched_tokens must be >= 1; got "
@@ -1260,6 +1407,8 @@ def _replica_args(
         float(kv.bytes_per_token_windowed),
         int(kv.window_tokens or 0),
         kv.block_tokens / 2.0,
+        block_tokens > 0,
+        max(int(block_tokens), 1),
     )
     model = Coefficients(
         np.array(c.flops, dtype=np.float64, order="C"),
@@ -1312,7 +1461,9 @@ def simulate_replicas_fast(
     )
     while True:  # again only if a held signal's handler chose not to stop the run
         with held_signals() as abort:
-            first, finish, rejected, busy, aborted = _run_replicas(*columns, settings, model, abort)
+            first, finish, rejected, busy, aborted = _run_replicas(
+                *columns, settings, model, _prefix(kv, np.zeros(0, np.int64)), abort
+            )
         if not aborted:
             return first, finish, rejected, busy
 
@@ -1349,6 +1500,8 @@ def simulate_fast(
     issue_delay_s: np.ndarray | None = None,
     parent: np.ndarray | None = None,
     gap_s: np.ndarray | None = None,
+    prefix_blocks: Sequence[np.ndarray] | None = None,
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
 ) -> RunResult:
     """Open loop, compiled: what `drivers.simulate` gives with the Python `Replica`, for a step
     model given by its `coefficients` (seconds, bytes, tokens as there). It steps one step at a
@@ -1365,14 +1518,25 @@ def simulate_fast(
     `parent` and `gap_s` (both or neither) run sessions instead (what `drivers.sessions`
     gives): row i with parent[i] == -1 arrives at its `arrival_s`, any other when row
     parent[i] completes or is rejected, gap_s[i] seconds later. The result's `arrival_s` are
-    the arrivals (NaN for turns never issued); `backlog` is 0."""
+    the arrivals (NaN for turns never issued); `backlog` is 0.
+
+    `prefix_blocks` (per request, the hash ids of its prompt's blocks of `prefix_block_tokens`
+    tokens) gives the replica a hashed prefix cache in place of the `cached_tokens` column, as
+    the Python `Replica` keeps it."""
     if n_in_flight < 0:
         raise InputError(f"n_in_flight must be >= 0 (0: open loop); got {n_in_flight}.")
     n = len(requests)
     delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
     if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
-    settings, model = _replica_args(coefficients, kv, scheduler, max_num_seqs, max_num_batched_tokens)
+    if prefix_blocks is not None and prefix_block_tokens < 1:
+        raise InputError(f"prefix_block_tokens must be >= 1; got {prefix_block_tokens}.")
+    settings, model = _replica_args(
+        coefficients, kv, scheduler, max_num_seqs, max_num_batched_tokens,
+        prefix_block_tokens if prefix_blocks is not None else 0,
+    )
+    prompt = np.asarray(requests.prompt_tokens)
+    px = _prefix(kv, prompt, prefix_blocks, prefix_block_tokens)  # checks the blocks
     arrival = np.array(requests.arrival_s, dtype=np.float64)
     roots = np.arange(n, dtype=np.int64)
     kids = kid_start = np.zeros(0, dtype=np.int64)
@@ -1413,9 +1577,10 @@ def simulate_fast(
             gap,
         )
         with held_signals() as abort:
-            state, rec, itl_s, itl_n, aborted = _run(load, settings, model, opt, abort)
+            state, rec, itl_s, itl_n, aborted = _run(load, settings, model, opt, px, abort)
         if not aborted:
             break
+        px = _prefix(kv, prompt, prefix_blocks, prefix_block_tokens)  # an empty cache again
     if not stretch:
         timeline.bins[:] = rec.bins
         timeline.meta[:] = rec.meta
@@ -1429,6 +1594,7 @@ def simulate_fast(
         prefill_tokens=int(st[_ST_PREFILL]),
         decode_tokens=int(st[_ST_DECODE]),
         peak_kv_bytes=float(st[_ST_PEAK]),
+        prefix_evicted_blocks=int(n_evicted(state.px.cache)),
     )
     ri, rf = state.ri, state.rf
     rejected = ri[_R_STATE] == _REJECTED

@@ -84,7 +84,7 @@ class ReplicaConfig:
 
 BACKENDS = ("auto", "fast", "python")
 """How `simulate` runs a replica: `python` (the event-driven `Replica`), `fast` (the compiled
-kernel of `serving.compiled`; needs a step model with `coefficients()` and no prefix-block hashes),
+kernel of `serving.compiled`; needs a step model with `coefficients()`),
 `auto` (fast when it can, else python)."""
 
 
@@ -112,19 +112,12 @@ def _compiled(
     )
 
 
-def _backend_coefficients(
-    cfg: ReplicaConfig, backend: str, prefix_blocks: Sequence[np.ndarray] | None
-) -> StepCoefficients | None:
+def _backend_coefficients(cfg: ReplicaConfig, backend: str) -> StepCoefficients | None:
     """The step coefficients the compiled backend runs on, or None for the Python replica (see
     `BACKENDS`); errors for a backend name that cannot run this replica."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
-    if backend == "fast" and prefix_blocks is not None:
-        raise InputError(
-            "backend 'fast' has no hashed prefix cache; got prefix_blocks. Use backend='python' or "
-            "'auto' (which takes the Python replica), or drop the hashes to use cached_tokens."
-        )
-    coefficients = _coefficients(cfg) if backend != "python" and prefix_blocks is None else None
+    coefficients = _coefficients(cfg) if backend != "python" else None
     if backend == "fast" and coefficients is None:
         raise InputError(
             f"backend 'fast' needs a step model with coefficients(); "
@@ -152,13 +145,14 @@ def simulate(
     `Replica`).
 
     `backend` (see `BACKENDS`): the compiled kernel and the Python replica give the same run; the
-    compiled one is ~100x faster and is used whenever the step model exports `coefficients()`
-    and no `prefix_blocks` are given (the kernel has no hashed prefix cache: `auto` then takes
-    the Python replica).
+    compiled one is ~100x faster and is used whenever the step model exports `coefficients()`.
     """
-    coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
+    coefficients = _backend_coefficients(cfg, backend)
     if coefficients is not None:
-        return _compiled(cfg, coefficients, requests, until_s=until_s)
+        return _compiled(
+            cfg, coefficients, requests, until_s=until_s, prefix_blocks=prefix_blocks,
+            prefix_block_tokens=prefix_block_tokens,
+        )
     arrivals = requests.arrival_s
     n = len(requests)
     # The clock starts at 0, or at the first arrival when that is earlier (shifted traces).
@@ -287,7 +281,7 @@ def concurrency(
     delay = np.zeros(n) if issue_delay_s is None else np.asarray(issue_delay_s, dtype=np.float64)
     if delay.shape != (n,) or not (np.isfinite(delay).all() and (delay >= 0).all()):
         raise InputError("issue_delay_s must hold one finite delay >= 0 per request.")
-    coefficients = _backend_coefficients(cfg, backend, prefix_blocks)
+    coefficients = _backend_coefficients(cfg, backend)
     if coefficients is not None:
         return _compiled(
             cfg,
@@ -296,6 +290,8 @@ def concurrency(
             n_in_flight=n_in_flight,
             issue_delay_s=delay,
             stretch=stretch,
+            prefix_blocks=prefix_blocks,
+            prefix_block_tokens=prefix_block_tokens,
         )
     env = Environment()
     arrival = np.zeros(n)
@@ -344,7 +340,7 @@ def sessions(
     `backend` as in `simulate`; `stretch` as in `concurrency`."""
     n = len(requests)
     par, gap = check_sessions(n, parent, gap_s)
-    coefficients = _backend_coefficients(cfg, backend, None)
+    coefficients = _backend_coefficients(cfg, backend)
     if coefficients is not None:
         return _compiled(
             cfg,

@@ -123,6 +123,11 @@ def new_state(n_blocks: int, block_bytes: float) -> PrefixState:
     return PrefixState(links[0], links[1], links[2], counts, sizes)
 
 
+def n_evicted(state: PrefixState) -> int:
+    """Blocks evicted so far."""
+    return state.counts[_N_EVICTED]
+
+
 def leading_hits(state: PrefixState, ids: Ints, lo: int, hi: int) -> int:
     """How many of the blocks `ids[lo:hi]` are cached, counting from `ids[lo]` up to the first
     miss."""
@@ -285,7 +290,7 @@ class PrefixCache:
     @property
     def n_evicted(self) -> int:
         """Blocks evicted so far."""
-        return self.state.counts[_N_EVICTED]
+        return n_evicted(self.state)
 
     def leading_hits(self, ids: Ints, lo: int, hi: int) -> int:
         """See `leading_hits`."""
