@@ -13,17 +13,22 @@ Workloads:
   (d) Mooncake's synthetic trace (3,993 requests, prompts of 15,300 tokens on average) with its
       hashed prefix blocks (512 tokens each) at its own rate on one H100 (Llama-3.1-8B, BF16):
       the replica keeps a hashed prefix cache in its KV memory, LRU as vLLM's.
+  (e) The Azure 2023 conversation trace at 20x its rate on a prefill/decode pair (`serving.disagg`):
+      2 prefill and 4 decode H100 replicas (Llama-3.1-8B, BF16), KV over a 50 GB/s link,
+      least-outstanding routing.
 
-Workloads (a), (b) and (d) run on both backends of `simulate`: `fast` (the compiled kernel, timed
-warm: its one-off compile or cache load is reported apart, as Vidur's figure is its event loop
-alone; median of 5 runs) and `python` (the event-driven Replica, one run); their per-request
-tables are checked equal. Workload (c) runs on the compiled kernel step by step and in stretch
-mode (decode stretches in closed form; median of 5 runs each), both checked against one run of
-the Python replica (the same table; to 1e-9 in stretch mode).
+Workloads (a), (b), (d) and (e) run on both backends (of `simulate`, `disaggregated`): `fast`
+(the compiled kernel, timed warm: its one-off compile or cache load is reported apart, as
+Vidur's figure is its event loop alone; median of 5 runs) and `python` (the event-driven
+Replica, one run); their per-request tables are checked equal. Workload (c) runs on the
+compiled kernel step by step and in stretch mode (decode stretches in closed form; median of 5
+runs each), both checked against one run of the Python replica (the same table; to 1e-9 in
+stretch mode).
 
   python bench/serving_speed.py               # our figures
   python bench/serving_speed.py --sessions    # (c) alone
   python bench/serving_speed.py --prefix      # (d) alone
+  python bench/serving_speed.py --disagg      # (e) alone
   python bench/serving_speed.py --vs-vidur    # also runs Vidur (../shared/bench/peers/run_vidur.sh)
                                               # and ends with `speedup_vs_vidur=<number>` (fast engine)
 """
@@ -42,6 +47,7 @@ from megawatt.hardware import load_catalog
 from megawatt.model import load_model
 from megawatt.perf import Deployment
 from megawatt.serving import ReplicaConfig, RunResult, simulate
+from megawatt.serving.disagg import DisaggResult, KvLink, disaggregated
 from megawatt.serving.drivers import sessions
 from megawatt.workload import Poisson, Requests, builtin_trace, builtin_trace_with_prefixes, time_scaled
 from megawatt.workload.lengths import Zipf
@@ -231,6 +237,39 @@ def prefix_rate() -> float:
     return len(requests) / walls["fast"]
 
 
+def disagg_rate() -> float:
+    """Workload (e) on both backends (the compiled pair warm, median of 5 runs); returns its
+    simulated requests per wall-second."""
+    cfg = replica("dgx-h100", "llama-3.1-8b", budget=8192, max_seqs=256)
+    requests = time_scaled(builtin_trace("azure-conv-2023"), 20.0)
+    link = KvLink(bandwidth_bytes_per_s=50e9, latency_s=1e-4)
+    label = "(e) azure conv 2023 at 20x, P/D pair 2 prefill + 4 decode H100"
+
+    def run(backend: str) -> DisaggResult:
+        return disaggregated(cfg, cfg, requests, link, n_prefill=2, n_decode=4, backend=backend)
+
+    disaggregated(cfg, cfg, requests.subset(np.arange(20)), link, backend="fast")  # compile
+    results, walls = {}, {}
+    for backend, repeat in (("fast", 5), ("python", 1)):
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            results[backend] = run(backend)
+            times.append(time.perf_counter() - start)
+        walls[backend] = float(np.median(times))
+        s = results[backend].result.summary()
+        print(
+            f"{label} [{backend}]: requests={len(requests)} wall_s={walls[backend]:.3f} "
+            f"runs={repeat} sim_req_per_wall_s={len(requests) / walls[backend]:,.0f} "
+            f"ttft_p50_s={s['ttft_p50_s']:.3f} tpot_p50_s={s['tpot_p50_s']:.4f}"
+        )
+    print(
+        f"{label}: fast/python={walls['python'] / walls['fast']:.0f}x "
+        f"tables_equal={same_table(results['fast'].result, results['python'].result)}"
+    )
+    return len(requests) / walls["fast"]
+
+
 def vidur_rate() -> float:
     """Run the peer script and read Vidur's event-loop requests per wall-second (10k, no trace)."""
     proc = subprocess.run(["bash", str(PEERS / "run_vidur.sh")], capture_output=True, text=True, check=True)
@@ -250,12 +289,16 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="include 100,000 requests for (a)")
     parser.add_argument("--sessions", action="store_true", help="run (c), the sessions, alone")
     parser.add_argument("--prefix", action="store_true", help="run (d), hashed prefixes, alone")
+    parser.add_argument("--disagg", action="store_true", help="run (e), the P/D pair, alone")
     args = parser.parse_args()
     if args.sessions:
         session_rates()
         return
     if args.prefix:
         prefix_rate()
+        return
+    if args.disagg:
+        disagg_rate()
         return
 
     a100 = replica("a100-8", "llama-3-8b", budget=512, max_seqs=128)
@@ -271,6 +314,7 @@ def main() -> None:
     )
     session_rates()
     prefix_rate()
+    disagg_rate()
     if args.vs_vidur:
         theirs = vidur_rate()
         print(f"vidur (a) 10k: {theirs:,.0f} simulated requests per wall-second (event loop)")

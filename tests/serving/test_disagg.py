@@ -323,3 +323,99 @@ def test_the_closed_loop_estimate_by_symmetry_agrees_with_the_whole_pair(
     assert tpot(fast) == pytest.approx(tpot(exact), rel=0.03)
     ttft = [float(np.median(r.ttft_s[r.completed])) for r in (fast, exact)]
     assert ttft[0] == pytest.approx(ttft[1], rel=0.20)
+
+
+# -- the compiled pair -------------------------------------------------------------------------
+def assert_same_pair(fast: DisaggResult, slow: DisaggResult) -> None:
+    """The compiled pair's run is the Python pair's: the whole run's table, stats, ITL samples
+    and timeline (`assert_same_run`), and per request the replicas, KV-ready times, bytes moved
+    and finishes of each side; per replica the stats of each side."""
+    from .test_compiled import assert_same_run
+
+    assert_same_run(fast.result, slow.result)
+    for name in ("prefill_replica", "decode_replica", "n_prefill_finishes", "n_decode_finishes"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    np.testing.assert_allclose(fast.kv_ready_s, slow.kv_ready_s, rtol=1e-9, atol=0.0)
+    np.testing.assert_array_equal(fast.transfer_bytes, slow.transfer_bytes)
+    for a, b in zip((*fast.prefill_stats, *fast.decode_stats), (*slow.prefill_stats, *slow.decode_stats),
+                    strict=True):
+        assert (a.n_steps, a.prefill_tokens) == (b.n_steps, b.prefill_tokens)
+        assert a.decode_tokens == b.decode_tokens
+        assert a.busy_s == pytest.approx(b.busy_s, rel=1e-9)
+
+
+PAIRS = {  # name: (prefill model, decode model, decode KV tokens)
+    "dense": ("h100-llama-8b", "h100-llama-8b", None),
+    "tight-decode": ("h100-llama-8b", "h100-llama-8b", 2_500.0),  # preemption on the decode side
+    "moe-windows": ("h100-gpt-oss-20b", "h100-gpt-oss-20b", 3_000.0),
+    "wafer-decode": ("h100-llama-8b", "cs3-llama-8b", None),  # a GPU prefills for a wafer
+}
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+@pytest.mark.parametrize("policy", ["fcfs", "static", "vllm"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"n_prefill": 2, "n_decode": 3},
+        {"n_prefill": 2, "n_decode": 2, "router_name": "round_robin"},
+        {"n_prefill": 2, "n_decode": 3, "n_in_flight": 6},
+        {"n_prefill": 2, "n_decode": 2, "until_s": 0.6},
+    ],
+    ids=["1x1", "2x3", "round-robin", "closed", "until"],
+)
+def test_the_compiled_pair_runs_the_python_pair(pair: str, policy: str, shape: dict) -> None:
+    """The compiled pair replays the Python pair event for event (arrivals, step starts and
+    ends, KV deliveries in the Environment's order): the same tables, replicas, KV times and
+    stats, on real step models, every scheduler, both routers, open and closed loops, a run
+    stopped early and decode caches small enough to preempt."""
+    from .test_compiled import roofline, with_kv_tokens
+
+    pre_name, dec_name, dec_kv = PAIRS[pair]
+    pre = replace(roofline(pre_name), scheduler=policy)
+    dec = replace(with_kv_tokens(roofline(dec_name), dec_kv), scheduler=policy)
+    link = KvLink(bandwidth_bytes_per_s=2e10, latency_s=1e-4)
+    requests = random_requests(3, 60, rate_per_s=40.0)
+    fast, slow = (disaggregated(pre, dec, requests, link, backend=b, **shape) for b in ("fast", "python"))
+    assert_same_pair(fast, slow)
+    assert fast.result.completed.any()
+
+
+def test_the_compiled_pair_rejects_and_finishes_early_as_the_python_one() -> None:
+    """Prompts too long for the prefill cache, sequences too long for the decode cache and
+    one-token outputs (done at the prefill): the same outcomes on both engines."""
+    from .test_compiled import roofline, with_kv_tokens
+
+    pre = with_kv_tokens(roofline("h100-llama-8b"), 900.0)
+    dec = with_kv_tokens(roofline("h100-llama-8b"), 1_200.0)
+    requests = make_requests(
+        [100, 1_000, 200, 50, 1_100, 300], [20, 5, 1_100, 1, 1, 30],
+        arrival_s=[0.0, 0.01, 0.02, 0.03, 0.04, 0.05],
+    )
+    fast, slow = (disaggregated(pre, dec, requests, QUICK, backend=b) for b in ("fast", "python"))
+    assert_same_pair(fast, slow)
+    assert fast.result.rejected.tolist() == [False, True, True, False, True, False]
+    assert fast.n_decode_finishes.tolist() == [1, 0, 0, 0, 0, 1]
+
+
+def test_the_compiled_pair_takes_an_empty_workload() -> None:
+    from .test_compiled import roofline
+
+    cfg = roofline("h100-llama-8b")
+    out = disaggregated(cfg, cfg, make_requests([], []), QUICK, backend="fast")
+    assert out.result.n == 0 and out.result.end_s == 0.0
+
+
+def test_backend_fast_says_what_the_compiled_pair_cannot_run() -> None:
+    from .test_compiled import roofline
+
+    real = roofline("h100-llama-8b")
+    requests = make_requests([64], [3])
+    with pytest.raises(InputError, match="backend 'fast' cannot run this pair: it has a step model without"):
+        disaggregated(cfg_for(), real, requests, QUICK, backend="fast")
+    with pytest.raises(InputError, match="backend 'fast' cannot run this pair: it has prefix_blocks"):
+        disaggregated(real, real, requests, QUICK, backend="fast", prefix_blocks=[np.array([1])],
+                      prefix_block_tokens=64)
+    with pytest.raises(InputError, match="backend must be one of auto, fast, python; got 'gpu'"):
+        disaggregated(real, real, requests, QUICK, backend="gpu")

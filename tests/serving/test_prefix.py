@@ -16,9 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from megawatt.errors import InputError
-from megawatt.hardware import load_catalog
-from megawatt.model import load_model
-from megawatt.perf import Deployment
 from megawatt.serving import (
     SCHEDULERS,
     PrefixCache,

@@ -12,12 +12,14 @@ arrival of an instant, backlog at the last arrival, `until`. So a run gives the 
 table, stats, ITL samples and timeline as the Python replica simulated step by step, under the
 drivers' three kinds of load: open loop (arrivals in table order), closed loop (each completion
 issues the next row) and sessions (each completion issues a turn's next turns, which wait on a
-small heap until they arrive). It has no hashed prefix cache (only the idealised
-`cached_tokens` column) and no requests prefilled elsewhere: those runs take the Python
-replica. The first call compiles the kernel (seconds; cached on disk after that).
+small heap until they arrive). It keeps a hashed prefix cache by the very functions of
+`serving.prefix`, and takes requests prefilled elsewhere (`_submit_decode`): `run_pair_fast`
+runs a whole prefill/decode pair (`serving.disagg`) as the Python pair's events, in the same
+order, each replica stepped by the same helpers. The first call compiles the kernel (tens of
+seconds; cached on disk after that).
 
 The kernel's arguments are packed records (`Settings`, `Coefficients`, `Options`, `Load`) and its
-state (`State`) five arrays with named rows and slots, so each helper takes a handful of records.
+state (`State`) seven arrays with named rows and slots, so each helper takes a handful of records.
 The helpers that take the state are compiled without numba's reference-counting runtime
 (`_nrt=False`, an internal flag of the pinned numba): otherwise every array a helper binds is
 counted with an atomic increment and decrement, and with steps that take well under a
@@ -114,17 +116,19 @@ _ST_BUSY, _ST_STEPS, _ST_SEQ_S, _ST_KV_S, _ST_PREFILL, _ST_DECODE, _ST_PEAK, _ST
 # A run's integer state (`ints`): requests, running, waiting (a ring: head, count), the batch
 # being formed (decodes, partial prefills, chunks), decode steps the step in progress stands for,
 # roots and the next one, backlog, the sessions' heap and turns issued, requests issued (closed
-# loop), flags.
+# loop), flags, requests prefilled elsewhere whose KV arrived (a ring: head, count) and those of
+# them joining the step being formed, requests the last step finished.
 (
     _N, _N_RUN, _W_HEAD, _W_COUNT, _N_DEC, _N_PART, _N_CHUNKS, _STEP_K, _N_ROOTS, _AI, _BACKLOG,
-    _N_HEAP, _N_ISSUED, _ISSUED, _HAS_TURNS, _BUSY, _PENDING, _START_NOW, _N_INTS,
-) = range(19)
+    _N_HEAP, _N_ISSUED, _ISSUED, _HAS_TURNS, _BUSY, _PENDING, _START_NOW, _A_HEAD, _A_COUNT,
+    _N_FRESH, _N_FIN, _N_INTS,
+) = range(23)
 # A run's float state (`floats`): the clock, KV in use (bytes), the end of the step in progress.
 _NOW, _KV_USED, _T_END, _N_FLOATS = range(4)
 # Per request, integer rows (`ri`, n wide): as `Replica`'s lists (state, prefill target, prompt
 # tokens in cache, KV context, tokens generated, preemptions, cache hits), whether it can never
 # fit the cache, its prompt, output and cached tokens, and in a hashed prefix cache the blocks
-# it references and the leading blocks it has hit or computed (`Prefix`).
+# it references and the leading blocks it has hit or computed (`_px_cache`).
 (
     _R_STATE, _R_TARGET, _R_DONE, _R_CTX, _R_GENERATED, _R_PREEMPTIONS, _R_HITS, _R_OVERSIZED,
     _R_PROMPT, _R_OUTPUT, _R_CACHED, _R_N_HELD, _R_N_SEEN, _R_ROWS,
@@ -136,11 +140,12 @@ _F_KV, _F_FIRST, _F_FINISH, _F_ARRIVAL, _F_DELAY, _F_GAP, _F_HEAP_T, _F_ROWS = r
 # Queues of request rows (`qs`, n + 1 wide): waiting (a ring), running, the batch being formed
 # (decodes, partial prefills, chunks and their tokens, finished), the table's rows by arrival
 # (roots), the sessions' turns grouped by parent with each parent's offsets, the heap's issue
-# numbers and each issue's row.
+# numbers and each issue's row, requests whose KV arrived from a prefill replica (a ring) and
+# those joining the step being formed (`Replica.kv_arrived`, `Replica._fresh`).
 (
     _Q_WAITING, _Q_RUNNING, _Q_DECODES, _Q_PARTIAL, _Q_CHUNK_I, _Q_CHUNK_C, _Q_FINISHED,
-    _Q_ROOTS, _Q_KIDS, _Q_KID_START, _Q_HEAP_Q, _Q_BY_ISSUE, _Q_ROWS,
-) = range(13)
+    _Q_ROOTS, _Q_KIDS, _Q_KID_START, _Q_HEAP_Q, _Q_BY_ISSUE, _Q_ARRIVED, _Q_FRESH, _Q_ROWS,
+) = range(15)
 # The abort flag's slots: set by a held signal; iterations since the last poll.
 _ABORT, _ITERATIONS = range(2)
 _POLL_MASK = (1 << 16) - 1  # poll every 65,536 iterations of the event loop
@@ -153,7 +158,7 @@ _POLL_MASK = (1 << 16) - 1  # poll every 65,536 iterations of the event loop
 
 class Settings(NamedTuple):
     """A replica's scheduler and KV budget (bytes; `kv_window` 0: no windowed layers), and
-    whether it keeps a hashed prefix cache of blocks of `block_tokens` tokens (`Prefix`)."""
+    whether it keeps a hashed prefix cache of blocks of `block_tokens` tokens (`_px_cache`)."""
 
     chunked: bool
     admit_while_running: bool
@@ -222,27 +227,59 @@ class Load(NamedTuple):
     gap: np.ndarray
 
 
-class Prefix(NamedTuple):
-    """A hashed prefix cache (`serving.prefix`): request i's whole prompt blocks are
-    blocks[off[i]:off[i + 1]] (dense ids), the blocks it references are held[off[i]:off[i] +
-    n_held] (row `_R_N_HELD`), and `cache` is the cache's state. Empty arrays without one."""
+def _px_cache(pxi: np.ndarray, pxf: np.ndarray) -> PrefixState:
+    """The prefix cache's state (`serving.prefix`) inside a run's packed prefix arrays: `pxi`
+    holds B and F (blocks, and whole prompt blocks of all requests), then refs, older and newer
+    (B each), the cache's counts (3), request i's whole prompt blocks as dense ids
+    (`_px_blocks`), the blocks it references (`_px_held`: from the same offset, `_R_N_HELD` of
+    them) and the requests' offsets into both (`_px_off`, n + 1); `pxf` the cache's sizes. One
+    pair of arrays, not eight, for the loop's helpers to take (plain slicing: Python reads them
+    the same way)."""
+    b = pxi[0]
+    return PrefixState(
+        pxi[2 : 2 + b], pxi[2 + b : 2 + 2 * b], pxi[2 + 2 * b : 2 + 3 * b],
+        pxi[2 + 3 * b : 5 + 3 * b], pxf,
+    )
 
-    blocks: np.ndarray
-    off: np.ndarray
-    held: np.ndarray
-    cache: PrefixState
+
+def _px_blocks(pxi: np.ndarray) -> np.ndarray:
+    """Every request's whole prompt blocks, dense ids (see `_px_cache`)."""
+    start = 5 + 3 * pxi[0]
+    out: np.ndarray = pxi[start : start + pxi[1]]
+    return out
+
+
+def _px_held(pxi: np.ndarray) -> np.ndarray:
+    """The blocks each request references (see `_px_cache`)."""
+    start = 5 + 3 * pxi[0] + pxi[1]
+    out: np.ndarray = pxi[start : start + pxi[1]]
+    return out
+
+
+def _px_off(pxi: np.ndarray) -> np.ndarray:
+    """Request i's blocks are `_px_blocks(pxi)[off[i]:off[i + 1]]` (see `_px_cache`)."""
+    out: np.ndarray = pxi[5 + 3 * pxi[0] + 2 * pxi[1] :]
+    return out
+
+
+_px_cache_c = njit(cache=True, inline="always", error_model="numpy")(_px_cache)
+_px_blocks_c = njit(cache=True, inline="always", error_model="numpy")(_px_blocks)
+_px_held_c = njit(cache=True, inline="always", error_model="numpy")(_px_held)
+_px_off_c = njit(cache=True, inline="always", error_model="numpy")(_px_off)
 
 
 class State(NamedTuple):
-    """A run's state: per request (`_R_*`, `_F_*` rows), its queues (`_Q_*`) and its scalars
-    (`_N_RUN` ..., `_NOW` ...): few arrays, each holding many rows, indexed by name."""
+    """A run's state: per request (`_R_*`, `_F_*` rows), its queues (`_Q_*`), its scalars
+    (`_N_RUN` ..., `_NOW` ...) and its hashed prefix cache (`_px_cache`): few arrays, each
+    holding many rows, indexed by name."""
 
     ri: np.ndarray
     rf: np.ndarray
     qs: np.ndarray
     ints: np.ndarray
     floats: np.ndarray
-    px: Prefix
+    pxi: np.ndarray
+    pxf: np.ndarray
 
 
 class Record(NamedTuple):
@@ -475,7 +512,7 @@ def _plan_stretch(
     time (s) and KV byte-seconds. The next arrival (at `t_next`, s; inf when none is known),
     when it comes before the end and could join (`cuttable`), ends the stretch after the step
     in progress then (as `Replica._cut_stretch`)."""
-    ri, rf, qs, ints, floats, _ = state
+    ri, rf, qs, ints, floats, _, _ = state
     n_dec = ints[_N_DEC]
     kv_used = floats[_KV_USED]
     par, opc, gaps = wk.par, wk.opc, wk.gaps
@@ -590,16 +627,27 @@ def _heap_pop(heap_t: np.ndarray, heap_q: np.ndarray, size: int) -> int:
 
 
 @njit(cache=True, error_model="numpy")
-def _new_state(load: Load, s: Settings, opt: Options, px: Prefix) -> State:
-    """A run's state at its start: every request waiting to arrive (a closed loop's first
-    `n_in_flight` issued, each `issue_delay` after the start, in issue order), those that can
-    never fit the cache marked."""
+def _new_state(
+    load: Load, s: Settings, opt: Options, pxi: np.ndarray, pxf: np.ndarray
+) -> State:
+    """A run's state at its start (`_init_state`)."""
     n = load.arrival.shape[0]
-    ri = np.zeros((_R_ROWS, n), np.int64)
-    rf = np.zeros((_F_ROWS, n + 1), np.float64)
-    qs = np.zeros((_Q_ROWS, n + 1), np.int64)
-    ints = np.zeros(_N_INTS, np.int64)
-    floats = np.zeros(_N_FLOATS, np.float64)
+    state = State(
+        np.zeros((_R_ROWS, n), np.int64), np.zeros((_F_ROWS, n + 1), np.float64),
+        np.zeros((_Q_ROWS, n + 1), np.int64), np.zeros(_N_INTS, np.int64),
+        np.zeros(_N_FLOATS, np.float64), pxi, pxf,
+    )
+    _init_state(state, load, s, opt)
+    return state
+
+
+@njit(cache=True, error_model="numpy")
+def _init_state(state: State, load: Load, s: Settings, opt: Options) -> None:
+    """Fill a zeroed state for a run's start: every request waiting to arrive (a closed loop's
+    first `n_in_flight` issued, each `issue_delay` after the start, in issue order), those that
+    can never fit the cache marked."""
+    ri, rf, qs, ints, floats, _, _ = state
+    n = load.arrival.shape[0]
     ri[_R_PROMPT] = load.prompt
     ri[_R_TARGET] = load.prompt
     ri[_R_OUTPUT] = load.output
@@ -632,7 +680,6 @@ def _new_state(load: Load, s: Settings, opt: Options, px: Prefix) -> State:
         qs[_Q_KIDS, : load.kids.shape[0]] = load.kids
         qs[_Q_KID_START] = load.kid_start
         rf[_F_GAP, :n] = load.gap
-    return State(ri, rf, qs, ints, floats, px)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -653,7 +700,13 @@ def _grow_bytes(i: int, tokens: int, ri: np.ndarray, rf: np.ndarray, s: Settings
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _release(
-    i: int, ri: np.ndarray, rf: np.ndarray, floats: np.ndarray, px: Prefix, s: Settings
+    i: int,
+    ri: np.ndarray,
+    rf: np.ndarray,
+    floats: np.ndarray,
+    pxi: np.ndarray,
+    pxf: np.ndarray,
+    s: Settings,
 ) -> None:
     """Replica._release: free request i's KV; the cached blocks it references that others
     still use stay counted, now against them."""
@@ -663,48 +716,55 @@ def _release(
     if s.prefix:
         n = ri[_R_N_HELD, i]
         if n > 0:
-            lo = px.off[i]
-            floats[_KV_USED] += _release_blocks(px.cache, px.held, lo, lo + n)
+            lo = _px_off_c(pxi)[i]
+            floats[_KV_USED] += _release_blocks(_px_cache_c(pxi, pxf), _px_held_c(pxi), lo, lo + n)
             ri[_R_N_HELD, i] = 0
         ri[_R_N_SEEN, i] = 0
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _hit_tokens(i: int, ri: np.ndarray, px: Prefix, s: Settings) -> int:
+def _hit_tokens(i: int, ri: np.ndarray, pxi: np.ndarray, pxf: np.ndarray, s: Settings) -> int:
     """Replica._hit_tokens: prompt tokens of request i already cached, were it admitted now
     (at most target - 1): its `cached` column, or its leading blocks in the prefix cache."""
     if not s.prefix:
         hits: int = min(ri[_R_CACHED, i], ri[_R_TARGET, i] - 1)
         return hits
-    lo = px.off[i]
-    hi = min(lo + (ri[_R_TARGET, i] - 1) // s.block_tokens, px.off[i + 1])
-    return s.block_tokens * _leading_hits(px.cache, px.blocks, lo, hi)
+    off = _px_off_c(pxi)
+    lo = off[i]
+    hi = min(lo + (ri[_R_TARGET, i] - 1) // s.block_tokens, off[i + 1])
+    return s.block_tokens * _leading_hits(_px_cache_c(pxi, pxf), _px_blocks_c(pxi), lo, hi)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _shared(i: int, start: int, px: Prefix, s: Settings) -> float:
+def _shared(i: int, start: int, pxi: np.ndarray, pxf: np.ndarray, s: Settings) -> float:
     """Replica._shared_bytes: bytes of request i's first `start` tokens that running
     sequences already hold."""
     if not s.prefix or start == 0:
         return 0.0
-    lo = px.off[i]
-    return _shared_bytes(px.cache, px.blocks, lo, lo + start // s.block_tokens)
+    lo = _px_off_c(pxi)[i]
+    return _shared_bytes(
+        _px_cache_c(pxi, pxf), _px_blocks_c(pxi), lo, lo + start // s.block_tokens
+    )
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _register_blocks(i: int, ri: np.ndarray, px: Prefix, s: Settings) -> None:
+def _register_blocks(
+    i: int, ri: np.ndarray, pxi: np.ndarray, pxf: np.ndarray, s: Settings
+) -> None:
     """Replica._register_blocks: cache the whole prompt blocks request i has computed by now
     (those cached already it keeps a private copy of)."""
-    lo = px.off[i]
-    end = min(px.off[i + 1] - lo, ri[_R_DONE, i] // s.block_tokens)
+    off = _px_off_c(pxi)
+    lo = off[i]
+    end = min(off[i + 1] - lo, ri[_R_DONE, i] // s.block_tokens)
     n = ri[_R_N_SEEN, i]
     if n >= end:
         return
     m = ri[_R_N_HELD, i]
+    blocks, held, cache = _px_blocks_c(pxi), _px_held_c(pxi), _px_cache_c(pxi, pxf)
     for k in range(lo + n, lo + end):
-        h = px.blocks[k]
-        if _register(px.cache, h):
-            px.held[lo + m] = h
+        h = blocks[k]
+        if _register(cache, h):
+            held[lo + m] = h
             m += 1
     ri[_R_N_HELD, i] = m
     ri[_R_N_SEEN, i] = end
@@ -714,10 +774,10 @@ def _register_blocks(i: int, ri: np.ndarray, px: Prefix, s: Settings) -> None:
 def _preempt(state: State, s: Settings) -> None:
     """Replica._preempt (recompute) of the newest running request: free its KV and put it back
     at the head of the waiting queue."""
-    ri, rf, qs, ints, floats, px = state
+    ri, rf, qs, ints, floats, pxi, pxf = state
     ints[_N_RUN] -= 1
     i = qs[_Q_RUNNING, ints[_N_RUN]]
-    _release(i, ri, rf, floats, px, s)
+    _release(i, ri, rf, floats, pxi, pxf, s)
     ri[_R_TARGET, i] = ri[_R_PROMPT, i] + ri[_R_GENERATED, i]
     ri[_R_DONE, i] = 0
     ri[_R_STATE, i] = _WAITING
@@ -732,7 +792,7 @@ def _make_room(state: State, s: Settings) -> float:
     """Replica._start_step's first part: sort the running requests into decodes and partial
     prefills, then preempt the newest while the decodes' next tokens do not fit. Returns the
     KV bytes the decodes need."""
-    ri, rf, qs, ints, floats, _ = state
+    ri, rf, qs, ints, floats, _, _ = state
     n_dec = 0
     n_part = 0
     for r in range(ints[_N_RUN]):
@@ -772,7 +832,7 @@ def _chunk(qs: np.ndarray, ints: np.ndarray, i: int, c: int) -> None:
 def _continue_prefills(state: State, s: Settings, budget: int, free: float) -> tuple[int, float]:
     """Replica._start_step: the next chunks of partial prefills, in order, while the token
     budget and KV allow. Returns the budget and free bytes left."""
-    ri, rf, qs, ints, _, _ = state
+    ri, rf, qs, ints, _, _, _ = state
     n_dec = ints[_N_DEC]
     for p in range(ints[_N_PART]):
         i = qs[_Q_PARTIAL, p]
@@ -795,13 +855,13 @@ def _admit(state: State, s: Settings, budget: int, free: float) -> float:
     """Replica._start_step: admit waiting requests, oldest first, while the batch has room (a
     whole prompt under static batching, which reserves the whole sequence); each first skips
     the prefill of its hits. Returns the free bytes left."""
-    ri, rf, qs, ints, floats, px = state
+    ri, rf, qs, ints, floats, pxi, pxf = state
     cap = qs.shape[1]
     while ints[_W_COUNT] > 0 and ints[_N_RUN] < s.max_num_seqs:
         i = qs[_Q_WAITING, ints[_W_HEAD]]
         if s.prefix:
-            _evict_to(px.cache, free)  # the lookup sees what the steps so far left
-        start = _hit_tokens(i, ri, px, s)
+            _evict_to(_px_cache_c(pxi, pxf), free)  # the lookup sees what the steps so far left
+        start = _hit_tokens(i, ri, pxi, pxf, s)
         left = ri[_R_TARGET, i] - start
         if s.chunked:
             c = min(left, budget)
@@ -817,7 +877,7 @@ def _admit(state: State, s: Settings, budget: int, free: float) -> float:
             reserve = ri[_R_PROMPT, i] + ri[_R_OUTPUT, i] - 1
         else:
             reserve = start + c
-        shared = _shared(i, start, px, s)
+        shared = _shared(i, start, pxi, pxf, s)
         grow = _seq_bytes(reserve, s.bpt, s.bptw, s.kv_window, s.half_block) - shared
         if grow > free:
             break
@@ -830,12 +890,13 @@ def _admit(state: State, s: Settings, budget: int, free: float) -> float:
         ri[_R_HITS, i] = start
         _set_ctx(i, start, ri, rf, floats, s)
         if s.prefix and start > 0:
-            lo = px.off[i]
+            lo = _px_off_c(pxi)[i]
             k = start // s.block_tokens
-            _acquire(px.cache, px.blocks, lo, lo + k)
+            blocks, held = _px_blocks_c(pxi), _px_held_c(pxi)
+            _acquire(_px_cache_c(pxi, pxf), blocks, lo, lo + k)
             floats[_KV_USED] -= shared
             for j in range(lo, lo + k):
-                px.held[j] = px.blocks[j]
+                held[j] = blocks[j]
             ri[_R_N_HELD, i] = k
             ri[_R_N_SEEN, i] = k
         free -= grow
@@ -849,17 +910,17 @@ def _hits_evictable(state: State, s: Settings) -> bool:
     """Replica._can_stretch's prefix rule: True when the request at the head of the queue
     could join and some of its hits are cached blocks no sequence references, which a stretch's
     growth could evict (and so shrink what the request needs): no stretch then."""
-    ri, _, qs, ints, _, px = state
+    ri, _, qs, ints, _, pxi, pxf = state
     if not s.prefix or ints[_W_COUNT] == 0:
         return False
     if not s.admit_while_running or ints[_N_RUN] >= s.max_num_seqs:
         return False
     i = qs[_Q_WAITING, ints[_W_HEAD]]
-    start = _hit_tokens(i, ri, px, s)
+    start = _hit_tokens(i, ri, pxi, pxf, s)
     if start == 0:
         return False
-    lo = px.off[i]
-    return _any_free(px.cache, px.blocks, lo, lo + start // s.block_tokens)
+    lo = _px_off_c(pxi)[i]
+    return _any_free(_px_cache_c(pxi, pxf), _px_blocks_c(pxi), lo, lo + start // s.block_tokens)
 
 
 @_helper
@@ -869,7 +930,7 @@ def _start_stretch(
     """Replica._start_stretch: many decode steps of the whole batch at once, as many as every
     sequence has tokens left and the KV allows, cut at the next arrival that could join.
     Returns their time (s), or -1.0 when fewer than two steps would do."""
-    ri, rf, qs, ints, floats, px = state
+    ri, rf, qs, ints, floats, pxi, pxf = state
     n_dec = ints[_N_DEC]
     first = qs[_Q_DECODES, 0]
     left = ri[_R_OUTPUT, first] - ri[_R_GENERATED, first]
@@ -894,7 +955,7 @@ def _start_stretch(
         i = qs[_Q_DECODES, d]
         _set_ctx(i, ri[_R_CTX, i] + k, ri, rf, floats, s)
     if s.prefix:  # as Replica._end_stretch: no lookup comes before the stretch's end
-        _evict_to(px.cache, s.capacity - floats[_KV_USED])
+        _evict_to(_px_cache_c(pxi, pxf), s.capacity - floats[_KV_USED])
     st = rec.stats
     st[_ST_STEPS] += k
     st[_ST_BUSY] += dt
@@ -959,7 +1020,7 @@ def _batch_time(state: State, s: Settings, co: Coefficients, x: np.ndarray) -> t
     """Replica._run_step's timing: the batch's aggregates (`BatchShape.of`) and its step time,
     a speculative one when the model drafts (`_speculative_s`). Returns the time (s), the
     prefill tokens and the sequences sampling a token."""
-    ri, _, qs, ints, _, _ = state
+    ri, _, qs, ints, _, _, _ = state
     n_dec = ints[_N_DEC]
     n_chunks = ints[_N_CHUNKS]
     window = float(s.kv_window)
@@ -1064,7 +1125,7 @@ def _run_step(
 ) -> float:
     """Replica._run_step: time one step of the batch formed, reserve the KV it writes (so
     arrivals during the step see it taken) and record it. Returns its time (s)."""
-    ri, rf, qs, ints, floats, _ = state
+    ri, rf, qs, ints, floats, _, _ = state
     dt, p_tok, n_logits = _batch_time(state, s, co, wk.x)
     kv_used = floats[_KV_USED]
     for d in range(ints[_N_DEC]):
@@ -1107,13 +1168,14 @@ def _start_step(
     stretch when it can. Returns its time (s), or -1.0 when the replica goes idle."""
     ints, floats = state.ints, state.floats
     while True:
-        if ints[_N_RUN] == 0 and ints[_W_COUNT] == 0:
+        if ints[_N_RUN] == 0 and ints[_W_COUNT] == 0 and ints[_A_COUNT] == 0:
             return -1.0
         need = _make_room(state, s)
         ints[_N_CHUNKS] = 0
-        budget, free = _continue_prefills(
-            state, s, s.max_tokens - ints[_N_DEC], (s.capacity - floats[_KV_USED]) - need
-        )
+        free = (s.capacity - floats[_KV_USED]) - need
+        if ints[_A_COUNT] > 0 and ints[_W_COUNT] == 0 and (s.admit_while_running or ints[_N_RUN] == 0):
+            free = _join_arrived(state, s, free)
+        budget, free = _continue_prefills(state, s, s.max_tokens - ints[_N_DEC], free)
         if s.admit_while_running or ints[_N_RUN] == 0:
             free = _admit(state, s, budget, free)
         if ints[_N_DEC] == 0 and ints[_N_CHUNKS] == 0:
@@ -1122,10 +1184,11 @@ def _start_step(
             _preempt(state, s)  # nothing fits (partial prefills hold the cache): the newest goes
             continue
         if s.prefix:
-            _evict_to(state.px.cache, free)
+            _evict_to(_px_cache_c(state.pxi, state.pxf), free)
         if (
             opt.stretch
             and co.spec_k == 0
+            and ints[_N_FRESH] == 0
             and ints[_N_CHUNKS] == 0
             and ints[_N_DEC] == ints[_N_RUN]
             and not opt.has_until
@@ -1141,7 +1204,7 @@ def _start_step(
 def _next_arrival(state: State) -> float:
     """When the next request arrives (s; inf when none is known): the earlier of the table's
     next arrival (the roots from `_AI` on) and the first of the issued turns on the heap."""
-    _, rf, qs, ints, _, _ = state
+    _, rf, qs, ints, _, _, _ = state
     ai = ints[_AI]
     t = rf[_F_ARRIVAL, qs[_Q_ROOTS, ai]] if ai < ints[_N_ROOTS] else math.inf
     if ints[_N_HEAP] > 0 and rf[_F_HEAP_T, 0] < t:
@@ -1155,7 +1218,7 @@ def _settled(i: int, now: float, state: State) -> None:
     arrives its issue delay later, in issue order); a session turn issues its next turns, rows
     kids[kid_start[i]:kid_start[i + 1]], each to arrive its gap later: onto the heap of
     (arrival, issue number), with their rows by issue number."""
-    _, rf, qs, ints, _, _ = state
+    _, rf, qs, ints, _, _, _ = state
     issued = ints[_ISSUED]
     if issued < ints[_N]:
         rf[_F_ARRIVAL, issued] = max(now + rf[_F_DELAY, issued], rf[_F_ARRIVAL, issued - 1])
@@ -1174,11 +1237,74 @@ def _settled(i: int, now: float, state: State) -> None:
 
 
 @_helper
+def _submit(state: State, i: int, now: float) -> bool:
+    """Replica.submit: request i arrives at `now` and queues; False when it can never fit the
+    cache (it is rejected then)."""
+    ri, rf, qs, ints, _, _, _ = state
+    if ri[_R_OVERSIZED, i]:
+        ri[_R_STATE, i] = _REJECTED
+        rf[_F_FINISH, i] = now
+        return False
+    qs[_Q_WAITING, (ints[_W_HEAD] + ints[_W_COUNT]) % qs.shape[1]] = i
+    ints[_W_COUNT] += 1
+    return True
+
+
+@_helper
+def _submit_decode(state: State, s: Settings, i: int, first_s: float, now: float) -> bool:
+    """Replica.submit_decode: request i arrives at `now` with its prompt's KV and its first
+    token (at `first_s`), computed elsewhere, and waits to join the batch as a decode. False
+    when it is over at once: it can never fit (rejected) or wants no more tokens (done)."""
+    ri, rf, qs, ints, _, _, _ = state
+    need = _seq_bytes(
+        ri[_R_PROMPT, i] + ri[_R_OUTPUT, i] - 1, s.bpt, s.bptw, s.kv_window, s.half_block
+    )
+    rf[_F_FIRST, i] = first_s
+    ri[_R_GENERATED, i] = 1
+    if need > s.capacity or ri[_R_OUTPUT, i] <= 1:
+        ri[_R_STATE, i] = _REJECTED if need > s.capacity else _DONE
+        rf[_F_FINISH, i] = now
+        return False
+    ri[_R_DONE, i] = ri[_R_PROMPT, i]
+    ri[_R_TARGET, i] = ri[_R_PROMPT, i]
+    qs[_Q_ARRIVED, (ints[_A_HEAD] + ints[_A_COUNT]) % qs.shape[1]] = i
+    ints[_A_COUNT] += 1
+    return True
+
+
+@_helper
+def _join_arrived(state: State, s: Settings, free: float) -> float:
+    """Replica._start_step: requests whose KV arrived join as decodes of this very step, in
+    arrival order, while they fit (static batching reserves the whole sequence); returns the
+    free bytes left."""
+    ri, rf, qs, ints, floats, _, _ = state
+    cap = qs.shape[1]
+    while ints[_A_COUNT] > 0 and ints[_N_RUN] < s.max_num_seqs:
+        i = qs[_Q_ARRIVED, ints[_A_HEAD]]
+        reserve = ri[_R_PROMPT, i] + (ri[_R_OUTPUT, i] - 1 if not s.admit_while_running else 1)
+        grow = _seq_bytes(reserve, s.bpt, s.bptw, s.kv_window, s.half_block)
+        if grow > free:
+            break
+        ints[_A_HEAD] = (ints[_A_HEAD] + 1) % cap
+        ints[_A_COUNT] -= 1
+        qs[_Q_RUNNING, ints[_N_RUN]] = i
+        ints[_N_RUN] += 1
+        ri[_R_STATE, i] = _RUNNING
+        _set_ctx(i, ri[_R_PROMPT, i], ri, rf, floats, s)
+        free -= grow
+        qs[_Q_DECODES, ints[_N_DEC]] = i
+        ints[_N_DEC] += 1
+        qs[_Q_FRESH, ints[_N_FRESH]] = i
+        ints[_N_FRESH] += 1
+    return free
+
+
+@_helper
 def _intake(state: State, limit: float) -> int:
     """Replica.submit for every arrival up to `limit` (s), in event order: at one time the
     table's arrivals come first, then issued turns by issue number; a rejection may issue turns
     that arrive by then too. Returns how many joined the queue."""
-    ri, rf, qs, ints, floats, _ = state
+    _, rf, qs, ints, floats, _, _ = state
     n_roots = ints[_N_ROOTS]
     joined = 0
     while True:
@@ -1198,21 +1324,17 @@ def _intake(state: State, limit: float) -> int:
             if ai == n_roots - 1:
                 ints[_BACKLOG] = ints[_W_COUNT]
             ints[_AI] = ai + 1
-        if ri[_R_OVERSIZED, i]:  # it can never fit: rejected
-            ri[_R_STATE, i] = _REJECTED
-            rf[_F_FINISH, i] = t
-            _settled(i, t, state)
-        else:
-            qs[_Q_WAITING, (ints[_W_HEAD] + ints[_W_COUNT]) % qs.shape[1]] = i
-            ints[_W_COUNT] += 1
+        if _submit(state, i, t):
             joined += 1
+        else:
+            _settled(i, t, state)
 
 
 @_helper
 def _end_step(state: State, s: Settings) -> None:
     """Replica._end_step (and _end_stretch): the step's tokens are out; prompts that finished
     their prefill give their first token; requests that have all their tokens finish."""
-    ri, rf, qs, ints, floats, px = state
+    ri, rf, qs, ints, floats, pxi, pxf = state
     now = floats[_NOW]
     k = ints[_STEP_K]
     n_fin = 0
@@ -1226,7 +1348,7 @@ def _end_step(state: State, s: Settings) -> None:
         i = qs[_Q_CHUNK_I, q]
         ri[_R_DONE, i] += qs[_Q_CHUNK_C, q]
         if s.prefix:
-            _register_blocks(i, ri, px, s)
+            _register_blocks(i, ri, pxi, pxf, s)
         if ri[_R_DONE, i] >= ri[_R_TARGET, i]:
             ri[_R_GENERATED, i] += 1
             if math.isnan(rf[_F_FIRST, i]):
@@ -1234,6 +1356,7 @@ def _end_step(state: State, s: Settings) -> None:
             if ri[_R_GENERATED, i] >= ri[_R_OUTPUT, i]:
                 qs[_Q_FINISHED, n_fin] = i
                 n_fin += 1
+    ints[_N_FIN] = n_fin
     if n_fin == 0:
         return
     for f in range(n_fin):
@@ -1247,21 +1370,27 @@ def _end_step(state: State, s: Settings) -> None:
     ints[_N_RUN] = kept
     for f in range(n_fin):
         i = qs[_Q_FINISHED, f]
-        _release(i, ri, rf, floats, px, s)
+        _release(i, ri, rf, floats, pxi, pxf, s)
         rf[_F_FINISH, i] = now
         _settled(i, now, state)
 
 
 @njit(cache=True, error_model="numpy")
 def _run(
-    load: Load, s: Settings, co: Coefficients, opt: Options, px: Prefix, abort: np.ndarray
+    load: Load,
+    s: Settings,
+    co: Coefficients,
+    opt: Options,
+    pxi: np.ndarray,
+    pxf: np.ndarray,
+    abort: np.ndarray,
 ) -> tuple[State, Record, np.ndarray, np.ndarray, bool]:
     """One replica's run (see the module docstring). Returns its state (`_NOW`: the run's end),
     what it recorded, its ITL samples (seconds; tokens each) and whether it stopped early: it
     does, at once, when `abort` is set. The table's arrivals come in the order of `load.roots`;
     in sessions, each issued turn waits on a heap until it arrives, and its arrival is written
     at issue."""
-    state = _new_state(load, s, opt, px)
+    state = _new_state(load, s, opt, pxi, pxf)
     ints, floats = state.ints, state.floats
     rec = Record(
         np.zeros(8, np.float64), np.zeros((4, opt.max_bins), np.float64),
@@ -1328,12 +1457,13 @@ def _run_replicas(
     offsets: np.ndarray,
     s: Settings,
     co: Coefficients,
-    px: Prefix,
+    pxi: np.ndarray,
+    pxf: np.ndarray,
     abort: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Independent replicas, replica r serving rows offsets[r] .. offsets[r + 1] - 1, each
     run to completion in stretch mode: first token and finish times and rejections per row,
-    busy seconds per replica, and whether the run was aborted. `px`: no prefix cache."""
+    busy seconds per replica, and whether the run was aborted. `pxi`, `pxf`: no prefix cache."""
     n = arrival.shape[0]
     first = np.full(n, np.nan)
     finish = np.full(n, np.nan)
@@ -1350,7 +1480,7 @@ def _run_replicas(
             none, none, np.zeros(0),
         )
         opt = Options(min(0.0, arrival[a]), False, math.inf, 1.0, 1, True, 0)
-        state, rec, _, _, aborted = _run(load, s, co, opt, px, abort)
+        state, rec, _, _, aborted = _run(load, s, co, opt, pxi, pxf, abort)
         if aborted:
             return first, finish, rejected, busy, True
         ri, rf = state.ri, state.rf
@@ -1363,21 +1493,513 @@ def _run_replicas(
     return first, finish, rejected, busy, False
 
 
+# -- a disaggregated pair ---------------------------------------------------------------------
+# Events of a pair (`_run_pair`), ordered as `sim.Environment` orders them: by time, priority,
+# then the order they were scheduled in. A heap key packs priority, sequence and the event's
+# slot in the payload (kind and two arguments).
+_E_ARRIVE, _E_START, _E_END, _E_DELIVER = range(4)
+_SLOT_BITS = 20
+_SEQ_BITS = 36
+MAX_PAIR_EVENTS = (1 << _SLOT_BITS) - 1
+"""Events a compiled pair can hold pending at once (about two per request)."""
+# A pair's integer state: events scheduled so far, pending, free payload slots, picks of each
+# side, requests issued (closed loop), ITL samples.
+_PR_SEQ, _PR_PENDING, _PR_FREE, _PR_PICK_P, _PR_PICK_D, _PR_ISSUED, _PR_N_ITL, _PR_INTS = range(8)
+# Per request of a pair: integer rows (prefill and decode replica, finishes of each side,
+# rejected, no decode replica can ever hold it) and float rows (arrival, first token, finish,
+# KV ready on the decode side, bytes to move).
+_PQ_PREFILL, _PQ_DECODE, _PQ_N_PREFILLED, _PQ_N_DECODED, _PQ_REJECTED, _PQ_NEVER, _PQ_ROWS = range(7)
+_PF_ARRIVAL, _PF_FIRST, _PF_FINISH, _PF_READY, _PF_MOVED, _PF_ROWS = range(6)
+
+
+class Pair(NamedTuple):
+    """A disaggregated pair's shape and clock: replicas of each side, the router (least
+    outstanding, else round robin), each prefill replica's link (bytes/s, s), the closed loop's
+    requests in flight (0: open loop), and an optional stop (s)."""
+
+    n_prefill: int
+    n_decode: int
+    least_outstanding: bool
+    bandwidth: float
+    latency: float
+    n_in_flight: int
+    has_until: bool
+    until_s: float
+
+
+class Pool(NamedTuple):
+    """The replicas of a pair (prefill ones first): their states stacked (`State`'s arrays with
+    a leading replica axis; an empty prefix cache shared), and their records (`Record`'s)."""
+
+    ri: np.ndarray
+    rf: np.ndarray
+    qs: np.ndarray
+    ints: np.ndarray
+    floats: np.ndarray
+    pxi: np.ndarray
+    pxf: np.ndarray
+    stats: np.ndarray
+    bins: np.ndarray
+    meta: np.ndarray
+
+
+class PairState(NamedTuple):
+    """A pair's own state: its scalars (`_PR_*`), per request rows (`_PQ_*`, `_PF_*`), the
+    event heap (times, keys), the events' payloads (3 x slots: kind and two arguments) and the
+    free slots, each prefill replica's link (busy until, s), each decode replica's requests on
+    their way, and the ITL samples of the step just started (seconds, tokens; `_PR_N_ITL`)."""
+
+    ints: np.ndarray
+    rq: np.ndarray
+    rfp: np.ndarray
+    heap_t: np.ndarray
+    heap_k: np.ndarray
+    payload: np.ndarray
+    free_slots: np.ndarray
+    link_free: np.ndarray
+    inbound: np.ndarray
+    itl_s: np.ndarray
+    itl_n: np.ndarray
+
+
+class Sides(NamedTuple):
+    """A pair's two sides (prefill, decode): each side's settings, step model and run options,
+    and the scratch arrays their steps share."""
+
+    settings: tuple[Settings, Settings]
+    models: tuple[Coefficients, Coefficients]
+    options: tuple[Options, Options]
+    work: Work
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _replica(pool: Pool, r: int) -> State:
+    """Replica r's state as the replica's helpers take it (views)."""
+    return State(pool.ri[r], pool.rf[r], pool.qs[r], pool.ints[r], pool.floats[r], pool.pxi, pool.pxf)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _schedule(ps: PairState, t: float, priority: int, kind: int, a: int, b: int) -> None:
+    """Environment.schedule_at(t, kind(a, b), priority=priority)."""
+    ints = ps.ints
+    ints[_PR_FREE] -= 1
+    slot = ps.free_slots[ints[_PR_FREE]]
+    ps.payload[0, slot] = kind
+    ps.payload[1, slot] = a
+    ps.payload[2, slot] = b
+    key = ((priority + 1) << (_SEQ_BITS + _SLOT_BITS)) | (ints[_PR_SEQ] << _SLOT_BITS) | slot
+    ints[_PR_SEQ] += 1
+    ints[_PR_PENDING] = _heap_push(ps.heap_t, ps.heap_k, ints[_PR_PENDING], t, key)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _pick(pool: Pool, ps: PairState, pair: Pair, first: int, count: int, k: int) -> int:
+    """The router's pick among replicas first .. first + count - 1 (the `k`th pick): least
+    outstanding requests (waiting, running, KV arrived, on their way; the lowest on ties), else
+    in turn."""
+    if not pair.least_outstanding:
+        return k % count
+    best = 0
+    best_load = -1
+    for j in range(count):
+        r = first + j
+        ints = pool.ints[r]
+        load = ints[_W_COUNT] + ints[_N_RUN] + ints[_A_COUNT]
+        if r >= pair.n_prefill:
+            load += ps.inbound[j]
+        if best_load < 0 or load < best_load:
+            best = j
+            best_load = load
+    return best
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _wake(pool: Pool, ps: PairState, r: int, now: float) -> None:
+    """Replica._wake: an idle replica starts a step once this instant's arrivals are in."""
+    if not pool.ints[r, _BUSY]:
+        pool.ints[r, _BUSY] = 1
+        _schedule(ps, now, 1, _E_START, r, 0)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _decoded(ps: PairState, i: int, now: float) -> None:
+    """disaggregated's `decoded`: the decode side is done with request i."""
+    ps.rq[_PQ_N_DECODED, i] += 1
+    ps.rfp[_PF_FINISH, i] = now
+    _pair_settled(ps, now)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _pair_settled(ps: PairState, now: float) -> None:
+    """A request is done or turned away: a closed loop's client sends the next one."""
+    issued = ps.ints[_PR_ISSUED]
+    if issued < ps.rq.shape[1]:
+        ps.ints[_PR_ISSUED] = issued + 1
+        ps.rfp[_PF_ARRIVAL, issued] = now
+        _schedule(ps, now + 0.0, -1, _E_ARRIVE, issued, 0)
+
+
+@_helper
+def _prefilled(pool: Pool, ps: PairState, pair: Pair, p: int, i: int, now: float) -> None:
+    """disaggregated's `prefilled`: prefill replica p is done with request i (or turned it
+    away); its KV crosses p's link to a decode replica picked now."""
+    rq, rfp = ps.rq, ps.rfp
+    rq[_PQ_N_PREFILLED, i] += 1
+    first = pool.rf[p, _F_FIRST, i]
+    if math.isnan(first):  # turned away: the prompt can never fit
+        rq[_PQ_REJECTED, i] = 1
+        rfp[_PF_FINISH, i] = now
+        _pair_settled(ps, now)
+        return
+    rfp[_PF_FIRST, i] = first
+    if pool.ri[pair.n_prefill, _R_OUTPUT, i] <= 1:
+        rfp[_PF_FINISH, i] = now
+        _pair_settled(ps, now)
+        return
+    start = max(now, ps.link_free[p])
+    ps.link_free[p] = start + rfp[_PF_MOVED, i] / pair.bandwidth
+    d = _pick(pool, ps, pair, pair.n_prefill, pair.n_decode, ps.ints[_PR_PICK_D])
+    ps.ints[_PR_PICK_D] += 1
+    rq[_PQ_DECODE, i] = d
+    ps.inbound[d] += 1
+    _schedule(ps, ps.link_free[p] + pair.latency, -1, _E_DELIVER, d, i)
+
+
+@_helper
+def _pair_step(
+    pool: Pool,
+    ps: PairState,
+    pair: Pair,
+    r: int,
+    now: float,
+    sd: Sides,
+) -> None:
+    """Replica r's `_start_step` at `now`: its next step, or idle; a decode replica's ITL
+    samples (a request prefilled elsewhere: its first gap runs from its first token there)."""
+    state = _replica(pool, r)
+    side = 0 if r < pair.n_prefill else 1
+    state.floats[_NOW] = now
+    rec = Record(pool.stats[r], pool.bins[r], pool.meta[r])
+    dt = _start_step(state, sd.settings[side], sd.models[side], sd.options[side], rec, sd.work)
+    if dt < 0.0:
+        state.ints[_BUSY] = 0
+        return
+    state.ints[_BUSY] = 1
+    ps.ints[_PR_N_ITL] = 0
+    if side == 1:
+        ints, n_dec, n_fresh = state.ints, state.ints[_N_DEC], state.ints[_N_FRESH]
+        for q in range(n_fresh):
+            i = state.qs[_Q_FRESH, q]
+            _itl_push(ps, now + dt - state.rf[_F_FIRST, i], 1)
+        if n_fresh > 0 and n_dec > n_fresh:
+            _itl_push(ps, dt, n_dec - n_fresh)
+        elif n_fresh == 0 and n_dec > 0:
+            _itl_push(ps, dt, n_dec)
+        ints[_N_FRESH] = 0
+    _schedule(ps, now + dt, 0, _E_END, r, 0)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _itl_push(ps: PairState, dt: float, n: int) -> None:
+    """One ITL sample of the step just started (at most one per sequence and one more)."""
+    k = ps.ints[_PR_N_ITL]
+    ps.itl_s[k] = dt
+    ps.itl_n[k] = n
+    ps.ints[_PR_N_ITL] = k + 1
+
+
+
+@_helper
+def _pair_event(
+    pool: Pool,
+    ps: PairState,
+    pair: Pair,
+    kind: int,
+    a: int,
+    b: int,
+    now: float,
+    sd: Sides,
+) -> None:
+    """One event of a pair at `now` (see `disaggregated`'s closures): an arrival (a: the
+    request; b: 1 when it schedules the next), a replica's step start or end (a: the replica),
+    a KV delivery (a: the decode replica, b: the request)."""
+    rq, rfp = ps.rq, ps.rfp
+    n_p = pair.n_prefill
+    if kind == _E_ARRIVE:
+        i = a
+        if b and i + 1 < rq.shape[1]:
+            _schedule(ps, rfp[_PF_ARRIVAL, i + 1], -1, _E_ARRIVE, i + 1, 1)
+        if rq[_PQ_NEVER, i]:  # no decode replica can ever hold it
+            rq[_PQ_REJECTED, i] = 1
+            rfp[_PF_FINISH, i] = now
+            _pair_settled(ps, now)
+            return
+        p = _pick(pool, ps, pair, 0, n_p, ps.ints[_PR_PICK_P])
+        ps.ints[_PR_PICK_P] += 1
+        rq[_PQ_PREFILL, i] = p
+        if _submit(_replica(pool, p), i, now):
+            _wake(pool, ps, p, now)
+        else:
+            _prefilled(pool, ps, pair, p, i, now)
+    elif kind == _E_START:
+        _pair_step(pool, ps, pair, a, now, sd)
+    elif kind == _E_END:
+        r = a
+        state = _replica(pool, r)
+        state.floats[_NOW] = now
+        _end_step(state, sd.settings[0 if r < n_p else 1])
+        for f in range(state.ints[_N_FIN]):
+            i = state.qs[_Q_FINISHED, f]
+            if r < n_p:
+                _prefilled(pool, ps, pair, r, i, now)
+            else:
+                _decoded(ps, i, now)
+        _pair_step(pool, ps, pair, r, now, sd)
+    else:  # _E_DELIVER
+        d, i = a, b
+        ps.inbound[d] -= 1
+        rfp[_PF_READY, i] = now
+        r = n_p + d
+        if _submit_decode(_replica(pool, r), sd.settings[1], i, rfp[_PF_FIRST, i], now):
+            _wake(pool, ps, r, now)
+        else:
+            _decoded(ps, i, now)
+
+
+@njit(cache=True, error_model="numpy")
+def _run_pair(
+    pool: Pool,
+    ps: PairState,
+    pair: Pair,
+    sides: tuple[tuple[Settings, Settings], tuple[Coefficients, Coefficients], tuple[Options, Options]],
+    abort: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """A disaggregated pair's run (`serving.disagg.disaggregated`, compiled): events in the
+    Environment's order until none is left or the next lies after `until`. Returns the clock at
+    the end, the decode side's ITL samples (seconds, tokens, replica) and whether a held signal
+    stopped it."""
+    n = ps.rq.shape[1]
+    ss, cs, opts = sides
+    start = opts[0].start_s
+    if pair.n_in_flight > 0:
+        ps.ints[_PR_ISSUED] = min(pair.n_in_flight, n)
+        for i in range(ps.ints[_PR_ISSUED]):
+            _schedule(ps, 0.0, -1, _E_ARRIVE, i, 0)
+    else:
+        ps.ints[_PR_ISSUED] = n
+        if n:
+            _schedule(ps, ps.rfp[_PF_ARRIVAL, 0], -1, _E_ARRIVE, 0, 1)
+    sd = Sides(ss, cs, opts, Work(
+        np.zeros(cs[0].flops.shape[1], np.float64), np.zeros(17, np.float64),
+        np.zeros((6, max(cs[0].flops.shape[0], cs[1].flops.shape[0])), np.float64),
+        np.zeros(n + 1), np.zeros(4, np.float64),
+    ))
+    itl_s = np.zeros(1024, np.float64)
+    itl_n = np.zeros(1024, np.int64)
+    itl_r = np.zeros(1024, np.int64)
+    n_itl = 0
+    now = start
+    abort_flag = np.zeros(1, np.bool_)
+    while ps.ints[_PR_PENDING] > 0:
+        if _aborted(abort):
+            abort_flag[0] = True
+            break
+        t = ps.heap_t[0]
+        if pair.has_until and t > pair.until_s:
+            break
+        key = ps.heap_k[0]
+        ps.ints[_PR_PENDING] = _heap_pop(ps.heap_t, ps.heap_k, ps.ints[_PR_PENDING])
+        slot = key & ((1 << _SLOT_BITS) - 1)
+        kind, a, b = ps.payload[0, slot], ps.payload[1, slot], ps.payload[2, slot]
+        ps.free_slots[ps.ints[_PR_FREE]] = slot
+        ps.ints[_PR_FREE] += 1
+        now = t
+        ps.ints[_PR_N_ITL] = 0
+        _pair_event(pool, ps, pair, kind, a, b, now, sd)
+        k = ps.ints[_PR_N_ITL]
+        if k > 0:
+            if n_itl + k > itl_s.shape[0]:
+                grow = max(itl_s.shape[0], k)
+                itl_s = np.concatenate((itl_s, np.zeros(grow)))
+                itl_n = np.concatenate((itl_n, np.zeros(grow, np.int64)))
+                itl_r = np.concatenate((itl_r, np.zeros(grow, np.int64)))
+            itl_s[n_itl : n_itl + k] = ps.itl_s[:k]
+            itl_n[n_itl : n_itl + k] = ps.itl_n[:k]
+            itl_r[n_itl : n_itl + k] = a  # the replica whose step started
+            n_itl += k
+    if pair.has_until:
+        now = pair.until_s
+    return now, itl_s[:n_itl].copy(), itl_n[:n_itl].copy(), itl_r[:n_itl].copy(), bool(abort_flag[0])
+
+
+
+class PairRun(NamedTuple):
+    """What a compiled pair's run leaves (see `run_pair_fast`): the clock at the end, per
+    request the replica of each side (-1: none), how many times each side finished it, whether
+    it was rejected, its arrival, first token, finish and KV-ready times (s; NaN where none) and
+    the bytes its KV moved (0 where it moved none); per replica its requests' preemptions and
+    cache hits, stats and timeline; the decode side's ITL samples and their replica."""
+
+    end_s: float
+    prefill_of: np.ndarray
+    decode_of: np.ndarray
+    n_prefilled: np.ndarray
+    n_decoded: np.ndarray
+    rejected: np.ndarray
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    kv_ready_s: np.ndarray
+    moved_bytes: np.ndarray
+    preemptions: np.ndarray
+    cache_hits: np.ndarray
+    stats: tuple[ReplicaStats, ...]
+    timelines: tuple[Timeline, ...]
+    itl_s: np.ndarray
+    itl_n: np.ndarray
+    itl_replica: np.ndarray
+
+
+def run_pair_fast(
+    sides: tuple[tuple[StepCoefficients, KvBudget, str | SchedulerPolicy, int, int, float], ...],
+    requests: Requests,
+    arrival_s: np.ndarray,
+    moved_bytes: np.ndarray,
+    never_fits: np.ndarray,
+    pair: Pair,
+    start_s: float,
+) -> PairRun:
+    """A disaggregated pair on the compiled engine (`serving.disagg.disaggregated` builds the
+    arguments and reads the result): `sides` gives each side's step coefficients, KV budget,
+    scheduler, batch limits and timeline bin (prefill first); per request, its arrival (s;
+    ignored by a closed loop), the KV bytes its transfer moves and whether no decode replica can
+    ever hold it. Prefill replicas serve the requests up to their first token, decode replicas
+    the rest."""
+    n = len(requests)
+    n_rep = pair.n_prefill + pair.n_decode
+    if 2 * n + 2 * n_rep + 4 > MAX_PAIR_EVENTS:
+        raise InputError(
+            f"a compiled pair holds at most {MAX_PAIR_EVENTS:,} pending events (about two per "
+            f"request); got {n:,} requests on {n_rep} replicas. Use backend='python' or split the run."
+        )
+    args = [_replica_args(c, kv, sched, seqs, tokens) for c, kv, sched, seqs, tokens, _ in sides]
+    prefill_opt, decode_opt = (
+        Options(float(start_s), False, math.inf, float(side[5]), DEFAULT_MAX_BINS, False, 0)
+        for side in sides
+    )
+    opts = (prefill_opt, decode_opt)
+    pxi, pxf = _prefix(sides[0][1], np.zeros(0, np.int64))
+    prompt = np.array(requests.prompt_tokens, dtype=np.int64)
+    loads = (
+        Load(np.array(arrival_s, dtype=np.float64), prompt, np.ones(n, np.int64),
+             np.array(requests.cached_tokens, dtype=np.int64), np.zeros(n), np.zeros(0, np.int64),
+             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)),
+        Load(np.array(arrival_s, dtype=np.float64), prompt,
+             np.array(requests.output_tokens, dtype=np.int64),
+             np.array(requests.cached_tokens, dtype=np.int64), np.zeros(n), np.zeros(0, np.int64),
+             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)),
+    )
+    side_of = [0 if r < pair.n_prefill else 1 for r in range(n_rep)]
+    while True:  # again only if a held signal's handler chose not to stop the run
+        pool = Pool(
+            np.zeros((n_rep, _R_ROWS, n), np.int64), np.zeros((n_rep, _F_ROWS, n + 1)),
+            np.zeros((n_rep, _Q_ROWS, n + 1), np.int64), np.zeros((n_rep, _N_INTS), np.int64),
+            np.zeros((n_rep, _N_FLOATS)), pxi, pxf, np.zeros((n_rep, 8)),
+            np.zeros((n_rep, 4, DEFAULT_MAX_BINS)),
+            np.array([[opts[side].bin_s, 0.0, start_s] for side in side_of]),
+        )
+        for r, side in enumerate(side_of):
+            _init_replica(pool, r, loads[side], args[side][0], opts[side])
+        ps = _new_pair_state(n, n_rep, pair, arrival_s, moved_bytes, never_fits)
+        with held_signals() as abort:
+            end_s, itl_s, itl_n, itl_r, aborted = _run_pair(
+                pool, ps, pair, ((args[0][0], args[1][0]), (args[0][1], args[1][1]), opts), abort
+            )
+        if not aborted:
+            break
+    stats = tuple(_replica_stats(pool.stats[r]) for r in range(n_rep))
+    timelines = []
+    for r, side in enumerate(side_of):
+        t = Timeline(start_s, sides[side][1].capacity_bytes, opts[side].bin_s, DEFAULT_MAX_BINS)
+        t.bins[:] = pool.bins[r]
+        t.meta[:] = pool.meta[r]
+        timelines.append(t)
+    rq, rf = ps.rq, ps.rfp
+    return PairRun(
+        float(end_s), rq[_PQ_PREFILL], rq[_PQ_DECODE], rq[_PQ_N_PREFILLED], rq[_PQ_N_DECODED],
+        rq[_PQ_REJECTED].astype(bool), rf[_PF_ARRIVAL], rf[_PF_FIRST], rf[_PF_FINISH],
+        rf[_PF_READY], np.where(rq[_PQ_DECODE] >= 0, rf[_PF_MOVED], 0.0),
+        pool.ri[:, _R_PREEMPTIONS], pool.ri[:, _R_HITS], stats, tuple(timelines), itl_s, itl_n,
+        itl_r,
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def _init_replica(pool: Pool, r: int, load: Load, s: Settings, opt: Options) -> None:
+    """Replica r of a pair at the start: every request still to come."""
+    _init_state(_replica(pool, r), load, s, opt)
+
+
+def _new_pair_state(
+    n: int,
+    n_rep: int,
+    pair: Pair,
+    arrival_s: np.ndarray,
+    moved_bytes: np.ndarray,
+    never_fits: np.ndarray,
+) -> PairState:
+    """A pair's own state at the start (see `PairState`)."""
+    slots = 2 * n + 2 * n_rep + 4
+    rq = np.zeros((_PQ_ROWS, n), np.int64)
+    rq[_PQ_PREFILL] = -1
+    rq[_PQ_DECODE] = -1
+    rq[_PQ_NEVER] = never_fits
+    rfp = np.full((_PF_ROWS, n), np.nan)
+    rfp[_PF_ARRIVAL] = arrival_s
+    rfp[_PF_MOVED] = moved_bytes
+    ints = np.zeros(_PR_INTS, np.int64)
+    ints[_PR_FREE] = slots
+    return PairState(
+        ints, rq, rfp, np.zeros(slots), np.zeros(slots, np.int64), np.zeros((3, slots), np.int64),
+        np.arange(slots, dtype=np.int64), np.zeros(pair.n_prefill), np.zeros(pair.n_decode, np.int64),
+        np.zeros(n + 2), np.zeros(n + 2, np.int64),
+    )
+
+
+def _replica_stats(st: np.ndarray) -> ReplicaStats:
+    """A replica's stats from the kernel's record (`_ST_*`)."""
+    return ReplicaStats(
+        busy_s=float(st[_ST_BUSY]),
+        n_steps=int(st[_ST_STEPS]),
+        n_stretches=int(st[_ST_STRETCHES]),
+        seq_seconds=float(st[_ST_SEQ_S]),
+        kv_byte_seconds=float(st[_ST_KV_S]),
+        prefill_tokens=int(st[_ST_PREFILL]),
+        decode_tokens=int(st[_ST_DECODE]),
+        peak_kv_bytes=float(st[_ST_PEAK]),
+    )
+
+
 def _prefix(
     kv: KvBudget,
     prompt_tokens: np.ndarray,
     prefix_blocks: Sequence[np.ndarray] | None = None,
     block_tokens: int = PREFIX_BLOCK_TOKENS,
-) -> Prefix:
-    """The kernel's prefix cache over the requests' hashed prompt blocks (as `Replica` keeps
-    it: blocks of `block_tokens` tokens, each taking `bytes_per_token * block_tokens`), or an
-    empty one when there are none."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's packed prefix cache (`_px_cache`) over the requests' hashed prompt blocks
+    (as `Replica` keeps it: blocks of `block_tokens` tokens, each taking `bytes_per_token *
+    block_tokens`), or an empty one when there are none."""
     if prefix_blocks is None:
-        none = np.zeros(0, np.int64)
-        return Prefix(none, np.zeros(1, np.int64), none, new_state(0, 0.0))
-    flat, off, n_blocks = dense_blocks(prefix_blocks, prompt_tokens, block_tokens)
+        flat, off, n_blocks = np.zeros(0, np.int64), np.zeros(1, np.int64), 0
+    else:
+        flat, off, n_blocks = dense_blocks(prefix_blocks, prompt_tokens, block_tokens)
     cache = new_state(n_blocks, kv.bytes_per_token * block_tokens)
-    return Prefix(flat, off, np.zeros(flat.size, np.int64), cache)
+    parts = (cache.refs, cache.older, cache.newer, cache.counts)
+    pxi = np.concatenate((
+        np.array([n_blocks, flat.size]), *(np.asarray(a) for a in parts), flat,
+        np.zeros(flat.size, np.int64), off,
+    )).astype(np.int64)
+    return pxi, np.asarray(cache.sizes, dtype=np.float64)
 
 
 def _replica_args(
@@ -1462,7 +2084,7 @@ def simulate_replicas_fast(
     while True:  # again only if a held signal's handler chose not to stop the run
         with held_signals() as abort:
             first, finish, rejected, busy, aborted = _run_replicas(
-                *columns, settings, model, _prefix(kv, np.zeros(0, np.int64)), abort
+                *columns, settings, model, *_prefix(kv, np.zeros(0, np.int64)), abort
             )
         if not aborted:
             return first, finish, rejected, busy
@@ -1536,7 +2158,7 @@ def simulate_fast(
         prefix_block_tokens if prefix_blocks is not None else 0,
     )
     prompt = np.asarray(requests.prompt_tokens)
-    px = _prefix(kv, prompt, prefix_blocks, prefix_block_tokens)  # checks the blocks
+    pxi, pxf = _prefix(kv, prompt, prefix_blocks, prefix_block_tokens)  # checks the blocks
     arrival = np.array(requests.arrival_s, dtype=np.float64)
     roots = np.arange(n, dtype=np.int64)
     kids = kid_start = np.zeros(0, dtype=np.int64)
@@ -1577,29 +2199,35 @@ def simulate_fast(
             gap,
         )
         with held_signals() as abort:
-            state, rec, itl_s, itl_n, aborted = _run(load, settings, model, opt, px, abort)
+            state, rec, itl_s, itl_n, aborted = _run(load, settings, model, opt, pxi, pxf, abort)
         if not aborted:
             break
-        px = _prefix(kv, prompt, prefix_blocks, prefix_block_tokens)  # an empty cache again
+        pxi, pxf = _prefix(kv, prompt, prefix_blocks, prefix_block_tokens)  # empty again
     if not stretch:
         timeline.bins[:] = rec.bins
         timeline.meta[:] = rec.meta
-    st = rec.stats
-    stats = ReplicaStats(
-        busy_s=float(st[_ST_BUSY]),
-        n_steps=int(st[_ST_STEPS]),
-        n_stretches=int(st[_ST_STRETCHES]),
-        seq_seconds=float(st[_ST_SEQ_S]),
-        kv_byte_seconds=float(st[_ST_KV_S]),
-        prefill_tokens=int(st[_ST_PREFILL]),
-        decode_tokens=int(st[_ST_DECODE]),
-        peak_kv_bytes=float(st[_ST_PEAK]),
-        prefix_evicted_blocks=int(n_evicted(state.px.cache)),
-    )
+    closed_or_sessions = bool(n_in_flight) or sessions
+    return _run_result(requests, state, rec, itl_s, itl_n, None if stretch else timeline, closed_or_sessions)
+
+
+def _run_result(
+    requests: Requests,
+    state: State,
+    rec: Record,
+    itl_s: np.ndarray,
+    itl_n: np.ndarray,
+    timeline: Timeline | None,
+    issued: bool,
+) -> RunResult:
+    """A single replica's run as a `RunResult` (`issued`: a closed loop's or sessions' run,
+    whose arrivals are the kernel's and which has no backlog)."""
+    n = len(requests)
+    stats = _replica_stats(rec.stats)
+    stats.prefix_evicted_blocks = int(n_evicted(_px_cache(state.pxi, state.pxf)))
     ri, rf = state.ri, state.rf
     rejected = ri[_R_STATE] == _REJECTED
     return RunResult(
-        arrival_s=rf[_F_ARRIVAL, :n] if n_in_flight or sessions else np.asarray(requests.arrival_s),
+        arrival_s=rf[_F_ARRIVAL, :n] if issued else np.asarray(requests.arrival_s),
         first_token_s=rf[_F_FIRST, :n],
         finish_s=np.where((ri[_R_STATE] == _DONE) | rejected, rf[_F_FINISH, :n], np.nan),
         prompt_tokens=np.asarray(requests.prompt_tokens),
@@ -1613,6 +2241,6 @@ def simulate_fast(
         end_s=float(state.floats[_NOW]),
         itl_s=itl_s,
         itl_n=itl_n if itl_n.size else np.zeros(0),
-        backlog=0 if n_in_flight or sessions else int(state.ints[_BACKLOG]),
-        timeline_bins=None if stretch else timeline,
+        backlog=0 if issued else int(state.ints[_BACKLOG]),
+        timeline_bins=timeline,
     )

@@ -27,7 +27,9 @@ from functools import partial
 import numpy as np
 
 from megawatt.errors import InputError
-from megawatt.serving.drivers import ReplicaConfig
+from megawatt.perf.factory import exported_coefficients
+from megawatt.perf.roofline import StepCoefficients
+from megawatt.serving.drivers import BACKENDS, ReplicaConfig
 from megawatt.serving.kv import KvBudget
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.replica import PREFIX_BLOCK_TOKENS, Replica, ReplicaStats
@@ -137,11 +139,17 @@ def disaggregated(
     prefix_blocks: Sequence[np.ndarray] | None = None,
     prefix_block_tokens: int = PREFIX_BLOCK_TOKENS,
     n_in_flight: int = 0,
+    backend: str = "auto",
 ) -> DisaggResult:
     """Open loop on a P:D pair: `n_prefill` replicas of `prefill` and `n_decode` of `decode`,
     KV over `link` (one per prefill replica), replicas picked by `router_name` (see `ROUTERS`).
     Stops when all requests are done, or at `until_s`. `prefix_blocks` gives the prefill
-    replicas hashed prefix caches (see `simulate`). Runs on the Python `Replica`.
+    replicas hashed prefix caches (see `simulate`).
+
+    `backend` as in `simulate`: the compiled pair (`serving.compiled.run_pair_fast`, the same
+    events in the same order, each replica stepped by the compiled replica's helpers) gives the
+    Python replicas' run; it needs both step models' coefficients, no `prefix_blocks` and one of
+    the built-in routers, and `auto` takes it whenever it can.
 
     `n_in_flight` > 0 runs a closed loop instead (a serving benchmark's client, as
     `drivers.concurrency`): the requests' `arrival_s` are ignored, the first `n_in_flight`
@@ -154,9 +162,43 @@ def disaggregated(
     if closed:
         requests = requests.with_arrivals(np.zeros(n))
     arrival = np.array(requests.arrival_s, dtype=np.float64)
+    start_s = min(0.0, float(arrival[0])) if n else 0.0
+    if until_s is not None and not until_s >= start_s:
+        raise InputError(f"run: until must be >= now ({start_s}); got {until_s}.")
+    coefficients = _pair_coefficients(prefill, decode, backend, router_name, prefix_blocks)
+    if coefficients is not None:
+        return _compiled_pair(
+            prefill, decode, requests, link, coefficients, arrival,
+            n_prefill=n_prefill, n_decode=n_decode, router_name=router_name, until_s=until_s,
+            n_in_flight=n_in_flight,
+        )
+    return _python_pair(
+        prefill, decode, requests, link, arrival, pick, (n_prefill, n_decode, n_in_flight),
+        until_s, prefix_blocks, prefix_block_tokens,
+    )
+
+
+def _python_pair(
+    prefill: ReplicaConfig,
+    decode: ReplicaConfig,
+    requests: Requests,
+    link: KvLink,
+    arrival: np.ndarray,
+    pick: Router,
+    counts: tuple[int, int, int],
+    until_s: float | None,
+    prefix_blocks: Sequence[np.ndarray] | None,
+    prefix_block_tokens: int,
+) -> DisaggResult:
+    """`disaggregated` on the Python replicas: `counts` are the prefill and decode replicas and
+    the closed loop's requests in flight."""
+    n_prefill, n_decode, n_in_flight = counts
+    n = len(requests)
+    closed = n_in_flight > 0
+    start_s = min(0.0, float(arrival[0])) if n else 0.0
     prompt = requests.prompt_tokens.tolist()
     output = requests.output_tokens.tolist()
-    env = Environment(min(0.0, float(arrival[0])) if n else 0.0)
+    env = Environment(start_s)
     prefill_requests = _first_tokens_only(requests, arrival)
     first, finish, rejected = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=bool)
     kv_ready, moved = np.full(n, np.nan), np.zeros(n)
@@ -241,8 +283,87 @@ def disaggregated(
         rep.settle()
 
     return _collect(
-        requests, arrival, first, finish, rejected, env.now, prefill_reps, decode_reps,
-        (prefill_of, decode_of, kv_ready, moved, n_prefilled, n_decoded),
+        requests, arrival, first, finish, rejected, env.now, _Side.of(prefill_reps),
+        _Side.of(decode_reps), (prefill_of, decode_of, kv_ready, moved, n_prefilled, n_decoded),
+    )
+
+
+def _pair_coefficients(
+    prefill: ReplicaConfig,
+    decode: ReplicaConfig,
+    backend: str,
+    router_name: str,
+    prefix_blocks: Sequence[np.ndarray] | None,
+) -> tuple[StepCoefficients, StepCoefficients] | None:
+    """Both sides' step coefficients when the compiled pair runs this (see `disaggregated`),
+    else None; errors for `fast` when it cannot."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
+    if backend == "python":
+        return None
+    pair = (exported_coefficients(prefill.step_model), exported_coefficients(decode.step_model))
+    why = (
+        "a step model without coefficients()" if pair[0] is None or pair[1] is None
+        else "prefix_blocks" if prefix_blocks is not None
+        else f"router {router_name!r}" if ROUTERS.get(router_name) not in (_round_robin, _least_outstanding)
+        else ""
+    )
+    if why and backend == "fast":
+        raise InputError(
+            f"backend 'fast' cannot run this pair: it has {why}. Use backend='python' or 'auto'."
+        )
+    if why or pair[0] is None or pair[1] is None:
+        return None
+    return pair[0], pair[1]
+
+
+def _compiled_pair(
+    prefill: ReplicaConfig,
+    decode: ReplicaConfig,
+    requests: Requests,
+    link: KvLink,
+    coefficients: tuple[StepCoefficients, StepCoefficients],
+    arrival: np.ndarray,
+    *,
+    n_prefill: int,
+    n_decode: int,
+    router_name: str,
+    until_s: float | None,
+    n_in_flight: int,
+) -> DisaggResult:
+    """`disaggregated` on the compiled pair (`serving.compiled.run_pair_fast`)."""
+    from megawatt.serving.compiled import Pair, run_pair_fast  # compiles on first use
+
+    n = len(requests)
+    prompt = np.asarray(requests.prompt_tokens)
+    full = prompt + np.asarray(requests.output_tokens) - 1
+    never = np.array([decode.kv.sequence_bytes(int(t)) > decode.kv.capacity_bytes for t in full])
+    moved = np.array([transfer_bytes(prefill.kv, int(p)) for p in prompt], dtype=np.float64)
+    sides = tuple(
+        (c, cfg.kv, cfg.scheduler, cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.timeline_bin_s)
+        for c, cfg in zip(coefficients, (prefill, decode), strict=True)
+    )
+    pair = Pair(
+        n_prefill, n_decode, router_name == "least_outstanding", link.bandwidth_bytes_per_s,
+        link.latency_s, n_in_flight, until_s is not None,
+        float(until_s) if until_s is not None else math.inf,
+    )
+    start_s = min(0.0, float(arrival[0])) if n else 0.0
+    run = run_pair_fast(sides, requests, arrival, moved, never, pair, start_s)
+    order = np.argsort(run.itl_replica, kind="stable")  # each decode replica's samples in turn
+
+    def side(lo: int, hi: int, itl: bool) -> _Side:
+        return _Side(
+            list(run.preemptions[lo:hi]), list(run.cache_hits[lo:hi]),
+            [run.itl_s[order]] if itl else [], [run.itl_n[order]] if itl else [],
+            run.stats[lo:hi], list(run.timelines[lo:hi]),
+        )
+
+    return _collect(
+        requests, run.arrival_s, run.first_token_s, run.finish_s, run.rejected, run.end_s,
+        side(0, n_prefill, False), side(n_prefill, n_prefill + n_decode, True),
+        (run.prefill_of, run.decode_of, run.kv_ready_s, run.moved_bytes, run.n_prefilled,
+         run.n_decoded),
     )
 
 
@@ -268,6 +389,34 @@ def _first_tokens_only(requests: Requests, arrival: np.ndarray) -> Requests:
     )
 
 
+@dataclass
+class _Side:
+    """One side's replicas as a pair's result reads them: per replica its requests'
+    preemptions and cache hits, its ITL samples (seconds; tokens each), stats and timeline."""
+
+    preemptions: list[np.ndarray]
+    cache_hits: list[np.ndarray]
+    itl_s: list[np.ndarray]
+    itl_n: list[np.ndarray]
+    stats: tuple[ReplicaStats, ...]
+    timelines: list[Timeline]
+
+    @staticmethod
+    def of(reps: Sequence[Replica]) -> _Side:
+        """The Python replicas' (their prefix caches' evictions counted in their stats)."""
+        for rep in reps:
+            if rep.cache is not None:
+                rep.stats.prefix_evicted_blocks = rep.cache.n_evicted
+        return _Side(
+            [np.array(rep.preemptions, dtype=np.int64) for rep in reps],
+            [np.array(rep.cache_hits, dtype=np.int64) for rep in reps],
+            [a for rep in reps for a in rep.itl_s],
+            [a for rep in reps for a in rep.itl_n],
+            tuple(rep.stats for rep in reps),
+            [rep.timeline for rep in reps],
+        )
+
+
 def _collect(
     requests: Requests,
     arrival: np.ndarray,
@@ -275,8 +424,8 @@ def _collect(
     finish: np.ndarray,
     rejected: np.ndarray,
     end_s: float,
-    prefill_reps: Sequence[Replica],
-    decode_reps: Sequence[Replica],
+    prefill_side: _Side,
+    decode_side: _Side,
     per_request: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> DisaggResult:
     """A P:D run's result from its replicas: the run as one table (preemptions and cache hits
@@ -287,20 +436,14 @@ def _collect(
     n = len(requests)
     preemptions = np.zeros(n, dtype=np.int64)
     cached = np.zeros(n, dtype=np.int64)
-    for rep in prefill_reps:
-        preemptions += np.array(rep.preemptions, dtype=np.int64)
-        cached += np.array(rep.cache_hits, dtype=np.int64)
-    for rep in decode_reps:
-        preemptions += np.array(rep.preemptions, dtype=np.int64)
-    itl_s = [a for rep in decode_reps for a in rep.itl_s]
-    itl_n = [a for rep in decode_reps for a in rep.itl_n]
-    for rep in prefill_reps:
-        if rep.cache is not None:
-            rep.stats.prefix_evicted_blocks = rep.cache.n_evicted
-    prefill_stats = tuple(rep.stats for rep in prefill_reps)
-    decode_stats = tuple(rep.stats for rep in decode_reps)
-    prefill_timeline = Timeline.merged([rep.timeline for rep in prefill_reps])
-    decode_timeline = Timeline.merged([rep.timeline for rep in decode_reps])
+    for counts in (*prefill_side.preemptions, *decode_side.preemptions):
+        preemptions += counts
+    for hits in prefill_side.cache_hits:
+        cached += hits
+    itl_s, itl_n = decode_side.itl_s, decode_side.itl_n
+    prefill_stats, decode_stats = prefill_side.stats, decode_side.stats
+    prefill_timeline = Timeline.merged(prefill_side.timelines)
+    decode_timeline = Timeline.merged(decode_side.timelines)
     result = RunResult(
         arrival_s=arrival,
         first_token_s=first,
