@@ -505,25 +505,12 @@ class Replica:
             return
         start, ends, all_dts, decodes = self._stretch
         self._stretch = None
-        dts = all_dts[:k]
-        elapsed = float(dts.sum())
-        st = self.stats
-        kv_steps = self._stretch_kv_bytes(decodes, k)
-        st.kv_byte_seconds += float(kv_steps @ dts)
-        self.timeline.add_steps(start, ends[:k], len(decodes), kv_steps, len(decodes))
+        self._account_stretch(start, ends, all_dts, decodes, k)
         for i in decodes:
             self.generated[i] += k
             self._set_ctx(i, self.ctx[i] + k)
         if self.cache is not None:
             self.cache.evict_to(self._free())
-        st.n_steps += k
-        st.n_stretches += 1
-        st.busy_s += elapsed
-        st.seq_seconds += len(decodes) * elapsed
-        st.peak_kv_bytes = max(st.peak_kv_bytes, self.kv_used)
-        st.decode_tokens += k * len(decodes)
-        self.itl_s.append(dts)
-        self.itl_n.append(np.full(k, len(decodes)))
         finished = [i for i in decodes if self.generated[i] >= self.output[i]]
         self._finish(finished, self.env.now)
         self._start_step()
@@ -540,6 +527,13 @@ class Replica:
         self._token += 1  # the stretch's end event, after the run, is void
         # Step j (from 0) begins at ends[j - 1]; step 0 began when the stretch did.
         k = min(int(np.searchsorted(ends[:-1], self.env.now, side="right")) + 1, len(ends))
+        self._account_stretch(start, ends, all_dts, decodes, k)
+
+    def _account_stretch(
+        self, start: float, ends: np.ndarray, all_dts: np.ndarray, decodes: list[int], k: int
+    ) -> None:
+        """Record the first `k` steps of a stretch begun at `start` (before its sequences grow):
+        stats, timeline and ITL samples, the peak with the tokens of step k reserved."""
         dts = all_dts[:k]
         elapsed = float(dts.sum())
         st = self.stats
@@ -547,7 +541,7 @@ class Replica:
         st.kv_byte_seconds += float(kv_steps @ dts)
         self.timeline.add_steps(start, ends[:k], len(decodes), kv_steps, len(decodes))
         peak = self.kv_used
-        for i in decodes:  # the cache while step k runs: its tokens reserved
+        for i in decodes:
             peak += self.kv.sequence_bytes(self.ctx[i] + k) - self.kv_bytes[i]
         st.n_steps += k
         st.n_stretches += 1
