@@ -30,20 +30,6 @@ from megawatt._yaml import MAX_CHARS, load_yaml
 from megawatt.errors import CatalogError, InputError
 from megawatt.units import GB, GIB, GIGA, KW, MB, TB, TERA, US
 
-__all__ = [
-    "DEFAULT_IDLE_POWER_FRACTION",
-    "DEFAULT_SCALEOUT_LATENCY_S",
-    "DEFAULT_SCALEUP_LATENCY_S",
-    "Catalog",
-    "Device",
-    "DeviceKind",
-    "MeshSpec",
-    "System",
-    "Verification",
-    "load_catalog",
-    "load_user_hardware",
-]
-
 Verification = Literal["verified", "secondary", "derived", "estimate"]
 """How well a figure is sourced: vendor docs or several sources, one secondary source, computed
 from sourced inputs, or no direct source."""
