@@ -162,7 +162,11 @@ def shared_bytes(state: PrefixState, ids: Ints, lo: int, hi: int) -> float:
 def acquire(state: PrefixState, ids: Ints, lo: int, hi: int) -> None:
     """A sequence starts to use the cached blocks `ids[lo:hi]` (its hits): the evictable ones
     among them leave the LRU list."""
+    # Scalars are read once and written once (Python: fewer element accesses; the same float
+    # operations in the same order).
     refs, older, newer, counts, sizes = state
+    block_bytes = sizes[_BLOCK_BYTES]
+    free_bytes = sizes[_FREE_BYTES]
     for k in range(lo, hi):
         h = ids[k]
         r = refs[h]
@@ -176,8 +180,9 @@ def acquire(state: PrefixState, ids: Ints, lo: int, hi: int) -> None:
                 counts[_TAIL] = before
             else:
                 older[after] = before
-            sizes[_FREE_BYTES] -= sizes[_BLOCK_BYTES]
+            free_bytes -= block_bytes
         refs[h] = r + 1
+    sizes[_FREE_BYTES] = free_bytes
 
 
 def register(state: PrefixState, h: int) -> bool:
@@ -197,24 +202,27 @@ def release(state: PrefixState, ids: Ints, lo: int, hi: int) -> float:
     copy of them was shared)."""
     refs, older, newer, counts, sizes = state
     block_bytes = sizes[_BLOCK_BYTES]
+    free_bytes = sizes[_FREE_BYTES]
     tail = counts[_TAIL]
     shared = 0.0
     for k in range(hi - 1, lo - 1, -1):
         h = ids[k]
         r = refs[h] - 1
         refs[h] = r
-        if r == 0:
+        if r == 0:  # the most recent evictable block now
             older[h] = tail
-            newer[h] = _NONE
             if tail == _NONE:
                 counts[_HEAD] = h
             else:
                 newer[tail] = h
             tail = h
-            sizes[_FREE_BYTES] += block_bytes
+            free_bytes += block_bytes
         else:
             shared += block_bytes
+    if tail != _NONE:
+        newer[tail] = _NONE  # the list's end (the blocks before it got their newer above)
     counts[_TAIL] = tail
+    sizes[_FREE_BYTES] = free_bytes
     return shared
 
 
