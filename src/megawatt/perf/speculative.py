@@ -153,7 +153,9 @@ class SpeculativeStepModel:
         roofline inside; otherwise exact at a few evenly spaced steps, linear in between: the
         step time is piecewise linear in the context, which grows by one token per step)."""
         contexts = np.asarray(contexts, dtype=np.float64)
-        if isinstance(self.inner, RooflineStepModel) and contexts.shape[0] and n_steps:
+        if n_steps <= 0:
+            return np.zeros(0)
+        if isinstance(self.inner, RooflineStepModel) and contexts.shape[0]:
             return self._roofline_decode_times(self.inner, contexts, n_steps)
         window = self.window_tokens
         points = np.unique(np.linspace(0, max(n_steps - 1, 0), min(n_steps, _SAMPLES)).round())

@@ -235,7 +235,10 @@ class Timeline:
             n = t.max_bins // step
             for mine, theirs in ((out.busy_s, t.busy_s), (out.seq_s, t.seq_s),
                                  (out.kv_s, t.kv_s), (out.tokens, t.tokens)):
-                mine[:n] += theirs.reshape(n, step).sum(axis=1)
+                if n:
+                    mine[:n] += theirs.reshape(n, step).sum(axis=1)
+                else:  # bins over max_bins times narrower: all of them within the first
+                    mine[0] += theirs.sum()
             out.meta[N_BINS] = max(out.n_bins, -(-t.n_bins // step))
             out.meta[LAST_S] = max(out.last_s, t.last_s)
         return out

@@ -197,7 +197,7 @@ class Diurnal:
             out.append(times[keep])
             have += int(keep.sum())
             t = end
-        return np.concatenate(out)[:n]
+        return np.concatenate(out)[:n] if out else np.zeros(0)
 
 
 ARRIVAL_PROCESSES: dict[str, type[Poisson] | type[Gamma] | type[AllAtOnce] | type[Diurnal]] = {
