@@ -106,7 +106,8 @@ def test_the_batch_cap_holds_a_request_until_a_slot_frees() -> None:
 
 def test_decodes_come_first_and_the_prompt_gets_the_rest_of_the_budget() -> None:
     """A decodes from 0.25 s on; B's 256-token prompt arrives at 0.3 s. From 0.5 s each step
-    gives A's decode 1 token of the 256 and B 255: B's last token of prompt goes at 0.75 s."""
+    gives A's decode 1 token of the 256 and B 255: B's last prompt token runs in the step
+    from 0.75 s, which delivers its first token at 1.0 s."""
     res = run([10, 256], [10, 1], [0.0, 0.3])
     assert res.first_token_s[1] == 4 * STEP
     assert res.finish_s[0] == 10 * STEP
