@@ -264,12 +264,6 @@ def test_coefficients_need_a_roofline_inside() -> None:
         SpeculativeStepModel(Recorder(), Speculation()).coefficients()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: SpeculativeStepModel.decode_times(contexts, 0) interpolates over no sample "
-    "points (numpy: 'array of sample points is empty'); the inner roofline returns []",
-)
 def test_a_stretch_of_no_steps_is_empty() -> None:
     """`StepModel.decode_times` of 0 steps is an empty array, as the roofline's is (the replica
     never asks for fewer than 2 steps, so runs are unaffected)."""

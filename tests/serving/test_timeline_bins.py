@@ -268,12 +268,6 @@ def test_a_pool_of_unevenly_widened_replicas_keeps_every_total(
     assert pool.n_bins * pool.bin_s >= pool.last_s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: Timeline.merged reshapes a replica's bins into max_bins // ratio groups, zero "
-    "when the widest replica's bins are more than max_bins times wider than another's",
-)
 def test_a_pool_merges_an_idle_replica_with_one_that_ran_long() -> None:
     """With the default grid (2,048 bins of 1/1,024 s) a replica that ran to 5,000 s has
     4 s bins, 4,096 times an idle replica's: the pool should still hold the busy one's step."""

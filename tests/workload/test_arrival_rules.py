@@ -102,12 +102,6 @@ def test_no_arrivals_is_an_empty_array(process: Poisson | Gamma | AllAtOnce) -> 
     assert process.sample(np.random.default_rng(0), 0).shape == (0,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: Diurnal.sample(rng, 0) concatenates no chunks (numpy: 'need at least one "
-    "array to concatenate') although n = 0 passes its argument check",
-)
 def test_a_diurnal_day_of_no_arrivals_is_an_empty_array() -> None:
     assert Diurnal(5.0).sample(np.random.default_rng(0), 0).shape == (0,)
 
