@@ -17,7 +17,8 @@ def _plan(option: OptionResult) -> str:
     for p in option.pools:
         d = p.deployment
         if d.family == "wafer":
-            plan = "1 wafer, streamed weights" if d.weight_streaming else f"{d.pp} wafers"
+            wafers = f"{d.pp} wafer{'s' if d.pp > 1 else ''}"
+            plan = "1 wafer, streamed weights" if d.weight_streaming else wafers
         else:
             plan = f"TP{d.tp}" + (f" PP{d.pp}" if d.pp > 1 else "")
             plan += (f" EP{d.ep}" if d.ep > 1 else "") + (" DP-attention" if d.attention_dp else "")
