@@ -30,7 +30,11 @@ def two_years(*, budget: tuple[float, float] = (math.inf, math.inf), **options: 
 def test_demand_is_served_overflowed_or_unserved_and_nothing_is_lost(options: dict[str, object]) -> None:
     p = make_problem(**options)  # type: ignore[arg-type]
     got = solve(p)
-    np.testing.assert_allclose(got.served + got.overflow + got.unserved, p.demand, rtol=1e-6)
+    assert np.all(got.served + got.overflow + got.unserved >= p.demand * (1 - 1e-9))
+    # The cloud and the penalty only take what the fleet leaves (a contract MW may serve more
+    # than the demand at no extra cost, never less than it could).
+    left = np.maximum(p.demand - got.served, 0.0)
+    np.testing.assert_allclose(got.overflow + got.unserved, left, rtol=1e-6, atol=1e-3)
     assert np.all(got.overflow <= p.overflow_max_share * p.demand * (1 + 1e-9))
     np.testing.assert_allclose(got.served, np.einsum("sgct,sgct->ct", got.served_mw, p.rate))
 
