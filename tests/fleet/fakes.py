@@ -91,17 +91,22 @@ def pool_result(
     result: RunResult | None = None,
     single_stream_tokens_per_s: float = 100.0,
     sessions: tuple[SessionCapacity, ...] = (),
+    deployment: Deployment | None = None,
 ) -> PoolResult:
     """A pool of `n_systems` catalog systems whose replicas each sustain `rate_per_replica`
     requests/s with `result` as the run at that rate (Llama-3.1-8B: FP8 on a GPU, on wafers
-pipelined over `devices_per_replica` of them; nothing simulated)."""
+pipelined over `devices_per_replica` of them; or `deployment`, whose devices then size the
+replica; nothing simulated)."""
     system = CATALOG.system(system_id)
     device = CATALOG.device(system.device_id)
-    if device.kind == "wafer":
+    if deployment is not None:
+        dep, devices_per_replica = deployment, deployment.tp * deployment.pp
+    elif device.kind == "wafer":
         plan: dict[str, object] = {"pp": devices_per_replica, "engine": "cerebras"}
+        dep = Deployment(model=MODEL, system=system, device=device, **plan)  # type: ignore[arg-type]
     else:
         plan = {"tp": devices_per_replica, "weight_dtype": "fp8"}
-    dep = Deployment(model=MODEL, system=system, device=device, **plan)  # type: ignore[arg-type]
+        dep = Deployment(model=MODEL, system=system, device=device, **plan)  # type: ignore[arg-type]
     size = size_pool(0.0, system, devices_per_replica, field=name, n_systems=n_systems)
     capacity = Capacity(rate_per_replica, result, Slo(), 0.05)
     return PoolResult(
