@@ -5,11 +5,12 @@ end, so each case fails for its own reason.
 
 The bad inputs run in processes forked off a server that has imported megawatt once (see
 tests/fuzz/zygote.py), which saves most of each case's time; a sample of cases run both ways
-must give the same exit code, stdout and stderr, byte for byte."""
+must give the same exit code, stdout and stderr, byte for byte. The server is the `zygote`
+fixture of tests/conftest.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,19 +29,10 @@ from .harness import (
     run_cli,
 )
 
-
-@pytest.fixture(scope="session")
-def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
-    server = Zygote(tmp_path_factory.mktemp("zygote"))
-    yield server
-    server.close()
-
-
 SAME_EITHER_WAY = [
     Case("help", ("--help",), ""),  # exit 0, and the program's name comes from `-m`
     Case("stdin", ("hardware", "--hardware", "/dev/stdin"), ""),  # stdin is /dev/null either way
     *[c for c in CASES if c.id in {
-        "scenario: binary garbage",  # a file that is not text
         "--set: bytes that are not UTF-8",  # an argument that is not text
         "hardware: a named pipe",
         "option: run --workers abc",  # a usage error from the command-line parser
@@ -63,7 +55,7 @@ def test_the_fork_server_runs_a_case_as_a_fresh_interpreter_does(
         results.append(run(folder, case.argv))
         assert listing(folder) == before
     fresh, forked = results
-    assert len(SAME_EITHER_WAY) == 6, "a sample case was renamed"
+    assert len(SAME_EITHER_WAY) == 5, "a sample case was renamed"
     assert forked == fresh
     assert (fresh.returncode == 0) == (case.id == "help"), fresh
 
