@@ -1,6 +1,8 @@
 """Shared test options: `--regen-golden` rewrites the golden files of example scenarios.
 `interrupted_cleanly` runs a command, interrupts it once it simulates and checks that it stopped
-cleanly (exit 130, one line, no traceback, workers reaped, nothing written).
+cleanly (exit 130, one line, no traceback, workers reaped, nothing written). `zygote` runs
+`python -m megawatt` in processes forked off one that has imported megawatt already
+(tests/fuzz/zygote.py; test_fuzz.py checks that they answer as fresh interpreters do).
 
 Hypothesis runs with a fixed seed where `CI` is set (profile `ci`: the same examples on every
 run, so a landing is never refused at random) and draws new examples locally (profile `dev`).
@@ -14,13 +16,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings
+
+from fuzz.harness import Zygote
 
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("dev", print_blob=True)
@@ -159,3 +163,11 @@ def interrupted_cleanly() -> Callable[..., Interrupted]:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zygote]:
+    """A fork server for `python -m megawatt` (one per test process), closed at the end."""
+    server = Zygote(tmp_path_factory.mktemp("zygote"))
+    yield server
+    server.close()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
+from fuzz.harness import Zygote
 from megawatt.cli import main
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -150,13 +149,16 @@ def _bad(tmp_path: Path, change: dict) -> Path:
     ({"budget.facility_mw": -5}, "budget.facility_mw"),
     ({"options.0.pools.0.system": "h300-box"}, "options[0].pools[0].system: unknown system id"),
 ])
-def test_megawatt_run_bad_yaml_is_a_one_line_error(tmp_path: Path, change: dict, needle: str) -> None:
+def test_megawatt_run_bad_yaml_is_a_one_line_error(
+    tmp_path: Path, change: dict, needle: str, zygote: Zygote
+) -> None:
+    """Run as a process of its own (forked off the `zygote` fork server)."""
     path = _bad(tmp_path, change)
-    proc = subprocess.run([sys.executable, "-m", "megawatt", "run", str(path), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, check=False)
+    proc = zygote.run(tmp_path, ("run", str(path), "--out", str(tmp_path / "o")))
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_budget_too_small_for_one_system_names_the_minimum(capsys: pytest.CaptureFixture[str],

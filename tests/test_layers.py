@@ -6,6 +6,7 @@ The last tests feed the checks fabricated sources and assert that they report th
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ def read_sources(root: Path) -> dict[str, str]:
     return out
 
 
+@functools.cache
+def _parsed(source: str) -> ast.Module:
+    """A module's syntax tree, parsed once per text (the tests below reread the same tree with
+    one module changed; the trees are only walked, never changed)."""
+    return ast.parse(source)
+
+
 def imports(sources: Mapping[str, str]) -> list[Import]:
     """Every import of a module in `sources` by another, wherever it stands in the source (type-only
     and function-local ones too). `from p import name` imports the module `p.name` when there is
@@ -61,7 +69,7 @@ def imports(sources: Mapping[str, str]) -> list[Import]:
     out = []
     for module, source in sources.items():
         package = module if module in packages else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(source)):
+        for node in ast.walk(_parsed(source)):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

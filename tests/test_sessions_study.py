@@ -29,11 +29,14 @@ SESSIONS = [
     "tiers: [{name: std, input_usd_per_m: 0.15, cached_input_usd_per_m: 0.015, output_usd_per_m: 0.6}]}",
     "images={model: sdxl, images_per_day: 1.0e5, system: hgx-h200}",
 ]
+# A tenth of small.yaml's demand: each replica's day at demand is a tenth as long to simulate
+# (and no longer overloaded), while every class still sees more than a day's minimum of tasks.
+DEMAND = "traffic.demand_prompts_per_day=1.0e8"
 
 
 @pytest.fixture(scope="module")
 def study():  # type: ignore[no-untyped-def]
-    sc = load_scenario(SMALL, [*AGENTIC_MIX, *SESSIONS, "budget.facility_mw=4"])
+    sc = load_scenario(SMALL, [*AGENTIC_MIX, *SESSIONS, "budget.facility_mw=4", DEMAND])
     return run_study(sc, workers=1)
 
 
@@ -64,7 +67,7 @@ def test_the_agentic_requests_run_as_sessions_over_a_day(study) -> None:  # type
 
 def test_images_come_off_the_budget_and_show_in_the_outputs(study) -> None:  # type: ignore[no-untyped-def]
     assert study.images is not None and study.images.n_systems >= 1
-    plain = run_study(load_scenario(SMALL, ["budget.facility_mw=4"]), workers=1)
+    plain = run_study(load_scenario(SMALL, ["budget.facility_mw=4", DEMAND]), workers=1)
     h200 = next(o for o in study.options if o.name == "H200 TP1")
     h200_plain = next(o for o in plain.options if o.name == "H200 TP1")
     assert h200.n_systems == h200_plain.n_systems - study.images.n_systems

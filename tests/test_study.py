@@ -75,7 +75,10 @@ def test_a_mixed_option_adds_up_its_pools() -> None:
 
 @pytest.mark.slow
 def test_the_default_scenario_runs_every_option() -> None:
-    sc = load_scenario(None, ["simulation.n_requests=200", "simulation.rel_tol=0.15"])
+    # Small searches (requests and session turns per run), as the checks are about every
+    # option running through, not about the numbers.
+    sc = load_scenario(None, ["simulation.n_requests=200", "simulation.rel_tol=0.15",
+                              "sessions.n_requests=2000", "sessions.max_requests=8000"])
     study = run_study(sc)
     assert len(study.options) == len(sc.options) * len(sc.models)
     for row in option_rows(study):

@@ -15,6 +15,7 @@ through `interrupt_cli` and `assert_interrupted`: the command starts, `signal` i
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -121,6 +122,64 @@ def run_cli(folder: Path, argv: tuple[str | bytes, ...], timeout_s: float = TIME
         proc.stdout.decode("utf-8", "backslashreplace"),
         proc.stderr.decode("utf-8", "backslashreplace"),
     )
+
+
+def _text(path: Path) -> str:
+    """A child's output file as text (empty when it was killed before it opened it)."""
+    return path.read_bytes().decode("utf-8", "backslashreplace") if path.exists() else ""
+
+
+class Zygote:
+    """A fork server (tests/fuzz/zygote.py) that has imported megawatt once: `run` gives what
+    `run_cli` gives, from a process forked off it that runs `python -m megawatt ARGV` in the
+    case folder, without paying for the interpreter's start and the import each time."""
+
+    def __init__(self, scratch: Path) -> None:
+        self._scratch = scratch  # the children's stdout and stderr, outside every case folder
+        self._n = 0
+        self._log = open(scratch / "zygote.log", "wb")  # closed in `close`
+        self._proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("zygote.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=_env(),
+            text=True,
+        )
+
+    def run(self, folder: Path, argv: tuple[str | bytes, ...], timeout_s: float = TIMEOUT_S) -> Result:
+        """Like `run_cli(folder, argv)`: the exit code and output of the command in `folder`."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._n += 1
+        out, err = self._scratch / f"{self._n}.out", self._scratch / f"{self._n}.err"
+        request = {"cwd": str(folder), "argv": [os.fsencode(a).hex() for a in argv],
+                   "stdout": str(out), "stderr": str(err), "timeout_s": timeout_s}
+        self._proc.stdin.write(json.dumps(request) + "\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline()
+        if not answer:
+            raise AssertionError(f"the fork server ended: {(self._scratch / 'zygote.log').read_text()}")
+        reply = json.loads(answer)
+        stderr = _text(err)
+        if reply.get("timeout"):
+            raise AssertionError(
+                f"megawatt {argv!r} still ran after {timeout_s:g} s (a hang?); stderr so far: "
+                f"{stderr[-500:]!r}"
+            )
+        return Result(int(reply["returncode"]), _text(out), stderr)
+
+    def close(self) -> None:
+        """End the server (it leaves when its stdin closes)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+        self._log.close()
 
 
 def interrupt_cli(folder: Path, case: SignalCase, timeout_s: float = TIMEOUT_S) -> Result:

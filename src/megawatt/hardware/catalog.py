@@ -12,6 +12,7 @@ import os
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -978,18 +979,25 @@ def _csv_rows(text: str) -> list[dict[str, Any]]:
 def _package_catalog() -> Catalog:
     """The catalog shipped with megawatt: specs.csv devices, then the systems.yaml devices that
     specs.csv lacks, and the systems.yaml systems."""
+    return _catalog_of(_package_text("systems.yaml"), _package_text("specs.csv"))
+
+
+@lru_cache(maxsize=4)
+def _catalog_of(systems_yaml: str, specs_csv: str) -> Catalog:
+    """The package catalog built from the text of its two files, parsed once per process for
+    the same text (a `Catalog` is immutable, so every caller may share it)."""
     csv_fail = _Fail("megawatt/data/hardware/specs.csv")
     yaml_file = "megawatt/data/hardware/systems.yaml"
     yaml_fail = _Fail(yaml_file)
     try:
         extra = _top_level(
-            _parse_yaml(_package_text("systems.yaml"), yaml_file),
+            _parse_yaml(systems_yaml, yaml_file),
             ("device_supplements", "devices", "systems"),
             yaml_fail,
         )
         supplements = extra.get("device_supplements") or {}
         devices: dict[str, Device] = {}
-        for row in _csv_rows(_package_text("specs.csv")):
+        for row in _csv_rows(specs_csv):
             device_id = str(row.get("id"))
             supplement = supplements.get(device_id, {})
             if not isinstance(supplement, dict):
