@@ -83,8 +83,6 @@ def test_the_plans_of_several_pools_are_joined_in_order() -> None:
     assert option_rows(study([gpu, wafer]))[0]["plan"] == "gpu: TP1 fp8 vllm; wafer: 2 wafers bf16 cerebras"
 
 
-@pytest.mark.xfail(strict=True, reason="report.table._plan says '1 wafers' (a known wording slip; "
-                   "fixing it changes results.json's plan text)")
 def test_a_single_wafer_is_said_in_the_singular() -> None:
     assert plan_of(dep("cs-3", "llama-3.1-8b", pp=1, engine="cerebras")) == "p: 1 wafer bf16 cerebras"
 

