@@ -95,6 +95,12 @@ def _helper(fn: _F) -> _F:
     return cast(_F, njit(cache=True, error_model="numpy", **_NO_RUNTIME)(fn))
 
 
+def _inlined(fn: _F) -> _F:
+    """`_helper` for one called once per step from another helper: inlined there (numba's IR
+    inlining; compiling everything inline takes minutes, this little costs seconds)."""
+    return cast(_F, njit(cache=True, inline="always", error_model="numpy", **_NO_RUNTIME)(fn))
+
+
 # The shared arithmetic, compiled (see the module docstring).
 _seq_bytes = njit(cache=True, inline="always", error_model="numpy")(sequence_bytes)
 _features = njit(cache=True, inline="always", error_model="numpy")(fill_features)
@@ -787,7 +793,7 @@ def _preempt(state: State, s: Settings) -> None:
     ints[_W_COUNT] += 1
 
 
-@_helper
+@_inlined
 def _make_room(state: State, s: Settings) -> float:
     """Replica._start_step's first part: sort the running requests into decodes and partial
     prefills, then preempt the newest while the decodes' next tokens do not fit. Returns the
@@ -828,7 +834,7 @@ def _chunk(qs: np.ndarray, ints: np.ndarray, i: int, c: int) -> None:
     ints[_N_CHUNKS] += 1
 
 
-@_helper
+@_inlined
 def _continue_prefills(state: State, s: Settings, budget: int, free: float) -> tuple[int, float]:
     """Replica._start_step: the next chunks of partial prefills, in order, while the token
     budget and KV allow. Returns the budget and free bytes left."""
@@ -850,7 +856,7 @@ def _continue_prefills(state: State, s: Settings, budget: int, free: float) -> t
     return budget, free
 
 
-@_helper
+@_inlined
 def _admit(state: State, s: Settings, budget: int, free: float) -> float:
     """Replica._start_step: admit waiting requests, oldest first, while the batch has room (a
     whole prompt under static batching, which reserves the whole sequence); each first skips
@@ -1015,7 +1021,7 @@ def _step_s(
 
 
 
-@_helper
+@_inlined
 def _batch_time(state: State, s: Settings, co: Coefficients, x: np.ndarray) -> tuple[float, int, int]:
     """Replica._run_step's timing: the batch's aggregates (`BatchShape.of`) and its step time,
     a speculative one when the model drafts (`_speculative_s`). Returns the time (s), the
@@ -1119,7 +1125,7 @@ def _speculative_s(
     return (dt + co.spec_cost * fk * draft) / co.spec_tokens
 
 
-@_helper
+@_inlined
 def _run_step(
     state: State, s: Settings, co: Coefficients, opt: Options, rec: Record, wk: Work
 ) -> float:
@@ -1200,7 +1206,7 @@ def _start_step(
         return _run_step(state, s, co, opt, rec, wk)
 
 
-@_helper
+@_inlined
 def _next_arrival(state: State) -> float:
     """When the next request arrives (s; inf when none is known): the earlier of the table's
     next arrival (the roots from `_AI` on) and the first of the issued turns on the heap."""
@@ -1212,7 +1218,7 @@ def _next_arrival(state: State) -> float:
     return t
 
 
-@_helper
+@_inlined
 def _settled(i: int, now: float, state: State) -> None:
     """Request i completed or was rejected at `now`: a closed loop issues its next request (it
     arrives its issue delay later, in issue order); a session turn issues its next turns, rows
@@ -1236,7 +1242,7 @@ def _settled(i: int, now: float, state: State) -> None:
             ints[_N_ISSUED] += 1
 
 
-@_helper
+@_inlined
 def _submit(state: State, i: int, now: float) -> bool:
     """Replica.submit: request i arrives at `now` and queues; False when it can never fit the
     cache (it is rejected then)."""
@@ -1272,7 +1278,7 @@ def _submit_decode(state: State, s: Settings, i: int, first_s: float, now: float
     return True
 
 
-@_helper
+@_inlined
 def _join_arrived(state: State, s: Settings, free: float) -> float:
     """Replica._start_step: requests whose KV arrived join as decodes of this very step, in
     arrival order, while they fit (static batching reserves the whole sequence); returns the
