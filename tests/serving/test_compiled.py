@@ -473,8 +473,10 @@ def test_replicas_side_by_side_are_each_replica_alone() -> None:
 
 
 def test_the_compiled_replica_compiles_the_shared_arithmetic_itself() -> None:
-    """Write once, compile twice: the kernel's sequence bytes, step features, timeline binning
-    and prefix cache are the very functions the Python side calls, compiled - not copies."""
+    """Write once, compile twice: the kernel's sequence bytes, step features, timeline binning,
+    speculative verify shapes and prefix cache are the very functions the Python side calls,
+    compiled - not copies."""
+    from megawatt.perf import speculative
     from megawatt.perf.roofline import fill_features
     from megawatt.serving import compiled, prefix
     from megawatt.serving.kv import sequence_bytes
@@ -486,6 +488,8 @@ def test_the_compiled_replica_compiles_the_shared_arithmetic_itself() -> None:
     for name in ("leading_hits", "any_free", "shared_bytes", "acquire", "register", "evict_to"):
         assert getattr(compiled, f"_{name}").py_func is getattr(prefix, name)
     assert compiled._release_blocks.py_func is prefix.release
+    assert compiled._verify_chunk.py_func is speculative.verify_chunk
+    assert compiled._pipelined_decodes.py_func is speculative.pipelined_decodes
 
 
 def test_the_shared_features_agree_on_scalars_and_on_columns() -> None:

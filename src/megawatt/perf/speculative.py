@@ -44,6 +44,53 @@ __all__ = [
     "wafer_speculation",
 ]
 
+def verify_chunk(
+    k: int,
+    n_decode: int,
+    decode_context: float,
+    decode_window: float,
+    prefill_tokens: int,
+    prefill_attention: float,
+    prefill_window: float,
+    n_logits: int,
+    windowed: bool,
+) -> tuple[int, float, float, int]:
+    """A verify pass over k + 1 tokens per decoding sequence prices the k extra ones as a prompt
+    chunk after each sequence's context: the batch's prefill tokens, attention and windowed
+    attention, and logits with them. Written once for both engines: `SpeculativeStepModel`
+    calls it, the compiled replica compiles it."""
+    extra = n_decode * k
+    span = (k + 1) / 2.0
+    return (
+        prefill_tokens + extra,
+        prefill_attention + k * (decode_context + n_decode * span),
+        prefill_window + (k * (decode_window + n_decode * span) if windowed else 0.0),
+        n_logits + extra,
+    )
+
+
+def pipelined_decodes(
+    k: int,
+    n_decode: int,
+    decode_context: float,
+    decode_window: float,
+    decode_context_max: float,
+    n_logits: int,
+    windowed: bool,
+) -> tuple[int, float, float, float, int]:
+    """A pipelined verify pass runs each sequence's k + 1 tokens as decodes at contexts c, c +
+    1, ..., c + k: the batch's decodes, decode context, windowed and longest context, and
+    logits (`verify_chunk`'s twin, shared the same way)."""
+    span = n_decode * k * (k + 1) / 2.0
+    return (
+        n_decode * (k + 1),
+        (k + 1) * decode_context + span,
+        (k + 1) * decode_window + (span if windowed else 0.0),
+        decode_context_max + k,
+        n_logits + n_decode * k,
+    )
+
+
 _SAMPLES = 17  # decode stretches of other inner models: exact at this many points, linear between
 
 
@@ -70,22 +117,21 @@ class SpeculativeStepModel:
 
     def _verify_shape(self, batch: BatchShape) -> BatchShape:
         """The target pass over k+1 tokens per decoding sequence (extra tokens as a chunk)."""
-        k = self.speculation.draft_tokens
-        b = batch.n_decode
-        window = self.window_tokens
-        extra = b * k
-        span = (k + 1) / 2.0
+        tokens, attention, window, logits = verify_chunk(
+            self.speculation.draft_tokens, batch.n_decode, batch.decode_context,
+            batch.decode_window, batch.prefill_tokens, batch.prefill_attention,
+            batch.prefill_window, batch.n_logits, bool(self.window_tokens),
+        )
         return BatchShape(
-            n_decode=b,
+            n_decode=batch.n_decode,
             decode_context=batch.decode_context,
             decode_window=batch.decode_window,
             decode_context_max=batch.decode_context_max,
             n_prefill=batch.n_prefill,
-            prefill_tokens=batch.prefill_tokens + extra,
-            prefill_attention=batch.prefill_attention + k * (batch.decode_context + b * span),
-            prefill_window=batch.prefill_window
-            + (k * (batch.decode_window + b * span) if window else 0.0),
-            n_logits=batch.n_logits + extra,
+            prefill_tokens=tokens,
+            prefill_attention=attention,
+            prefill_window=window,
+            n_logits=logits,
             prefill_max_tokens=batch.prefill_max_tokens,
             prefill_max_attention=batch.prefill_max_attention,
             prefill_max_window=batch.prefill_max_window,
@@ -94,19 +140,20 @@ class SpeculativeStepModel:
     def _pipelined_shape(self, batch: BatchShape) -> BatchShape:
         """The verify pass with each sequence's k+1 tokens as separate pipeline units (decode
         tokens at contexts c, c+1, ..., c+k)."""
-        k = self.speculation.draft_tokens
-        b = batch.n_decode
-        span = b * k * (k + 1) / 2.0
+        n_decode, context, window, longest, logits = pipelined_decodes(
+            self.speculation.draft_tokens, batch.n_decode, batch.decode_context,
+            batch.decode_window, batch.decode_context_max, batch.n_logits, bool(self.window_tokens),
+        )
         return BatchShape(
-            n_decode=b * (k + 1),
-            decode_context=(k + 1) * batch.decode_context + span,
-            decode_window=(k + 1) * batch.decode_window + (span if self.window_tokens else 0.0),
-            decode_context_max=batch.decode_context_max + k,
+            n_decode=n_decode,
+            decode_context=context,
+            decode_window=window,
+            decode_context_max=longest,
             n_prefill=batch.n_prefill,
             prefill_tokens=batch.prefill_tokens,
             prefill_attention=batch.prefill_attention,
             prefill_window=batch.prefill_window,
-            n_logits=batch.n_logits + b * k,
+            n_logits=logits,
             prefill_max_tokens=batch.prefill_max_tokens,
             prefill_max_attention=batch.prefill_max_attention,
             prefill_max_window=batch.prefill_max_window,

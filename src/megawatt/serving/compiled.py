@@ -58,6 +58,7 @@ from megawatt.perf.roofline import (
     StepCoefficients,
     fill_features,
 )
+from megawatt.perf.speculative import pipelined_decodes, verify_chunk
 from megawatt.serving.kv import KvBudget, sequence_bytes
 from megawatt.serving.metrics import RunResult
 from megawatt.serving.prefix import (
@@ -105,6 +106,8 @@ def _inlined(fn: _F) -> _F:
 _seq_bytes = njit(cache=True, inline="always", error_model="numpy")(sequence_bytes)
 _features = njit(cache=True, inline="always", error_model="numpy")(fill_features)
 _timeline_add = njit(cache=True, inline="always", error_model="numpy")(add_step)
+_verify_chunk = njit(cache=True, inline="always", error_model="numpy")(verify_chunk)
+_pipelined_decodes = njit(cache=True, inline="always", error_model="numpy")(pipelined_decodes)
 
 # The prefix cache's functions, compiled (the Python replica calls them through PrefixCache).
 _leading_hits = _helper(leading_hits)
@@ -1100,21 +1103,21 @@ def _speculative_s(
     passes), plus k drafts, per token accepted."""
     fk = float(co.spec_k)
     fdec = float(n_dec)
-    extra_tok = n_dec * co.spec_k
-    span = (fk + 1.0) / 2.0
-    v_tok = p_tok + extra_tok
-    v_win = p_win + (fk * (dwin + fdec * span) if co.window > 0 else 0.0)
+    windowed = co.window > 0
+    v_tok, v_att, v_win, v_logits = _verify_chunk(
+        co.spec_k, n_dec, dctx, dwin, p_tok, p_att, p_win, n_logits, windowed
+    )
     dt = _step_s(
-        x, co, float(n_dec + v_tok), float(n_logits + extra_tok), dctx, dwin, dmax, fdec,
-        p_att + fk * (dctx + fdec * span), v_win, float(v_tok), float(big_tok), big_att, big_win,
+        x, co, float(n_dec + v_tok), float(v_logits), dctx, dwin, dmax, fdec, v_att, v_win,
+        float(v_tok), float(big_tok), big_att, big_win,
         n_dec + max(float(n_chunks), v_tok / co.prefill_unit), n_seqs, eager,
     )
     if co.spec_pipelined:
-        pd = n_dec * (co.spec_k + 1)
-        pspan = fdec * fk * (fk + 1.0) / 2.0
+        pd, p_ctx, p_win_ctx, p_max, p_logits = _pipelined_decodes(
+            co.spec_k, n_dec, dctx, dwin, dmax, n_logits, windowed
+        )
         piped = _step_s(
-            x, co, float(pd + p_tok), float(n_logits + extra_tok), (fk + 1.0) * dctx + pspan,
-            (fk + 1.0) * dwin + (pspan if co.window > 0 else 0.0), dmax + fk, float(pd), p_att,
+            x, co, float(pd + p_tok), float(p_logits), p_ctx, p_win_ctx, p_max, float(pd), p_att,
             p_win, float(p_tok), float(big_tok), big_att, big_win,
             pd + max(float(n_chunks), p_tok / co.prefill_unit), float(pd + n_chunks), eager,
         )
