@@ -1517,7 +1517,7 @@ _PR_SEQ, _PR_PENDING, _PR_FREE, _PR_PICK_P, _PR_PICK_D, _PR_ISSUED, _PR_N_ITL, _
 # Per request of a pair: integer rows (prefill and decode replica, finishes of each side,
 # rejected, no decode replica can ever hold it) and float rows (arrival, first token, finish,
 # KV ready on the decode side, bytes to move).
-_PQ_PREFILL, _PQ_DECODE, _PQ_N_PREFILLED, _PQ_N_DECODED, _PQ_REJECTED, _PQ_NEVER, _PQ_ROWS = range(7)
+_PQ_PREFILL, _PQ_DECODE, _PQ_N_PREFILLED, _PQ_N_DECODED, _PQ_REJECTED, _PQ_ROWS = range(6)
 _PF_ARRIVAL, _PF_FIRST, _PF_FINISH, _PF_READY, _PF_MOVED, _PF_ROWS = range(6)
 
 
@@ -1738,7 +1738,7 @@ def _pair_event(
         i = a
         if b and i + 1 < rq.shape[1]:
             _schedule(ps, rfp[_PF_ARRIVAL, i + 1], -1, _E_ARRIVE, i + 1, 1)
-        if rq[_PQ_NEVER, i]:  # no decode replica can ever hold it
+        if pool.ri[n_p, _R_OVERSIZED, i]:  # no decode replica can ever hold it
             rq[_PQ_REJECTED, i] = 1
             rfp[_PF_FINISH, i] = now
             _pair_settled(ps, now)
@@ -1874,16 +1874,15 @@ def run_pair_fast(
     requests: Requests,
     arrival_s: np.ndarray,
     moved_bytes: np.ndarray,
-    never_fits: np.ndarray,
     pair: Pair,
     start_s: float,
 ) -> PairRun:
     """A disaggregated pair on the compiled engine (`serving.disagg.disaggregated` builds the
     arguments and reads the result): `sides` gives each side's step coefficients, KV budget,
     scheduler, batch limits and timeline bin (prefill first); per request, its arrival (s;
-    ignored by a closed loop), the KV bytes its transfer moves and whether no decode replica can
-    ever hold it. Prefill replicas serve the requests up to their first token, decode replicas
-    the rest."""
+    ignored by a closed loop) and the KV bytes its transfer moves. Prefill replicas serve the
+    requests up to their first token, decode replicas the rest; a request no decode replica can
+    ever hold (the decode side's `_R_OVERSIZED`) is turned away on arrival."""
     n = len(requests)
     n_rep = pair.n_prefill + pair.n_decode
     if 2 * n + 2 * n_rep + 4 > MAX_PAIR_EVENTS:
@@ -1919,7 +1918,7 @@ def run_pair_fast(
         )
         for r, side in enumerate(side_of):
             _init_replica(pool, r, loads[side], args[side][0], opts[side])
-        ps = _new_pair_state(n, n_rep, pair, arrival_s, moved_bytes, never_fits)
+        ps = _new_pair_state(n, n_rep, pair, arrival_s, moved_bytes)
         with held_signals() as abort:
             end_s, itl_s, itl_n, itl_r, aborted = _run_pair(
                 pool, ps, pair, ((args[0][0], args[1][0]), (args[0][1], args[1][1]), opts), abort
@@ -1955,14 +1954,12 @@ def _new_pair_state(
     pair: Pair,
     arrival_s: np.ndarray,
     moved_bytes: np.ndarray,
-    never_fits: np.ndarray,
 ) -> PairState:
     """A pair's own state at the start (see `PairState`)."""
     slots = 2 * n + 2 * n_rep + 4
     rq = np.zeros((_PQ_ROWS, n), np.int64)
     rq[_PQ_PREFILL] = -1
     rq[_PQ_DECODE] = -1
-    rq[_PQ_NEVER] = never_fits
     rfp = np.full((_PF_ROWS, n), np.nan)
     rfp[_PF_ARRIVAL] = arrival_s
     rfp[_PF_MOVED] = moved_bytes

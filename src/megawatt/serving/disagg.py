@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -83,9 +84,10 @@ class KvLink:
         return n_bytes / self.bandwidth_bytes_per_s + self.latency_s
 
 
-def transfer_bytes(kv: KvBudget, prompt_tokens: int) -> float:
-    """KV bytes of a prompt of `prompt_tokens` tokens (no fragmentation: the data moved)."""
-    windowed = min(prompt_tokens, kv.window_tokens) if kv.window_tokens else 0
+def transfer_bytes(kv: KvBudget, prompt_tokens: Any) -> Any:
+    """KV bytes of a prompt of `prompt_tokens` tokens (no fragmentation: the data moved); an
+    array of prompts gives an array."""
+    windowed = np.minimum(prompt_tokens, kv.window_tokens) if kv.window_tokens else 0
     return kv.bytes_per_token * prompt_tokens + kv.bytes_per_token_windowed * windowed
 
 
@@ -336,9 +338,7 @@ def _compiled_pair(
 
     n = len(requests)
     prompt = np.asarray(requests.prompt_tokens)
-    full = prompt + np.asarray(requests.output_tokens) - 1
-    never = np.array([decode.kv.sequence_bytes(int(t)) > decode.kv.capacity_bytes for t in full])
-    moved = np.array([transfer_bytes(prefill.kv, int(p)) for p in prompt], dtype=np.float64)
+    moved = np.asarray(transfer_bytes(prefill.kv, prompt), dtype=np.float64)
     sides = tuple(
         (c, cfg.kv, cfg.scheduler, cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.timeline_bin_s)
         for c, cfg in zip(coefficients, (prefill, decode), strict=True)
@@ -349,7 +349,7 @@ def _compiled_pair(
         float(until_s) if until_s is not None else math.inf,
     )
     start_s = min(0.0, float(arrival[0])) if n else 0.0
-    run = run_pair_fast(sides, requests, arrival, moved, never, pair, start_s)
+    run = run_pair_fast(sides, requests, arrival, moved, pair, start_s)
     order = np.argsort(run.itl_replica, kind="stable")  # each decode replica's samples in turn
 
     def side(lo: int, hi: int, itl: bool) -> _Side:
@@ -539,7 +539,9 @@ def closed_loop_by_symmetry(
         class_id=requests.class_id[mine],
         class_names=requests.class_names,
     )
-    nbytes = np.array([transfer_bytes(prefill.kv, int(p)) for p in pre_requests.prompt_tokens])
+    nbytes = np.asarray(
+        transfer_bytes(prefill.kv, np.asarray(pre_requests.prompt_tokens)), dtype=np.float64
+    )
     delay = np.zeros(n_dec)
     ttft = np.zeros(n_dec)
     last_end = math.nan
